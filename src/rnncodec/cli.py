@@ -1,0 +1,193 @@
+"""The `rnncodec` command line. Exit codes: see EXIT_CODES (and README.md)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
+from .errors import FormatError, ImageError, ModelError, OutputError, RNNCodecError
+
+EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6}  # 1: other errors, 2: usage
+
+
+def _compress(args: argparse.Namespace) -> None:
+    from .codec import encode
+    from .fileio import atomic_write
+    from .models.store import load_image_model
+
+    if args.iterations is not None and args.iterations < 1:
+        raise SystemExit("rnncodec: error: --iterations must be at least 1")
+    if args.bpp is not None and args.bpp <= 0:
+        raise SystemExit("rnncodec: error: --bpp must be positive")
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
+    model = load_image_model(args.model)
+    if args.iterations is not None and args.iterations > model.cfg.iterations:
+        raise SystemExit(f"rnncodec: error: --iterations must be at most {model.cfg.iterations} for this model")
+    enc = encode(args.input, iterations=args.iterations, bpp=args.bpp, model=model, tile=args.tile,
+                 overlap=args.overlap, progress=True)
+    atomic_write(out, lambda f: f.write(enc.data), args.force)
+
+
+def _model_lookup(path: str | None):
+    from .models.store import image_model_by_id, load_image_model
+
+    if path is None:
+        return image_model_by_id
+
+    def lookup(model_id: bytes):
+        model = load_image_model(path)
+        if model.model_id != model_id:
+            raise ModelError(f"{path} is model {model.model_id.hex()}, but the file needs {model_id.hex()}")
+        return model
+
+    return lookup
+
+
+def _read_stream(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise FormatError(f"{path}: permission denied") from None
+
+
+def _decompress(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from .codec import decode
+    from .fileio import atomic_write
+
+    if args.iterations is not None and args.iterations < 1:
+        raise SystemExit("rnncodec: error: --iterations must be at least 1")
+    out = Path(args.output)
+    fmt = Image.registered_extensions().get(out.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"{out}: unknown image file extension (use .png)")
+    if out.exists() and not args.force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
+    dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=True)
+    im = Image.fromarray(dec.pixels, "RGB")
+    extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}
+    atomic_write(out, lambda f: im.save(f, format=fmt, **extra), args.force)
+
+
+def _info(args: argparse.Namespace) -> None:
+    from . import container
+
+    data = _read_stream(args.input)
+    header, chunks = container.read(data)
+    pixels = header.width * header.height
+    print(f"file:        {args.input} ({len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp)")
+    print(f"image:       {header.width}×{header.height}{', ICC profile' if header.icc_profile else ''}")
+    print(f"model id:    {header.model_id.hex()}")
+    print(f"coder:       {header.coder_id} (entropy model {header.entropy_id.hex()})")
+    print(f"tiles:       {header.tile} px, overlap {header.overlap} px")
+    print(f"iterations:  {len(chunks)} of {header.iterations} written")
+    size = len(header.to_bytes())
+    for t, (payload, _) in enumerate(chunks, 1):
+        size += 8 + len(payload)
+        print(f"  {t:2d}: {len(payload):8d} bytes   prefix {size:8d} bytes = {size * 8 / pixels:.4f} bpp")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .train.loop import Trainer, TrainConfig
+
+    overrides = {k: v for k, v in (("encoder_cell", args.cell), ("decoder_cell", args.cell), ("framework", args.framework),
+                                    ("iterations", args.model_iterations), ("width", args.width)) if v is not None}
+    tc = TrainConfig(
+        data=args.data, out=args.out, preset=args.preset, model_overrides=overrides, unroll=args.unroll,
+        batch=args.batch, steps=args.steps, lr=args.lr, warmup=args.warmup, clip=args.clip, bf16=args.bf16,
+        seed=args.seed, ssim_weight=args.ssim_weight, high_entropy=args.high_entropy,
+        jpeg_downscale=args.jpeg_downscale, val_fraction=args.val_fraction, val_every=args.val_every,
+        checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, threads=args.threads,
+    )
+    Trainer(tc, resume=args.resume).run()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rnncodec", description="Lossy image compression with recurrent neural networks.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compress", help="compress an image to .rnc")
+    c.add_argument("input", help="image file (PNG, JPEG, …)")
+    c.add_argument("-o", "--output", required=True, help="output .rnc file")
+    rate = c.add_mutually_exclusive_group()
+    rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
+    rate.add_argument("--bpp", type=float, help="largest real rate, header included: keeps the longest prefix that fits")
+    c.add_argument("--model", help="image model weights (.safetensors); default: the packaged model")
+    c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (multiple of 16)")
+    c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
+    c.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    c.set_defaults(func=_compress)
+
+    d = sub.add_parser("decompress", help="decompress an .rnc file to an image")
+    d.add_argument("input")
+    d.add_argument("-o", "--output", required=True, help="output image (.png recommended)")
+    d.add_argument("--iterations", type=int, help="decode only the first K iterations")
+    d.add_argument("--model", help="weights to decode with, if not packaged (their id must match the file)")
+    d.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    d.set_defaults(func=_decompress)
+
+    i = sub.add_parser("info", help="describe an .rnc file")
+    i.add_argument("input")
+    i.set_defaults(func=_info)
+
+    t = sub.add_parser("train", help="train an image model on folders of images")
+    t.add_argument("data", nargs="+", help="folders of training images (PNG, JPEG)")
+    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.safetensors, log.jsonl")
+    t.add_argument("--preset", default="small")
+    t.add_argument("--cell", choices=("lstm", "assoc_lstm", "gru", "residual_gru"))
+    t.add_argument("--framework", choices=("oneshot", "additive", "residual_scaling"))
+    t.add_argument("--width", type=float)
+    t.add_argument("--model-iterations", type=int, help="most iterations a file may hold")
+    t.add_argument("--unroll", type=int, default=0, help="iterations unrolled in training (default: the model's)")
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--steps", type=int, default=20000)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--warmup", type=int, default=200)
+    t.add_argument("--clip", type=float, default=1.0)
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with bf16 support)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--ssim-weight", type=float, default=0.0, help="SSIM-weighted L1 strength (Johnston 2018); 0 = plain L1")
+    t.add_argument("--high-entropy", type=int, default=0, metavar="K", help="keep per image the K tiles PNG compresses worst")
+    t.add_argument("--jpeg-downscale", type=int, default=1, metavar="F", help="shrink JPEG sources by F first")
+    t.add_argument("--val-fraction", type=float, default=0.05)
+    t.add_argument("--val-every", type=int, default=500)
+    t.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    t.add_argument("--max-minutes", type=float, default=0.0)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--resume", action="store_true")
+    t.set_defaults(func=_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except RNNCodecError as exc:
+        print(f"rnncodec: error: {exc}", file=sys.stderr)
+        return EXIT_CODES.get(type(exc), 1)
+    except ValueError as exc:
+        print(f"rnncodec: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rnncodec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, unless debugging
+        if os.environ.get("RNNCODEC_DEBUG"):
+            raise
+        print(f"rnncodec: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The pipeline: image → tiles → pad → encoder → binarizer → bits → payload coder → container, and back."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from . import container
+from .entropy import BitCoder, RawCoder, get_coder
+from .errors import FormatError
+from .image import RGBImage, from_pil, pad_to_multiple, read_image
+from .models.rnn_codec import STRIDE
+from .models.store import ImageModel, image_model_by_id, load_image_model
+from .tiles import Canvas, TileBox, plan_tiles
+
+DEFAULT_TILE = 1024  # Kodak-sized images (768×512) code as one tile, with no overlap overhead
+DEFAULT_OVERLAP = 16
+NOMINAL_BPP = 0.125  # bpp of one iteration before entropy coding, at 32 bits per 16×16 block
+
+
+@dataclass
+class Encoded:
+    data: bytes
+    iterations: int
+    reconstruction: np.ndarray  # H×W×3 uint8: exactly what a decoder of `data` must produce
+
+
+def default_coder() -> BitCoder:
+    """The coder compress uses unless told otherwise."""
+    return RawCoder()
+
+
+def _to_uint8(recon: np.ndarray) -> np.ndarray:
+    return np.clip(np.round((recon + 0.5) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _as_rgb(image: RGBImage | Image.Image | np.ndarray | str | Path) -> RGBImage:
+    if isinstance(image, RGBImage):
+        return image
+    if isinstance(image, Image.Image):
+        return from_pil(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError("arrays must be H×W×3 uint8")
+        return RGBImage(image)
+    return read_image(image)
+
+
+def _tile_bits(model: ImageModel, pixels: np.ndarray, box: TileBox, iterations: int) -> tuple[list[np.ndarray], list[torch.Tensor]]:
+    """Run the encoder on one tile: per-iteration bits (C×h×w uint8) and reconstructions."""
+    crop = pad_to_multiple(pixels[box.y0 : box.y1, box.x0 : box.x1], STRIDE)
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0 - 0.5
+    bits, recons = model.net(x, iterations)
+    return [(b[0] > 0).to(torch.uint8).numpy() for b in bits], recons
+
+
+def encode(
+    image: RGBImage | Image.Image | np.ndarray | str | Path,
+    iterations: int | None = None,
+    bpp: float | None = None,
+    model: ImageModel | None = None,
+    coder: BitCoder | None = None,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    progress: bool = False,
+) -> Encoded:
+    """Encode an image; with `bpp`, keep the longest prefix whose real file size fits that rate."""
+    if iterations is not None and bpp is not None:
+        raise ValueError("give iterations or bpp, not both")
+    rgb = _as_rgb(image)
+    model = model or load_image_model()
+    coder = coder or default_coder()
+    max_iter = model.cfg.iterations
+    n_iter = max_iter if iterations is None else iterations
+    if not 1 <= n_iter <= max_iter:
+        raise ValueError(f"iterations must be between 1 and {max_iter} for this model")
+    if tile % STRIDE or tile <= 0 or overlap % STRIDE or overlap >= tile:
+        raise ValueError(f"tile must be a positive multiple of {STRIDE} and overlap a smaller multiple of {STRIDE}")
+    h, w = rgb.pixels.shape[:2]
+    boxes = plan_tiles(h, w, tile, overlap)
+    segments: list[list[bytes]] = [[] for _ in range(n_iter)]
+    crcs = [container.bits_crc(t) for t in range(n_iter)]
+    canvases = [Canvas(h, w, overlap) for _ in range(n_iter)]
+    with torch.inference_mode():
+        for box in tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0):
+            bits, recons = _tile_bits(model, rgb.pixels, box, n_iter)
+            session = coder.session(bits[0].shape)
+            for t in range(n_iter):
+                segments[t].append(session.encode(bits[t]))
+                crcs[t] = container.bits_crc_update(bits[t], crcs[t])
+                canvases[t].add(box, recons[t][0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
+    chunks = [(container.join_segments(segments[t]), crcs[t]) for t in range(n_iter)]
+    header = partial(container.Header, coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap,
+                     icc_profile=rgb.icc_profile)
+    keep = n_iter
+    if bpp is not None:
+        sizes = np.cumsum([len(header(n_iter).to_bytes())] + [container.CHUNK_OVERHEAD + len(p) for p, _ in chunks])
+        keep = max(1, int(np.searchsorted(sizes[1:], bpp * w * h / 8, side="right")))
+    data = container.write(header(keep), chunks[:keep])
+    return Encoded(data, keep, _to_uint8(canvases[keep - 1].result()))
+
+
+@dataclass
+class Decoded:
+    pixels: np.ndarray  # H×W×3 uint8
+    iterations: int
+    icc_profile: bytes | None
+
+
+def decode(
+    data: bytes,
+    iterations: int | None = None,
+    model_lookup: Callable[[bytes], ImageModel] = image_model_by_id,
+    progress: bool = False,
+) -> Decoded:
+    """Decode the first `iterations` chunks (default: all the file holds)."""
+    header, chunks = container.read(data)
+    if not chunks:
+        raise FormatError("the file holds no iterations")
+    if iterations is not None and not 1 <= iterations:
+        raise ValueError("iterations must be at least 1")
+    n_iter = len(chunks) if iterations is None else min(iterations, len(chunks))
+    model = model_lookup(header.model_id)
+    if header.iterations > model.cfg.iterations:
+        raise FormatError(f"the file claims {header.iterations} iterations; its model has at most {model.cfg.iterations}")
+    coder = get_coder(header.coder_id, header.entropy_id)
+    h, w = header.height, header.width
+    boxes = plan_tiles(h, w, header.tile, header.overlap)
+    payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
+    crcs = [container.bits_crc(t) for t in range(n_iter)]
+    canvas = Canvas(h, w, header.overlap)
+    bits_shape = (model.cfg.bits,)
+    with torch.inference_mode():
+        for i, box in enumerate(tqdm(boxes, desc="decoding", unit="tile", disable=not progress, delay=1.0)):
+            ph, pw = (-(-s // STRIDE) for s in box.shape)
+            session = coder.session(bits_shape + (ph, pw))
+            bits = []
+            for t in range(n_iter):
+                b = session.decode(payloads[t][i])
+                crcs[t] = container.bits_crc_update(b, crcs[t])
+                bits.append(torch.from_numpy(b)[None].float() * 2 - 1)
+            *_, recon = model.net.decode(bits)
+            canvas.add(box, recon[0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
+    for t in range(n_iter):
+        if crcs[t] != chunks[t][1]:
+            raise FormatError(f"chunk {t + 1} CRC mismatch: the file is corrupt or was coded with another model")
+    return Decoded(_to_uint8(canvas.result()), n_iter, header.icc_profile)
+
+
+def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, iterations: int | None = None,
+             bpp: float | None = None, **kwargs) -> bytes:
+    """Compress an image (a path, a PIL image or an H×W×3 uint8 array) to .rnc bytes."""
+    return encode(image, iterations=iterations, bpp=bpp, **kwargs).data
+
+
+def decompress(data: bytes, iterations: int | None = None) -> Image.Image:
+    """Decode .rnc bytes to a PIL RGB image; `iterations` decodes a prefix at lower quality."""
+    dec = decode(data, iterations)
+    im = Image.fromarray(dec.pixels, "RGB")
+    if dec.icc_profile:
+        im.info["icc_profile"] = dec.icc_profile
+    return im

@@ -1,0 +1,56 @@
+"""Model configuration: everything needed to rebuild a model, stored beside its weights."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+CELLS = ("lstm", "assoc_lstm", "gru", "residual_gru")
+FRAMEWORKS = ("oneshot", "additive", "residual_scaling")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an RNN codec (PAPER.md §2); `width` scales every layer's depth."""
+
+    encoder_cell: str = "residual_gru"
+    decoder_cell: str = "residual_gru"
+    framework: str = "additive"
+    width: float = 1.0
+    bits: int = 32  # binarizer depth: bits per 16x16 block per iteration
+    iterations: int = 16  # iterations the model was trained for; also the most a file may hold
+    assoc_copies: int = 4  # memory copies of the associative LSTM
+    gain_width: int = 32  # channels of the residual-scaling gain network
+
+    def __post_init__(self) -> None:
+        if self.encoder_cell not in CELLS or self.decoder_cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}")
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"framework must be one of {FRAMEWORKS}")
+        if not 0 < self.width <= 4 or not 1 <= self.bits <= 256 or not 1 <= self.iterations <= 64:
+            raise ValueError("width, bits or iterations out of range")
+
+    def depth(self, paper_depth: int) -> int:
+        """Scaled layer depth, kept a multiple of 8 so depth-to-space and complex pairs split evenly."""
+        return max(8, int(round(paper_depth * self.width / 8)) * 8)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls(**json.loads(text))
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "paper": ModelConfig(width=1.0),
+    "small": ModelConfig(width=0.25, iterations=16),
+    "fast": ModelConfig(width=0.125, iterations=16),
+    "tiny": ModelConfig(width=1 / 32, iterations=4),  # for tests only
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A named preset, optionally with fields replaced (e.g. framework='oneshot')."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)

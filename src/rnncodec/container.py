@@ -1,0 +1,143 @@
+"""The .rnc container (docs/FORMAT.md): a header, then one framed chunk per iteration.
+
+A file cut at a chunk boundary is a valid file with fewer iterations. Each chunk carries a CRC32
+of the bits it decodes to, so corruption and any encoder/decoder desync surface as FormatError.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import FormatError
+
+MAGIC = b"RNC\x1a"
+VERSION = 1
+MAX_SIDE = 1 << 20  # a header claiming more is refused before anything is allocated
+MAX_ITERATIONS = 64
+FLAG_ICC = 1
+_FIXED = struct.Struct(">4sBBBB8s8sIIHHB")  # magic ver coder flags reserved model entropy w h tile overlap iters
+_CHUNK = struct.Struct(">II")  # payload length, CRC32 of the decoded bits
+CHUNK_OVERHEAD = _CHUNK.size
+
+
+@dataclass(frozen=True)
+class Header:
+    coder_id: int
+    model_id: bytes
+    entropy_id: bytes
+    width: int
+    height: int
+    tile: int
+    overlap: int
+    iterations: int
+    icc_profile: bytes | None = None
+
+    def to_bytes(self) -> bytes:
+        flags = FLAG_ICC if self.icc_profile else 0
+        out = _FIXED.pack(MAGIC, VERSION, self.coder_id, flags, 0, self.model_id, self.entropy_id,
+                          self.width, self.height, self.tile, self.overlap, self.iterations)
+        if self.icc_profile:
+            out += struct.pack(">I", len(self.icc_profile)) + self.icc_profile
+        return out + struct.pack(">I", zlib.crc32(out))
+
+
+def bits_crc(index: int, crc: int = 0) -> int:
+    """Start value of an iteration's CRC: the chunk index, so chunks cannot be swapped unnoticed."""
+    return zlib.crc32(bytes([index]), crc)
+
+
+def write(header: Header, chunks: list[tuple[bytes, int]]) -> bytes:
+    """Serialise a header and (payload, bits CRC) chunks."""
+    parts = [header.to_bytes()]
+    for payload, crc in chunks:
+        parts += [_CHUNK.pack(len(payload), crc), payload]
+    return b"".join(parts)
+
+
+def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
+    """Parse a stream; every complete chunk is returned, a partial one is an error."""
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise FormatError("not an .rnc file (bad magic)")
+    if len(data) < _FIXED.size + 4:
+        raise FormatError("truncated header")
+    magic, version, coder, flags, _, model_id, entropy_id, w, h, tile, overlap, iters = _FIXED.unpack_from(data)
+    if version != VERSION:
+        raise FormatError(f"unsupported .rnc format version {version} (this rnncodec reads {VERSION})")
+    pos = _FIXED.size
+    icc = None
+    if flags & FLAG_ICC:
+        if len(data) < pos + 4:
+            raise FormatError("truncated header")
+        (n,) = struct.unpack_from(">I", data, pos)
+        if len(data) < pos + 4 + n + 4:
+            raise FormatError("truncated header")
+        icc = data[pos + 4 : pos + 4 + n]
+        pos += 4 + n
+    if len(data) < pos + 4:
+        raise FormatError("truncated header")
+    (crc,) = struct.unpack_from(">I", data, pos)
+    if zlib.crc32(data[:pos]) != crc:
+        raise FormatError("header CRC mismatch: the file is corrupt")
+    pos += 4
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise FormatError(f"invalid image size {w}×{h}")
+    if not 1 <= iters <= MAX_ITERATIONS or tile % 16 or tile == 0 or overlap % 16 or overlap >= tile:
+        raise FormatError("invalid header fields (iterations, tile or overlap)")
+    header = Header(coder, model_id, entropy_id, w, h, tile, overlap, iters, icc)
+    chunks = []
+    while pos < len(data):
+        if len(chunks) == iters:
+            raise FormatError("trailing data after the last chunk")
+        if len(data) < pos + _CHUNK.size:
+            raise FormatError(f"truncated inside chunk {len(chunks) + 1}")
+        n, crc = _CHUNK.unpack_from(data, pos)
+        pos += _CHUNK.size
+        if len(data) < pos + n:
+            raise FormatError(f"truncated inside chunk {len(chunks) + 1}")
+        chunks.append((data[pos : pos + n], crc))
+        pos += n
+    return header, chunks
+
+
+def join_segments(segments: list[bytes]) -> bytes:
+    """A chunk payload: each tile's segment prefixed by its length as a LEB128 varint."""
+    out = bytearray()
+    for seg in segments:
+        n = len(seg)
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+        out += seg
+    return bytes(out)
+
+
+def split_segments(payload: bytes, count: int) -> list[bytes]:
+    """Inverse of join_segments; any inconsistency is a FormatError."""
+    segments, pos = [], 0
+    for _ in range(count):
+        n, shift = 0, 0
+        while True:
+            if pos >= len(payload) or shift > 35:
+                raise FormatError("corrupt chunk: bad tile segment length")
+            byte = payload[pos]
+            pos += 1
+            n |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if pos + n > len(payload):
+            raise FormatError("corrupt chunk: tile segment runs past the chunk")
+        segments.append(payload[pos : pos + n])
+        pos += n
+    if pos != len(payload):
+        raise FormatError("corrupt chunk: extra bytes after the last tile segment")
+    return segments
+
+
+def bits_crc_update(bits: np.ndarray, crc: int) -> int:
+    """Fold one tile's bits (a uint8 0/1 array) into an iteration's CRC, in tile order."""
+    return zlib.crc32(np.packbits(bits.reshape(-1)).tobytes(), crc)

@@ -1,0 +1,5 @@
+"""Building blocks: convolutional recurrent cells and the binarizer."""
+from .binarizer import Binarizer
+from .cells import make_cell
+
+__all__ = ["Binarizer", "make_cell"]

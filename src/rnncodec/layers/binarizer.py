@@ -1,0 +1,24 @@
+"""Binarizer (PAPER.md §2): 1×1 conv, tanh, then ±1 bits."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Binarizer(nn.Module):
+    """Stochastic ±1 with a straight-through gradient while training; sign() at inference.
+
+    In training, b = +1 with probability (1 + x)/2, so E[b] = x and the gradient of x passes
+    straight through. At inference 0 maps to +1 so that every output is a valid bit.
+    """
+
+    def __init__(self, in_ch: int, bits: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, bits, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.tanh(self.conv(x))
+        if self.training:
+            noise = torch.where(torch.rand_like(x) <= (1 + x) / 2, 1.0, -1.0) - x
+            return x + noise.detach()
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)

@@ -1,0 +1,4 @@
+"""The RNN image codec model."""
+from .rnn_codec import RNNCodec
+
+__all__ = ["RNNCodec"]

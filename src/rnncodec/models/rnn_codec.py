@@ -1,0 +1,134 @@
+"""The RNN codec of Toderici et al. 2017, top to bottom (PAPER.md §1–2).
+
+    b_t  = B(E_t(g_t · r_{t-1}))               bits of iteration t
+    x̂_t  = D_t(b_t) / g_t + γ · x̂_{t-1}         γ = 0 one-shot, 1 additive / residual scaling
+    r_t  = x − x̂_t,  r_0 = x,  x̂_0 = 0          g_t = G(x̂_{t-1}) for residual scaling, else 1
+
+Pixels are in [−0.5, 0.5]; image sides must be multiples of 16 (the caller pads).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..layers import Binarizer, make_cell
+
+STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
+
+
+class Encoder(nn.Module):
+    """A strided conv and three strided conv-RNN layers: H×W×3 -> H/16×W/16×C."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d, cell = cfg.depth, cfg.encoder_cell
+        self.conv = nn.Conv2d(3, d(64), 3, 2, 1)
+        self.rnns = nn.ModuleList(
+            make_cell(cell, cin, cout, 3, 1, 2, cfg.assoc_copies)
+            for cin, cout in ((d(64), d(256)), (d(256), d(512)), (d(512), d(512)))
+        )
+        self.out_channels = d(512)
+
+    def forward(self, x: Tensor, states: list) -> tuple[Tensor, list]:
+        x = self.conv(x)
+        new_states = []
+        for cell, state in zip(self.rnns, states):
+            x, state = cell(x, state)
+            new_states.append(state)
+        return x, new_states
+
+
+class Decoder(nn.Module):
+    """A 1×1 conv and four conv-RNN layers, each followed by depth-to-space ×2: bits -> RGB."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d, cell = cfg.depth, cfg.decoder_cell
+        self.conv = nn.Conv2d(cfg.bits, d(512), 1)
+        layers = ((d(512), d(512), 1), (d(512) // 4, d(512), 1), (d(512) // 4, d(256), 3), (d(256) // 4, d(128), 3))
+        self.rnns = nn.ModuleList(make_cell(cell, cin, cout, 3, kh, 1, cfg.assoc_copies) for cin, cout, kh in layers)
+        self.out = nn.Conv2d(d(128) // 4, 3, 1)
+
+    def forward(self, bits: Tensor, states: list) -> tuple[Tensor, list]:
+        x = self.conv(bits)
+        new_states = []
+        for cell, state in zip(self.rnns, states):
+            x, state = cell(x, state)
+            new_states.append(state)
+            x = F.pixel_shuffle(x, 2)
+        return torch.tanh(self.out(x)) / 2, new_states
+
+
+class GainNet(nn.Module):
+    """Residual-scaling gain G(x̂): one gain ≥ 1 per 16×16 block, from the previous reconstruction.
+
+    Four strided 3×3 convs reach block resolution; nearest upsampling spreads the gain over the
+    block. The decoder has x̂ too, so the gain costs no side information.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        chans = (3, width, width, width, width)
+        convs: list[nn.Module] = []
+        for cin, cout in zip(chans, chans[1:]):
+            convs += [nn.Conv2d(cin, cout, 3, 2, 1), nn.ReLU()]
+        self.body = nn.Sequential(*convs, nn.Conv2d(width, 1, 1))
+
+    def forward(self, recon: Tensor) -> Tensor:
+        gain = 1 + F.softplus(self.body(recon))
+        return F.interpolate(gain, scale_factor=STRIDE, mode="nearest")
+
+
+class RNNCodec(nn.Module):
+    """Encoder, binarizer, decoder and (for residual scaling) the gain network."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.binarizer = Binarizer(self.encoder.out_channels, cfg.bits)
+        self.decoder = Decoder(cfg)
+        self.gain = GainNet(cfg.gain_width) if cfg.framework == "residual_scaling" else None
+
+    def _gain(self, recon: Tensor) -> Tensor | None:
+        return self.gain(recon) if self.gain is not None else None
+
+    def _reconstruct(self, bits: Tensor, dec: list, recon: Tensor, gain: Tensor | None) -> tuple[Tensor, list]:
+        """x̂_t from b_t: the one step the encoder and the decoder must compute identically.
+
+        The bits are made contiguous first: the binarizer's output may be laid out channels-last,
+        and a different layout can select a different convolution kernel, and so other roundings.
+        """
+        out, dec = self.decoder(bits.contiguous(), dec)
+        if gain is not None:
+            out = out / gain
+        return (out if self.cfg.framework == "oneshot" else recon + out), dec
+
+    def forward(self, x: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor]]:
+        """Encode x for `iterations` steps: the bits and the reconstruction after each step."""
+        enc, dec = [None] * 3, [None] * 4
+        recon = torch.zeros_like(x)
+        bits_out, recons = [], []
+        for _ in range(iterations):
+            gain = self._gain(recon)
+            residual = x - recon if gain is None else (x - recon) * gain
+            code, enc = self.encoder(residual, enc)
+            bits = self.binarizer(code)
+            recon, dec = self._reconstruct(bits, dec, recon, gain)
+            bits_out.append(bits)
+            recons.append(recon)
+        return bits_out, recons
+
+    def decode(self, bits: Iterable[Tensor]) -> Iterator[Tensor]:
+        """Replay the decoder over each iteration's bits, yielding x̂_1, x̂_2, …"""
+        dec: list = [None] * 4
+        recon = None
+        for b in bits:
+            if recon is None:
+                recon = b.new_zeros(b.shape[0], 3, b.shape[2] * STRIDE, b.shape[3] * STRIDE)
+            recon, dec = self._reconstruct(b, dec, recon, self._gain(recon))
+            yield recon

@@ -1,0 +1,1 @@
+"""Training: patch data, losses and the training loop."""

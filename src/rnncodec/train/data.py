@@ -1,0 +1,86 @@
+"""Training patches: random 32×32 crops with flips, optionally from "high entropy" tiles only."""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+PATCH = 32
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def list_images(folders: list[Path]) -> list[Path]:
+    """Every image file under the folders, sorted so that a seed fixes the order."""
+    files = [p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files)
+
+
+def is_validation(path: Path, fraction: float) -> bool:
+    """Stable held-back split by file name hash, so it never changes between runs or machines."""
+    h = int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:4], "big")
+    return h / 2**32 < fraction
+
+
+def load_rgb(path: Path, jpeg_downscale: int) -> np.ndarray:
+    """An image as H×W×3 uint8; JPEG sources are box-downscaled to hide their block artefacts."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if jpeg_downscale > 1 and im.format == "JPEG":
+            im = im.reduce(jpeg_downscale)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def png_size(tile: np.ndarray) -> int:
+    buf = io.BytesIO()
+    Image.fromarray(tile).save(buf, format="PNG")
+    return buf.tell()
+
+
+def high_entropy_tiles(image: np.ndarray, keep: int) -> np.ndarray:
+    """The `keep` non-overlapping 32×32 tiles of an image that PNG compresses worst (PAPER.md §4)."""
+    h, w = (image.shape[0] // PATCH) * PATCH, (image.shape[1] // PATCH) * PATCH
+    tiles = image[:h, :w].reshape(h // PATCH, PATCH, w // PATCH, PATCH, 3).swapaxes(1, 2).reshape(-1, PATCH, PATCH, 3)
+    sizes = np.array([png_size(t) for t in tiles])
+    return tiles[np.argsort(-sizes, kind="stable")[:keep]]
+
+
+class PatchSource:
+    """Draws batches of patches in [−0.5, 0.5] from images held in memory.
+
+    With `high_entropy` > 0 each image contributes only its worst-compressing tiles (fixed tiles,
+    flipped at random); otherwise crops are taken anywhere in the image.
+    """
+
+    def __init__(self, paths: list[Path], jpeg_downscale: int = 1, high_entropy: int = 0, progress: bool = True) -> None:
+        if not paths:
+            raise ValueError("no training images found")
+        images = [load_rgb(p, jpeg_downscale) for p in tqdm(paths, desc="loading", disable=not progress)]
+        images = [im for im in images if im.shape[0] >= PATCH and im.shape[1] >= PATCH]
+        if high_entropy:
+            self.tiles = np.concatenate([high_entropy_tiles(im, high_entropy) for im in tqdm(images, desc="tiles", disable=not progress)])
+            self.images: list[np.ndarray] = []
+        else:
+            self.tiles = None
+            self.images = images
+            weights = np.array([(im.shape[0] - PATCH + 1) * (im.shape[1] - PATCH + 1) for im in images], dtype=np.float64)
+            self.weights = weights / weights.sum()
+
+    def batch(self, n: int, rng: np.random.Generator) -> torch.Tensor:
+        if self.tiles is not None:
+            out = self.tiles[rng.integers(0, len(self.tiles), n)]
+        else:
+            out = np.empty((n, PATCH, PATCH, 3), dtype=np.uint8)
+            for k, i in enumerate(rng.choice(len(self.images), n, p=self.weights)):
+                im = self.images[i]
+                y = rng.integers(0, im.shape[0] - PATCH + 1)
+                x = rng.integers(0, im.shape[1] - PATCH + 1)
+                out[k] = im[y : y + PATCH, x : x + PATCH]
+        flip_h, flip_v = rng.random(n) < 0.5, rng.random(n) < 0.5
+        out[flip_h] = out[flip_h, :, ::-1]
+        out[flip_v] = out[flip_v, ::-1]
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255).sub_(0.5)

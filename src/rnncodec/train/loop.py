@@ -1,0 +1,213 @@
+"""The training loop: Adam, warmup + cosine schedule, clipping, checkpoints, validation, DDP.
+
+Run it directly or under `torchrun`: with WORLD_SIZE set, each process trains on its own random
+patches and DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPU).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from ..config import ModelConfig, preset
+from ..models import RNNCodec
+from ..weights import save_weights
+from .data import PatchSource, is_validation, list_images
+from .losses import ResidualL1
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    preset: str = "small"
+    model_overrides: dict = field(default_factory=dict)
+    unroll: int = 0  # iterations unrolled in training; 0 = the model's own count
+    batch: int = 32
+    steps: int = 20000
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.05
+    warmup: int = 200
+    clip: float = 1.0
+    bf16: bool = False
+    seed: int = 0
+    ssim_weight: float = 0.0
+    high_entropy: int = 0
+    jpeg_downscale: int = 1
+    val_fraction: float = 0.05
+    val_patches: int = 256
+    val_every: int = 500
+    log_every: int = 50
+    checkpoint_minutes: float = 5.0
+    max_minutes: float = 0.0  # total training time over all resumes; 0 = no limit. The schedule ends there too.
+    threads: int = 0  # 0 = torch's default
+
+
+def lr_at(step: int, tc: TrainConfig, seconds: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to min_lr_ratio·lr at `steps` or at `max_minutes`, whichever comes first."""
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    progress = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    if tc.max_minutes:
+        progress = max(progress, min(1.0, seconds / (tc.max_minutes * 60)))
+    return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _dist_setup() -> tuple[int, int, torch.device]:
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank = dist.get_rank()
+    if backend == "nccl":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return rank, dist.get_world_size(), torch.device("cuda", local)
+    return rank, dist.get_world_size(), torch.device("cpu")
+
+
+class Trainer:
+    def __init__(self, tc: TrainConfig, resume: bool = False, progress: bool = True) -> None:
+        self.tc = tc
+        self.rank, self.world, self.device = _dist_setup()
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        self.out = Path(tc.out)
+        self.ckpt_path = self.out / "checkpoint.pt"
+        self.progress = progress and self.rank == 0
+        torch.manual_seed(tc.seed + self.rank)
+        self.rng = np.random.default_rng(tc.seed + self.rank)
+        self.cfg: ModelConfig = preset(tc.preset, **tc.model_overrides)
+        self.model = RNNCodec(self.cfg).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr)
+        self.loss = ResidualL1(tc.ssim_weight)
+        self.loss.window = self.loss.window.to(self.device)
+        self.unroll = tc.unroll or self.cfg.iterations
+        self.step, self.best_val, self.cpu_seconds, self.seconds = 0, float("inf"), 0.0, 0.0
+        if resume and self.ckpt_path.exists():
+            self._load()
+        self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
+
+        paths = list_images([Path(d) for d in tc.data])
+        train_paths = [p for p in paths if not is_validation(p, tc.val_fraction)]
+        val_paths = [p for p in paths if is_validation(p, tc.val_fraction)]
+        self.train_src = PatchSource(train_paths, tc.jpeg_downscale, tc.high_entropy, self.progress)
+        self.val_batch = None
+        if val_paths:
+            val_src = PatchSource(val_paths, tc.jpeg_downscale, 0, False)
+            self.val_batch = val_src.batch(tc.val_patches, np.random.default_rng(12345)).to(self.device)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _load(self) -> None:
+        ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        if ck["model_config"] != self.cfg.to_json():
+            raise SystemExit(f"{self.ckpt_path} was trained with another model config; use a fresh --out")
+        self.model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
+        self.opt.load_state_dict(ck["optimizer"])
+        self.step, self.best_val = ck["step"], ck["best_val"]
+        self.cpu_seconds, self.seconds = ck["cpu_seconds"], ck["seconds"]
+        if self.rank == 0 and "rng" in ck:
+            self.rng.bit_generator.state = ck["rng"]
+            torch.set_rng_state(ck["torch_rng"])
+
+    def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        ck = {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "model_config": self.cfg.to_json(),
+            "train_config": asdict(self.tc),
+            "step": self.step,
+            "best_val": self.best_val,
+            "cpu_seconds": self.cpu_seconds,
+            "seconds": self.seconds,
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(ck, tmp)
+        os.replace(tmp, self.ckpt_path)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def validate(self) -> list[float]:
+        self.model.eval()
+        with torch.no_grad():
+            per_iter = []
+            for chunk in self.val_batch.split(64):
+                _, recons = self.model(chunk, self.unroll)
+                per_iter.append(self.loss.per_iteration(chunk, recons) * len(chunk))
+            val = (torch.stack(per_iter).sum(0) / len(self.val_batch)).tolist()
+        self.model.train()
+        return val
+
+    def train_step(self) -> float:
+        x = self.train_src.batch(self.tc.batch, self.rng).to(self.device)
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.step, self.tc, self.seconds)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.tc.bf16):
+            _, recons = self.ddp(x, self.unroll)
+            loss = self.loss(x, [r.float() for r in recons])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip)
+        self.opt.step()
+        self.step += 1
+        return loss.item()
+
+    def run(self) -> None:
+        tc = self.tc
+        self.model.train()
+        cores = torch.get_num_threads() * self.world
+        last_ckpt = last_log = last = time.monotonic()
+        bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, desc="train")
+        losses: list[float] = []
+        while self.step < tc.steps:
+            losses.append(self.train_step())
+            now = time.monotonic()
+            self.seconds += now - last
+            last = now
+            bar.update(1)
+            if self.step % tc.log_every == 0:
+                rate = tc.log_every * tc.batch * self.world / (now - last_log)
+                self.cpu_seconds += (now - last_log) * cores
+                last_log = now
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}", patches_s=f"{rate:.0f}")
+                self._log({"step": self.step, "loss": float(np.mean(losses)), "lr": lr_at(self.step, tc, self.seconds),
+                           "patches_per_s": rate, "cpu_hours": self.cpu_seconds / 3600})
+                losses = []
+            if self.val_batch is not None and self.step % tc.val_every == 0 and self.rank == 0:
+                val = self.validate()
+                self._log({"step": self.step, "val_loss": float(np.mean(val)), "val_per_iteration": val,
+                           "cpu_hours": self.cpu_seconds / 3600})
+                if np.mean(val) < self.best_val:
+                    self.best_val = float(np.mean(val))
+                    self.export(self.out / "best.safetensors")
+            if now - last_ckpt > tc.checkpoint_minutes * 60:
+                self.save_checkpoint()
+                last_ckpt = now
+            if tc.max_minutes and self.seconds > tc.max_minutes * 60:
+                break
+        bar.close()
+        self.save_checkpoint()
+        if self.world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+
+    def export(self, path: Path) -> bytes:
+        return save_weights(path, "image", self.cfg.to_json(), self.model.state_dict(), step=str(self.step))

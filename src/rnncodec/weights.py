@@ -1,0 +1,83 @@
+"""Weights on disk: fp16 safetensors with the config in the metadata, and the models' stable ids.
+
+A model id is the first 8 bytes of SHA-256 over the kind, the config JSON and every stored
+tensor (name, shape and fp16 bytes), so it names exactly the numbers a decoder will compute with.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelError
+
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+MODEL_PATH_ENV = "RNNCODEC_MODEL_PATH"  # extra folders searched for weights, os.pathsep-separated
+
+
+@dataclass(frozen=True)
+class StoredWeights:
+    kind: str  # "image" or "entropy"
+    config: str  # JSON
+    tensors: dict[str, torch.Tensor]
+    model_id: bytes
+    metadata: dict[str, str]
+
+
+def compute_id(kind: str, config: str, tensors: dict[str, torch.Tensor]) -> bytes:
+    h = hashlib.sha256(kind.encode() + b"\0" + config.encode() + b"\0")
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.digest()[:8]
+
+
+def save_weights(path: Path, kind: str, config: str, state: dict[str, torch.Tensor], **metadata: str) -> bytes:
+    """Write floating tensors as fp16 (others as they are); returns the model id."""
+    tensors = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous() for k, v in state.items()}
+    model_id = compute_id(kind, config, tensors)
+    meta = {**metadata, "kind": kind, "config": config, "model_id": model_id.hex()}
+    tmp = Path(path).with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return model_id
+
+
+def load_weights(path: Path) -> StoredWeights:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise ModelError(f"cannot read weights {path}: {exc}") from None
+    if "kind" not in meta or "config" not in meta:
+        raise ModelError(f"{path} is not an rnncodec weights file (no config in its metadata)")
+    return StoredWeights(meta["kind"], meta["config"], tensors, compute_id(meta["kind"], meta["config"], tensors), meta)
+
+
+def search_paths() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    return extra + [PACKAGE_WEIGHTS]
+
+
+def weight_files() -> list[Path]:
+    return [f for d in search_paths() if d.is_dir() for f in sorted(d.glob("*.safetensors"))]
+
+
+def find_by_id(model_id: bytes, kind: str) -> StoredWeights:
+    """The weights whose id a file names, from the package or RNNCODEC_MODEL_PATH."""
+    for f in weight_files():
+        with safe_open(str(f), framework="pt") as sf:
+            meta = sf.metadata() or {}
+        if meta.get("model_id") == model_id.hex() and meta.get("kind") == kind:
+            stored = load_weights(f)
+            if stored.model_id != model_id:
+                raise ModelError(f"{f} claims model id {model_id.hex()} but its tensors hash to {stored.model_id.hex()}")
+            return stored
+    raise ModelError(f"unknown {kind} model id {model_id.hex()}: no matching weights in the package or ${MODEL_PATH_ENV}")
