@@ -55,7 +55,7 @@ def _as_rgb(image: RGBImage | Image.Image | np.ndarray | str | Path) -> RGBImage
 def _tile_bits(model: ImageModel, pixels: np.ndarray, box: TileBox, iterations: int) -> tuple[list[np.ndarray], list[torch.Tensor]]:
     """Run the encoder on one tile: per-iteration bits (C×h×w uint8) and reconstructions."""
     crop = pad_to_multiple(pixels[box.y0 : box.y1, box.x0 : box.x1], STRIDE)
-    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0 - 0.5
+    x = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 255.0 - 0.5
     bits, recons = model.net(x, iterations)
     return [(b[0] > 0).to(torch.uint8).numpy() for b in bits], recons
 

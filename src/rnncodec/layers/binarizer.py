@@ -19,6 +19,6 @@ class Binarizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = torch.tanh(self.conv(x))
         if self.training:
-            noise = torch.where(torch.rand_like(x) <= (1 + x) / 2, 1.0, -1.0) - x
-            return x + noise.detach()
+            bits = torch.where(torch.rand_like(x) <= (1 + x) / 2, 1.0, -1.0).to(x.dtype)
+            return bits + (x - x.detach())  # exactly ±1 forward, identity gradient backward
         return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)

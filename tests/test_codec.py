@@ -1,0 +1,103 @@
+"""The pipeline: bit-exact decoding, any size, every prefix, rate targeting, tiles."""
+import numpy as np
+import pytest
+
+from rnncodec import container
+from rnncodec.codec import decode, encode
+from rnncodec.entropy import RawCoder
+from rnncodec.errors import FormatError, ModelError
+from rnncodec.weights import save_weights
+
+from conftest import smooth_image
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (17, 33), (333, 517)])
+def test_decoder_reproduces_encoder(tiny_model, shape):
+    img = smooth_image(*shape)
+    enc = encode(img, iterations=3, model=tiny_model)
+    dec = decode(enc.data)
+    assert dec.pixels.shape == shape + (3,)
+    assert dec.iterations == 3
+    assert np.array_equal(dec.pixels, enc.reconstruction)
+
+
+def test_size_is_nominal_rate_plus_header(tiny_model):
+    enc = encode(smooth_image(64, 96), iterations=4, model=tiny_model, coder=RawCoder())
+    header, chunks = container.read(enc.data)
+    bits_per_iter = 32 * (64 // 16) * (96 // 16)
+    assert [len(p) for p, _ in chunks] == [1 + bits_per_iter // 8] * 4  # varint + packed bits
+    assert len(enc.data) == len(header.to_bytes()) + 4 * (container.CHUNK_OVERHEAD + 1 + bits_per_iter // 8)
+    assert len(header.to_bytes()) == 41
+
+
+def test_every_chunk_prefix_decodes(tiny_model):
+    img = smooth_image(40, 70)
+    enc = encode(img, iterations=5, model=tiny_model)
+    header, chunks = container.read(enc.data)
+    for k in range(1, 6):
+        prefix = container.write(header, chunks[:k])
+        expected = encode(img, iterations=k, model=tiny_model).reconstruction
+        assert np.array_equal(decode(prefix).pixels, expected)
+        assert np.array_equal(decode(enc.data, iterations=k).pixels, expected)
+
+
+def test_quality_improves_with_iterations_on_a_trained_model():
+    """The packaged model: more iterations, smaller error."""
+    img = smooth_image(64, 64, seed=3)
+    data = encode(img, iterations=6).data
+    errors = [np.abs(decode(data, k).pixels.astype(int) - img).mean() for k in (1, 6)]
+    assert errors[1] < errors[0]
+
+
+def test_bpp_target_keeps_longest_fitting_prefix(tiny_model):
+    img = smooth_image(64, 64)
+    full = encode(img, model=tiny_model)
+    _, chunks = container.read(full.data)
+    sizes = [len(container.write(container.read(full.data)[0], chunks[:k])) for k in range(1, len(chunks) + 1)]
+    target = (sizes[2] + 1) * 8 / (64 * 64)
+    enc = encode(img, bpp=target, model=tiny_model)
+    assert enc.iterations == 3
+    assert len(enc.data) * 8 / (64 * 64) <= target
+    assert container.read(enc.data)[0].iterations == 3
+
+
+def test_tiled_image_decodes_exactly_and_seams_blend(tiny_model):
+    img = smooth_image(100, 150)
+    enc = encode(img, iterations=2, model=tiny_model, tile=64, overlap=16)
+    header, _ = container.read(enc.data)
+    assert (header.tile, header.overlap) == (64, 16)
+    assert np.array_equal(decode(enc.data).pixels, enc.reconstruction)
+
+
+def test_unknown_model_id_is_a_model_error(tiny_model, tmp_path, monkeypatch):
+    data = encode(smooth_image(16, 16), iterations=1, model=tiny_model).data
+    header, chunks = container.read(data)
+    other = container.Header(0, b"\x01" * 8, bytes(8), header.width, header.height, header.tile, header.overlap, 1)
+    with pytest.raises(ModelError, match="unknown image model id 0101010101010101"):
+        decode(container.write(other, chunks))
+
+
+def test_model_file_with_wrong_hash_is_refused(tiny_model, tmp_path, monkeypatch):
+    """Weights whose metadata claims an id their tensors do not hash to are never used."""
+    state = {k: v + 1 for k, v in tiny_model.net.state_dict().items()}
+    path = tmp_path / "forged.safetensors"
+    save_weights(path, "image", tiny_model.cfg.to_json(), state)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    save_file(tensors, str(path), metadata={"kind": "image", "config": tiny_model.cfg.to_json(),
+                                            "model_id": tiny_model.model_id.hex()})
+    monkeypatch.setenv("RNNCODEC_MODEL_PATH", str(tmp_path))
+    from rnncodec.models.store import _reset_caches
+
+    _reset_caches()
+    data = encode(smooth_image(16, 16), iterations=1, model=tiny_model).data
+    with pytest.raises(ModelError, match="hash"):
+        decode(data)
+
+
+def test_crc_catches_a_flipped_payload_bit(tiny_model):
+    data = bytearray(encode(smooth_image(32, 32), iterations=2, model=tiny_model).data)
+    data[-3] ^= 0x10
+    with pytest.raises(FormatError, match="chunk 2 CRC mismatch"):
+        decode(bytes(data))

@@ -1,0 +1,97 @@
+"""The container refuses every malformed stream with FormatError and a clear message."""
+import struct
+import zlib
+
+import pytest
+
+from rnncodec import container
+from rnncodec.codec import decode, encode
+from rnncodec.errors import FormatError
+
+from conftest import smooth_image
+
+
+@pytest.fixture
+def stream(tiny_model) -> bytes:
+    return encode(smooth_image(32, 48), iterations=3, model=tiny_model).data
+
+
+def test_header_round_trip():
+    h = container.Header(0, b"abcdefgh", bytes(8), 10, 20, 512, 16, 4, b"icc-bytes")
+    parsed, chunks = container.read(container.write(h, [(b"xy", 7)]))
+    assert parsed == h and chunks == [(b"xy", 7)]
+
+
+def test_bad_magic(stream):
+    with pytest.raises(FormatError, match="bad magic"):
+        decode(b"XXXX" + stream[4:])
+
+
+def test_header_crc(stream):
+    bad = bytearray(stream)
+    bad[20] ^= 1
+    with pytest.raises(FormatError, match="header CRC"):
+        decode(bytes(bad))
+
+
+def test_chunk_crc(stream):
+    _, chunks = container.read(stream)
+    bad = bytearray(stream)
+    bad[len(stream) - len(chunks[-1][0]) - 1] ^= 0xFF  # last byte of the last chunk's CRC field
+    with pytest.raises(FormatError, match="CRC mismatch"):
+        decode(bytes(bad))
+
+
+def test_swapped_chunks(stream):
+    header, chunks = container.read(stream)
+    with pytest.raises(FormatError, match="CRC mismatch"):
+        decode(container.write(header, [chunks[1], chunks[0], chunks[2]]))
+
+
+@pytest.mark.parametrize("cut", [-1, -5, -20])
+def test_cut_inside_a_chunk(stream, cut):
+    with pytest.raises(FormatError, match="truncated inside chunk 3"):
+        decode(stream[:cut])
+
+
+def test_cut_inside_the_header(stream):
+    for n in (3, 10, 40):
+        with pytest.raises(FormatError):
+            decode(stream[:n])
+
+
+def test_header_only_holds_no_iterations(stream):
+    header, _ = container.read(stream)
+    with pytest.raises(FormatError, match="no iterations"):
+        decode(header.to_bytes())
+
+
+def test_trailing_bytes(stream):
+    with pytest.raises(FormatError, match="trailing data"):
+        decode(stream + b"\0" * 9)
+
+
+def test_wrong_version(stream):
+    bad = bytearray(stream[: container._FIXED.size])
+    bad[4] = 9
+    bad += struct.pack(">I", zlib.crc32(bytes(bad)))
+    with pytest.raises(FormatError, match="version 9"):
+        container.read(bytes(bad))
+
+
+@pytest.mark.parametrize("field,value", [("width", 0), ("height", 1 << 30), ("iterations", 200), ("tile", 8)])
+def test_extreme_header_fields_refused_before_allocation(field, value):
+    fields = dict(coder_id=0, model_id=bytes(8), entropy_id=bytes(8), width=16, height=16, tile=512, overlap=16, iterations=2)
+    fields[field] = value
+    raw = container.Header(**fields).to_bytes()
+    with pytest.raises(FormatError):
+        container.read(raw)
+
+
+def test_segments_round_trip_and_corruption():
+    segs = [b"", b"a" * 200, b"xyz"]
+    assert container.split_segments(container.join_segments(segs), 3) == segs
+    with pytest.raises(FormatError):
+        container.split_segments(container.join_segments(segs)[:-1], 3)
+    with pytest.raises(FormatError):
+        container.split_segments(container.join_segments(segs) + b"!", 3)

@@ -1,0 +1,97 @@
+"""Input images: every Pillow mode becomes RGB or is refused clearly; orientation and ICC are kept."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rnncodec import compress, decompress
+from rnncodec.errors import ImageError
+from rnncodec.image import from_pil, pad_to_multiple, read_image
+
+from conftest import smooth_image
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "CMYK", "I;16", "I"])
+def test_modes_become_rgb(mode, capsys):
+    src = Image.fromarray(smooth_image(8, 8)).convert("L" if mode.startswith("I") else mode)
+    if mode.startswith("I"):
+        src = Image.fromarray(np.asarray(src).astype(np.uint16) * 257)
+        assert src.mode == "I;16"
+        if mode == "I":
+            src = src.convert("I")
+    rgb = from_pil(src)
+    assert rgb.pixels.shape == (8, 8, 3) and rgb.pixels.dtype == np.uint8
+    if mode.startswith("I"):
+        assert np.array_equal(rgb.pixels[..., 0], np.asarray(Image.fromarray(smooth_image(8, 8)).convert("L")))
+        assert "8 bits" in capsys.readouterr().err
+
+
+def test_opaque_alpha_is_dropped_transparent_alpha_refused():
+    rgba = Image.fromarray(smooth_image(8, 8)).convert("RGBA")
+    assert from_pil(rgba).pixels.shape == (8, 8, 3)
+    rgba.putpixel((0, 0), (1, 2, 3, 4))
+    with pytest.raises(ImageError, match="transparency"):
+        from_pil(rgba)
+    with pytest.raises(ImageError, match="transparency"):
+        from_pil(rgba.convert("LA"))
+
+
+def test_float_images_refused():
+    with pytest.raises(ImageError, match="floating-point"):
+        from_pil(Image.new("F", (4, 4)))
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = Image.fromarray(smooth_image(10, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    path = tmp_path / "o.jpg"
+    img.save(path, exif=exif, quality=95)
+    assert read_image(path).pixels.shape == (20, 10, 3)
+
+
+def test_icc_profile_survives_a_round_trip(tiny_model):
+    img = Image.fromarray(smooth_image(16, 16))
+    img.info["icc_profile"] = b"fake-icc-profile-bytes"
+    out = decompress(compress(img, iterations=1, model=tiny_model))
+    assert out.info["icc_profile"] == b"fake-icc-profile-bytes"
+
+
+def test_unreadable_inputs(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    for name in ("empty.png", "text.png", "missing.png"):
+        with pytest.raises(ImageError):
+            read_image(tmp_path / name)
+    with pytest.raises(ImageError, match="directory"):
+        read_image(tmp_path)
+
+
+def test_truncated_png_is_refused(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(64, 64)).save(buf, format="PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[:200])
+    with pytest.raises(ImageError):
+        read_image(tmp_path / "cut.png")
+
+
+def test_pixel_cap(tmp_path):
+    Image.fromarray(smooth_image(64, 64)).save(tmp_path / "big.png")
+    with pytest.raises(ImageError, match="pixel cap"):
+        read_image(tmp_path / "big.png", max_pixels=1000)
+
+
+def test_animated_first_frame(tmp_path, capsys):
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    px = read_image(tmp_path / "a.gif").pixels
+    assert abs(int(px.mean()) - 10) < 3
+    assert "first frame" in capsys.readouterr().err
+
+
+def test_pad_to_multiple_replicates_edges():
+    a = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    p = pad_to_multiple(a, 16)
+    assert p.shape == (16, 16, 3)
+    assert np.array_equal(p[:2, :3], a) and np.array_equal(p[15, 15], a[1, 2])

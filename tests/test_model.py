@@ -1,0 +1,77 @@
+"""The model family: every cell × framework codes 32 bits per 16×16 block per iteration."""
+import itertools
+
+import pytest
+import torch
+
+from rnncodec.config import CELLS, FRAMEWORKS, ModelConfig, preset
+from rnncodec.layers import Binarizer
+from rnncodec.models import RNNCodec
+
+
+@pytest.mark.parametrize("cell,framework", list(itertools.product(CELLS, FRAMEWORKS)))
+def test_bits_per_iteration(cell, framework):
+    torch.manual_seed(0)
+    net = RNNCodec(preset("tiny", encoder_cell=cell, decoder_cell=cell, framework=framework)).eval()
+    x = torch.rand(2, 3, 48, 32) - 0.5
+    with torch.no_grad():
+        bits, recons = net(x, 3)
+        replay = list(net.decode(bits))
+    assert len(bits) == 3
+    for b, r, d in zip(bits, recons, replay):
+        assert b.shape == (2, 32, 3, 2)  # 32 bits per 16×16 block: 0.125 bpp
+        assert set(b.unique().tolist()) <= {-1.0, 1.0}
+        assert r.shape == x.shape
+        assert torch.equal(r, d)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_trains(cell):
+    """A gradient step reaches every parameter: the straight-through binarizer passes gradients."""
+    torch.manual_seed(0)
+    net = RNNCodec(preset("tiny", encoder_cell=cell, decoder_cell=cell, framework="residual_scaling")).train()
+    x = torch.rand(2, 3, 32, 32) - 0.5
+    _, recons = net(x, 2)
+    sum((x - r).abs().mean() for r in recons).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_binarizer_stochastic_in_training_sign_in_inference():
+    torch.manual_seed(0)
+    b = Binarizer(4, 8)
+    x = torch.randn(64, 4, 4, 4)
+    b.train()
+    first, second = b(x), b(x)
+    assert not torch.equal(first, second)  # stochastic
+    assert set(first.unique().tolist()) <= {-1.0, 1.0}
+    b.eval()
+    assert torch.equal(b(x), b(x))
+    assert torch.equal(b(x), torch.where(torch.tanh(b.conv(x)) >= 0, 1.0, -1.0))
+
+
+def test_binarizer_expectation_matches_tanh():
+    """E[b] = tanh(Wx): the stochastic bits are unbiased."""
+    torch.manual_seed(0)
+    b = Binarizer(1, 1).train()
+    with torch.no_grad():
+        b.conv.weight.fill_(1.0)
+    x = torch.full((20000, 1, 1, 1), 0.5)
+    assert b(x).mean().item() == pytest.approx(torch.tanh(torch.tensor(0.5)).item(), abs=0.02)
+
+
+def test_paper_preset_widths():
+    net = RNNCodec(preset("paper"))
+    assert net.encoder.conv.out_channels == 64
+    assert net.encoder.out_channels == 512
+    assert net.decoder.out.in_channels == 32
+    assert 20e6 < sum(p.numel() for p in net.parameters()) < 40e6
+
+
+def test_config_round_trip_and_validation():
+    cfg = preset("small", framework="oneshot", encoder_cell="lstm")
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError):
+        ModelConfig(framework="nope")
+    with pytest.raises(ValueError):
+        preset("huge")
