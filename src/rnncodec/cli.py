@@ -111,6 +111,16 @@ def _train(args: argparse.Namespace) -> None:
     Trainer(tc, resume=args.resume).run()
 
 
+def _export(args: argparse.Namespace) -> None:
+    from .train.export import export_checkpoint
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
+    model_id = export_checkpoint(Path(args.checkpoint), out)
+    print(f"{out}: model id {model_id.hex()}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rnncodec", description="Lossy image compression with recurrent neural networks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -165,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--resume", action="store_true")
     t.set_defaults(func=_train)
+
+    e = sub.add_parser("export", help="export a training checkpoint as fp16 release weights")
+    e.add_argument("checkpoint", help="checkpoint.pt from `rnncodec train`")
+    e.add_argument("-o", "--output", required=True, help="output .safetensors")
+    e.add_argument("-f", "--force", action="store_true")
+    e.set_defaults(func=_export)
     return p
 
 

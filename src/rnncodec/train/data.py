@@ -29,8 +29,9 @@ def is_validation(path: Path, fraction: float) -> bool:
 def load_rgb(path: Path, jpeg_downscale: int) -> np.ndarray:
     """An image as H×W×3 uint8; JPEG sources are box-downscaled to hide their block artefacts."""
     with Image.open(path) as im:
+        is_jpeg = im.format == "JPEG"
         im = im.convert("RGB")
-        if jpeg_downscale > 1 and im.format == "JPEG":
+        if jpeg_downscale > 1 and is_jpeg:
             im = im.reduce(jpeg_downscale)
         return np.asarray(im, dtype=np.uint8)
 
@@ -50,36 +51,41 @@ def high_entropy_tiles(image: np.ndarray, keep: int) -> np.ndarray:
 
 
 class PatchSource:
-    """Draws batches of patches in [−0.5, 0.5] from images held in memory.
+    """Draws batches of `patch`×`patch` patches in [−0.5, 0.5] from images held in memory.
 
     With `high_entropy` > 0 each image contributes only its worst-compressing tiles (fixed tiles,
     flipped at random); otherwise crops are taken anywhere in the image.
     """
 
-    def __init__(self, paths: list[Path], jpeg_downscale: int = 1, high_entropy: int = 0, progress: bool = True) -> None:
+    def __init__(self, paths: list[Path], jpeg_downscale: int = 1, high_entropy: int = 0, progress: bool = True,
+                 patch: int = PATCH) -> None:
         if not paths:
             raise ValueError("no training images found")
+        if high_entropy and patch != PATCH:
+            raise ValueError(f"high-entropy tiles are {PATCH}×{PATCH}")
+        self.patch = patch
         images = [load_rgb(p, jpeg_downscale) for p in tqdm(paths, desc="loading", disable=not progress)]
-        images = [im for im in images if im.shape[0] >= PATCH and im.shape[1] >= PATCH]
+        images = [im for im in images if im.shape[0] >= patch and im.shape[1] >= patch]
         if high_entropy:
             self.tiles = np.concatenate([high_entropy_tiles(im, high_entropy) for im in tqdm(images, desc="tiles", disable=not progress)])
             self.images: list[np.ndarray] = []
         else:
             self.tiles = None
             self.images = images
-            weights = np.array([(im.shape[0] - PATCH + 1) * (im.shape[1] - PATCH + 1) for im in images], dtype=np.float64)
+            weights = np.array([(im.shape[0] - patch + 1) * (im.shape[1] - patch + 1) for im in images], dtype=np.float64)
             self.weights = weights / weights.sum()
 
     def batch(self, n: int, rng: np.random.Generator) -> torch.Tensor:
         if self.tiles is not None:
             out = self.tiles[rng.integers(0, len(self.tiles), n)]
         else:
-            out = np.empty((n, PATCH, PATCH, 3), dtype=np.uint8)
+            p = self.patch
+            out = np.empty((n, p, p, 3), dtype=np.uint8)
             for k, i in enumerate(rng.choice(len(self.images), n, p=self.weights)):
                 im = self.images[i]
-                y = rng.integers(0, im.shape[0] - PATCH + 1)
-                x = rng.integers(0, im.shape[1] - PATCH + 1)
-                out[k] = im[y : y + PATCH, x : x + PATCH]
+                y = rng.integers(0, im.shape[0] - p + 1)
+                x = rng.integers(0, im.shape[1] - p + 1)
+                out[k] = im[y : y + p, x : x + p]
         flip_h, flip_v = rng.random(n) < 0.5, rng.random(n) < 0.5
         out[flip_h] = out[flip_h, :, ::-1]
         out[flip_v] = out[flip_v, ::-1]

@@ -1,0 +1,107 @@
+"""Training: a few real steps, checkpoints and resume, export, high-entropy tiles, DDP on CPU."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rnncodec.models.store import load_image_model
+from rnncodec.train.data import PatchSource, high_entropy_tiles, is_validation, list_images
+from rnncodec.train.loop import Trainer, TrainConfig, lr_at
+from rnncodec.train.losses import ResidualL1
+
+from conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("train")
+    for i in range(6):
+        Image.fromarray(smooth_image(64, 80, seed=i)).save(d / f"img{i}.png")
+    Image.fromarray(smooth_image(96, 96, seed=9)).save(d / "photo.jpg", quality=90)
+    return d
+
+
+def config(data_dir, out, **kw) -> TrainConfig:
+    base = dict(data=[str(data_dir)], out=str(out), preset="tiny", batch=4, steps=6, warmup=2, val_fraction=0.3,
+                val_patches=8, val_every=3, log_every=2, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_checkpoint_resume_and_export(data_dir, tmp_path):
+    out = tmp_path / "run"
+    Trainer(config(data_dir, out), progress=False).run()
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in log) and any("patches_per_s" in r for r in log)
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 6
+    t = Trainer(config(data_dir, out, steps=8), resume=True, progress=False)
+    assert t.step == 6
+    t.run()
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 8
+    weights = tmp_path / "w.safetensors"
+    r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "export", str(out / "checkpoint.pt"), "-o", str(weights)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    model = load_image_model(weights)
+    assert model.model_id.hex() in r.stdout
+    assert all(p.dtype == torch.float32 for p in model.net.parameters())
+
+
+def test_training_reduces_the_loss(data_dir, tmp_path):
+    tc = config(data_dir, tmp_path / "r", steps=60, lr=3e-3, batch=8, val_every=1000, seed=1)
+    t = Trainer(tc, progress=False)
+    x = t.train_src.batch(16, np.random.default_rng(0))
+    before = t.loss(x, t.model.eval()(x, 4)[1]).item()
+    t.model.train()
+    t.run()
+    after = t.loss(x, t.model.eval()(x, 4)[1]).item()
+    assert after < before
+
+
+def test_ssim_weighted_loss_keeps_the_scale():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) - 0.5
+    recons = [x + 0.1 * torch.randn_like(x)]
+    plain, weighted = ResidualL1()(x, recons), ResidualL1(ssim_weight=2.0)(x, recons)
+    assert torch.isfinite(weighted) and weighted != plain
+    assert 0.5 < (weighted / plain).item() < 2.0
+
+
+def test_high_entropy_tiles_are_the_busiest():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, 32:] = np.random.default_rng(0).integers(0, 256, (64, 32, 3))
+    tiles = high_entropy_tiles(img, 2)
+    assert tiles.shape == (2, 32, 32, 3) and all(t.std() > 50 for t in tiles)
+
+
+def test_jpeg_downscale_and_split(data_dir):
+    paths = list_images([data_dir])
+    assert len(paths) == 7
+    src = PatchSource([data_dir / "photo.jpg"], jpeg_downscale=3, progress=False)
+    assert src.images[0].shape == (32, 32, 3)
+    assert is_validation(paths[0], 0.3) == is_validation(paths[0], 0.3)
+    assert not any(is_validation(p, 0.0) for p in paths)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    tc = TrainConfig(data=[], out="", lr=1e-3, warmup=10, steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, tc) == pytest.approx(1e-4)
+    assert lr_at(10, tc) == pytest.approx(1e-3)
+    assert lr_at(110, tc) == pytest.approx(1e-4)
+    timed = TrainConfig(data=[], out="", lr=1e-3, warmup=0, steps=10**9, max_minutes=1.0, min_lr_ratio=0.1)
+    assert lr_at(5, timed, seconds=60.0) == pytest.approx(1e-4)
+
+
+def test_ddp_two_processes_on_cpu(data_dir, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "rnncodec.cli",
+           "train", str(data_dir), "--out", str(out), "--preset", "tiny", "--steps", "3", "--batch", "2", "--threads", "1",
+           "--val-fraction", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
