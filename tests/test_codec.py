@@ -14,7 +14,7 @@ from conftest import smooth_image
 @pytest.mark.parametrize("shape", [(1, 1), (17, 33), (333, 517)])
 def test_decoder_reproduces_encoder(tiny_model, shape):
     img = smooth_image(*shape)
-    enc = encode(img, iterations=3, model=tiny_model)
+    enc = encode(img, iterations=3, model=tiny_model, reconstruct=True)
     dec = decode(enc.data)
     assert dec.pixels.shape == shape + (3,)
     assert dec.iterations == 3
@@ -36,7 +36,7 @@ def test_every_chunk_prefix_decodes(tiny_model):
     header, chunks = container.read(enc.data)
     for k in range(1, 6):
         prefix = container.write(header, chunks[:k])
-        expected = encode(img, iterations=k, model=tiny_model).reconstruction
+        expected = encode(img, iterations=k, model=tiny_model, reconstruct=True).reconstruction
         assert np.array_equal(decode(prefix).pixels, expected)
         assert np.array_equal(decode(enc.data, iterations=k).pixels, expected)
 
@@ -63,7 +63,7 @@ def test_bpp_target_keeps_longest_fitting_prefix(tiny_model):
 
 def test_tiled_image_decodes_exactly_and_seams_blend(tiny_model):
     img = smooth_image(100, 150)
-    enc = encode(img, iterations=2, model=tiny_model, tile=64, overlap=16)
+    enc = encode(img, iterations=2, model=tiny_model, tile=64, overlap=16, reconstruct=True)
     header, _ = container.read(enc.data)
     assert (header.tile, header.overlap) == (64, 16)
     assert np.array_equal(decode(enc.data).pixels, enc.reconstruction)

@@ -1,0 +1,54 @@
+"""Stream mutations for fuzzing decoders: bit flips, cuts, insertions and extreme header fields.
+
+Shared by the CI fuzz test (tests/test_robustness.py) and the long fuzz script (tools/fuzz.py).
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+
+from hypothesis import strategies as st
+
+from rnncodec import container
+from rnncodec.errors import FormatError, ModelError
+
+ALLOWED = (FormatError, ModelError)  # the only ways a decode may fail
+
+
+def _reheader(data: bytes, offset: int, fmt: str, value: int) -> bytes:
+    """Overwrite a fixed header field and fix the header CRC, so the bad value gets past the CRC."""
+    size = container._FIXED.size
+    head = bytearray(data[:size])
+    struct.pack_into(fmt, head, offset, value)
+    flags = head[6]
+    end = size + (4 + struct.unpack_from(">I", data, size)[0] if flags & container.FLAG_ICC else 0)
+    body = bytes(head) + data[size:end]
+    return body + struct.pack(">I", zlib.crc32(body)) + data[end + 4 :]
+
+
+# (offset, struct format, strategy) of each fixed header field worth pushing to extremes
+_FIELDS = [(5, ">B", st.integers(0, 255)), (6, ">B", st.integers(0, 255)), (24, ">I", st.integers(0, 2**32 - 1)),
+           (28, ">I", st.integers(0, 2**32 - 1)), (32, ">H", st.integers(0, 2**16 - 1)),
+           (34, ">H", st.integers(0, 2**16 - 1)), (36, ">B", st.integers(0, 255))]
+
+
+@st.composite
+def mutations(draw, data: bytes) -> bytes:
+    """One random mutation of a valid stream."""
+    kind = draw(st.sampled_from(["flip", "cut", "insert", "field", "splice"]))
+    buf = bytearray(data)
+    if kind == "flip":
+        for _ in range(draw(st.integers(1, 4))):
+            i = draw(st.integers(0, len(buf) - 1))
+            buf[i] ^= 1 << draw(st.integers(0, 7))
+        return bytes(buf)
+    if kind == "cut":
+        return bytes(buf[: draw(st.integers(0, len(buf) - 1))])
+    if kind == "insert":
+        i = draw(st.integers(0, len(buf)))
+        return bytes(buf[:i]) + draw(st.binary(min_size=1, max_size=16)) + bytes(buf[i:])
+    if kind == "splice":
+        i, j = sorted(draw(st.lists(st.integers(0, len(buf)), min_size=2, max_size=2)))
+        return bytes(buf[:i]) + bytes(buf[j:])
+    offset, fmt, values = draw(st.sampled_from(_FIELDS))
+    return _reheader(data, offset, fmt, draw(values))

@@ -1,0 +1,90 @@
+"""Hostile inputs: fuzzed streams, huge claimed sizes, bad outputs, folders with bad files."""
+import errno
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from PIL import Image
+
+from rnncodec import container
+from rnncodec.codec import decode, encode
+from rnncodec.errors import FormatError, OutputError
+from rnncodec.fileio import atomic_write
+from mutations import ALLOWED, _reheader, mutations
+
+from conftest import smooth_image
+
+_STREAM: dict[str, bytes] = {}
+
+
+def valid_stream(model) -> bytes:
+    if "s" not in _STREAM:
+        _STREAM["s"] = encode(smooth_image(24, 40), iterations=3, model=model, tile=32, overlap=16).data
+    return _STREAM["s"]
+
+
+@pytest.fixture
+def stream(tiny_model) -> bytes:
+    return valid_stream(tiny_model)
+
+
+def test_fuzzed_streams_fail_only_with_the_projects_error(stream):
+    @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(mutations(stream))
+    def check(data):
+        try:
+            dec = decode(data)
+        except ALLOWED:
+            return
+        assert dec.pixels.dtype == np.uint8 and dec.pixels.ndim == 3
+
+    check()
+
+
+def test_huge_claimed_size_refused_before_allocation(stream):
+    huge = _reheader(_reheader(stream, 24, ">I", 1 << 20), 28, ">I", 1 << 20)
+    with pytest.raises(FormatError, match="over the cap"):
+        decode(huge)
+    with pytest.raises(FormatError, match="over the cap"):
+        decode(stream, max_pixels=100)
+
+
+def test_more_iterations_than_the_model_has(stream):
+    with pytest.raises(FormatError, match="at most"):
+        decode(_reheader(stream, 36, ">B", 60))
+
+
+def test_full_disk_leaves_no_partial_file(tmp_path):
+    def write(f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputError, match="No space left"):
+        atomic_write(tmp_path / "out.rnc", write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_kept_without_force(tmp_path):
+    (tmp_path / "o").write_bytes(b"keep")
+    with pytest.raises(OutputError, match="exists"):
+        atomic_write(tmp_path / "o", lambda f: f.write(b"new"))
+    assert (tmp_path / "o").read_bytes() == b"keep"
+    atomic_write(tmp_path / "o", lambda f: f.write(b"new"), force=True)
+    assert (tmp_path / "o").read_bytes() == b"new"
+
+
+def test_folder_compress_goes_on_past_a_bad_file(tmp_path, model_dir):
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    for i, name in enumerate(["a.png", "sub/b.png"]):
+        Image.fromarray(smooth_image(20, 30, seed=i)).save(src / name)
+    (src / "broken.png").write_bytes(b"\x89PNG garbage")
+    r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "compress", str(src), "-o", str(out), "-j", "2",
+                        "--iterations", "2", "--model", str(model_dir / "tiny.safetensors")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 7
+    assert "broken.png" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.rnc")) == ["a.rnc", "sub/b.rnc"]
+    assert decode((out / "a.rnc").read_bytes()).pixels.shape == (20, 30, 3)

@@ -1,0 +1,71 @@
+"""Long decoder fuzzing: many hypothesis-mutated .rnc streams; any failure other than the
+project's decode errors, or a decode slower than --timeout seconds, is reported with its input.
+
+    .venv/bin/python tools/fuzz.py --examples 20000
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+import torch  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from conftest import smooth_image  # noqa: E402
+from mutations import ALLOWED, mutations  # noqa: E402
+from rnncodec.codec import decode, encode  # noqa: E402
+from rnncodec.config import preset  # noqa: E402
+from rnncodec.models import RNNCodec  # noqa: E402
+from rnncodec.models.store import load_image_model  # noqa: E402
+from rnncodec.weights import MODEL_PATH_ENV, save_weights  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--examples", type=int, default=5000)
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds one decode may take")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    net = RNNCodec(preset("tiny", iterations=6))
+    folder = tempfile.mkdtemp()
+    save_weights(Path(folder) / "fuzz.safetensors", "image", net.cfg.to_json(), net.state_dict())
+    os.environ[MODEL_PATH_ENV] = folder
+    model = load_image_model(Path(folder) / "fuzz.safetensors")
+    data = encode(smooth_image(40, 56), iterations=4, model=model, tile=32, overlap=16).data
+    outcomes: Counter[str] = Counter()
+
+    def on_alarm(*_):
+        raise TimeoutError
+
+    signal.signal(signal.SIGALRM, on_alarm)
+
+    @settings(max_examples=args.examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(mutations(data))
+    def check(mutated: bytes) -> None:
+        signal.setitimer(signal.ITIMER_REAL, args.timeout)
+        try:
+            decode(mutated)
+            outcomes["decoded"] += 1
+        except ALLOWED as exc:
+            outcomes[type(exc).__name__] += 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    start = time.time()
+    check()
+    total = sum(outcomes.values())
+    print(f"{total} cases in {time.time() - start:.0f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+    print("no crash, no hang, no other exception")
+
+
+if __name__ == "__main__":
+    main()
