@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
+from .eval.cli import register as register_eval
 from .errors import FormatError, ImageError, ModelError, OutputError, RNNCodecError
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6}  # 1: other errors, 2: usage
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="output .safetensors")
     e.add_argument("-f", "--force", action="store_true")
     e.set_defaults(func=_export)
+    register_eval(sub)
     return p
 
 

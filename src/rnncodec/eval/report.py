@@ -1,0 +1,61 @@
+"""Markdown tables of measured curves: each codec's rate points, and BD-rate / AUC against JPEG."""
+from __future__ import annotations
+
+import math
+import warnings
+
+from .bd import auc, auc_range, bd_rate
+from .curves import METRICS, Curve
+
+REFERENCE = "jpeg"
+SUMMARY_METRICS = ("ms-ssim-rgb-db", "psnr-rgb", "psnr-hvs")
+_HEAD = {"psnr-rgb": "PSNR-RGB", "ms-ssim-rgb": "MS-SSIM", "ms-ssim-rgb-db": "MS-SSIM dB",
+         "psnr-hvs": "PSNR-HVS", "psnr-hvs-m": "PSNR-HVS-M"}
+
+
+def rd_table(curve: Curve) -> str:
+    """One codec's averaged rate points: quality setting, bpp and every metric."""
+    param = "iterations" if curve.name == "rnncodec" else "quality"
+    lines = [f"| {param} | bpp | " + " | ".join(_HEAD[m] for m in METRICS) + " |",
+             "|" + "---:|" * (len(METRICS) + 2)]
+    for i, b in enumerate(curve.bpp):
+        q = curve.quality[i] if curve.quality else ""
+        q = f"{q:g}" if isinstance(q, (int, float)) else q
+        vals = [f"{curve.metrics[m][i]:.4f}" if m == "ms-ssim-rgb" else f"{curve.metrics[m][i]:.2f}" for m in METRICS]
+        lines.append(f"| {q} | {b:.4f} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def _bd_cell(ref: Curve, curve: Curve, metric: str) -> str:
+    """The BD-rate, or n/a where it is undefined (no overlap, or a curve not increasing with rate)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a partial-overlap warning; the cell still stands
+            value = bd_rate(ref.bpp, ref.metrics[metric], curve.bpp, curve.metrics[metric])
+    except ValueError:
+        return "n/a"
+    return f"{value:+.1f} %" if math.isfinite(value) else "n/a"
+
+
+def bd_table(curves: list[Curve], metric: str) -> str:
+    """BD-rate against JPEG and AUC over the bpp range all listed curves share within 0.125–2 bpp."""
+    have = [c for c in curves if metric in c.metrics]
+    ref = next((c for c in have if c.name == REFERENCE), None)
+    if ref is None:
+        return f"(no {REFERENCE} results: BD-rate needs them)"
+    lo, hi = auc_range([(c.bpp, c.metrics[metric]) for c in have])
+    lines = [f"| {_HEAD[metric]} | BD-rate vs JPEG | AUC {lo:.3f}–{hi:.3f} bpp |", "|---|---:|---:|"]
+    for c in have:
+        name = f"{c.name} (published)" if c.anchor else c.name
+        lines.append(f"| {name} | {_bd_cell(ref, c, metric)} | {auc(c.bpp, c.metrics[metric], lo, hi):.4f} |")
+    return "\n".join(lines)
+
+
+def summary(results: list[Curve], anchors: list[Curve]) -> str:
+    """The whole markdown summary: BD-rate / AUC tables, then one RD table per codec."""
+    parts = ["## BD-rate and AUC against JPEG", ""]
+    for metric in SUMMARY_METRICS:
+        parts += [bd_table(results + anchors, metric), ""]
+    for c in results:
+        parts += [f"## {c.name}", "", c.description, "", rd_table(c), ""]
+    return "\n".join(parts)

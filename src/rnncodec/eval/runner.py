@@ -1,0 +1,185 @@
+"""`rnncodec eval`: rnncodec and the classical codecs over a folder of images, resumably.
+
+One job is one image under one codec: every rate point of it, cached as one JSON file under
+OUT/cache/<codec>/, so that an interrupted run picks up where it stopped. rnncodec is encoded once
+at its most iterations into a real .rnc file (OUT/streams/); each prefix of that file, cut at a
+chunk boundary, is exactly the file `rnncodec compress --iterations K` writes, and is decoded and
+measured as such.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .codecs import Codec, available
+from .curves import METRICS
+from .metrics import all_metrics, bpp, to_db
+
+RNNCODEC = "rnncodec"
+IMAGE_SUFFIXES = (".png", ".ppm", ".bmp", ".tif", ".tiff")  # lossless sources only
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    image: Path
+    codec: str
+    out: Path
+    model: str | None  # rnncodec weights; None: the packaged model
+
+
+def list_images(dataset: str | Path) -> list[Path]:
+    """The lossless images directly inside `dataset`, sorted by name."""
+    images = sorted(p for p in Path(dataset).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ValueError(f"{dataset}: no PNG, PPM, BMP or TIFF images")
+    return images
+
+
+def _rnncodec_rows(job: Job, pixels: np.ndarray) -> list[dict]:
+    from .. import container
+    from ..codec import decode, encode
+    from ..fileio import atomic_write
+    from ..models.store import load_image_model
+
+    model = load_image_model(job.model)
+    stream = job.out / "streams" / f"{job.image.stem}.rnc"
+    stream.parent.mkdir(parents=True, exist_ok=True)
+    enc = encode(pixels, iterations=model.cfg.iterations, model=model)
+    atomic_write(stream, lambda f: f.write(enc.data), force=True)
+    header, chunks = container.read(stream.read_bytes())
+    rows = []
+    for k in range(1, len(chunks) + 1):
+        prefix = container.write(replace(header, iterations=k), chunks[:k])
+        dec = decode(prefix, model_lookup=lambda _: model)  # CRCs catch a model that is not the file's
+        rows.append({"quality": k, "bytes": len(prefix), **all_metrics(pixels, dec.pixels)})
+    return rows
+
+
+def _classical_rows(codec: Codec, pixels: np.ndarray) -> list[dict]:
+    rows = []
+    for q in codec.qualities:
+        data = codec.encode(pixels, q)
+        rows.append({"quality": q, "bytes": len(data), **all_metrics(pixels, codec.decode(data))})
+    return rows
+
+
+def _cache_key(job: Job, digest: str) -> dict:
+    """What the cached rows depend on: a changed model, library or sweep recomputes them."""
+    if job.codec == RNNCODEC:
+        from ..codec import default_coder
+        from ..models.store import load_image_model
+
+        coder = default_coder()
+        setup = {"model": load_image_model(job.model).model_id.hex(), "coder": coder.coder_id,
+                 "entropy_model": coder.model_id.hex()}
+    else:
+        codec = available()[job.codec]
+        setup = {"description": codec.description, "qualities": list(codec.qualities)}
+    return {"version": CACHE_VERSION, "image_sha256": digest, "codec": job.codec, **setup}
+
+
+def run_job(job: Job) -> list[dict]:
+    """One image under one codec: its rows from the cache, or measured and then cached."""
+    from ..fileio import atomic_write
+    from ..image import read_image
+
+    raw = job.image.read_bytes()
+    key = _cache_key(job, hashlib.sha256(raw).hexdigest())
+    cache = job.out / "cache" / job.codec / f"{job.image.stem}.json"
+    if cache.exists():
+        doc = json.loads(cache.read_text())
+        if doc.get("key") == key:
+            return doc["rows"]
+    pixels = read_image(job.image).pixels
+    h, w = pixels.shape[:2]
+    rows = _rnncodec_rows(job, pixels) if job.codec == RNNCODEC else _classical_rows(available()[job.codec], pixels)
+    rows = [{"image": job.image.stem, "codec": job.codec, "bpp": bpp(r["bytes"], h, w), **r} for r in rows]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(cache, lambda f: f.write(json.dumps({"key": key, "rows": rows}, indent=1).encode()), force=True)
+    return rows
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_jobs(jobs: list[Job], workers: int) -> list[dict]:
+    """All jobs, over `workers` processes (one torch thread each), with a progress bar."""
+    bar = tqdm(total=len(jobs), desc="eval", unit="job")
+    rows: list[dict] = []
+    if workers <= 1:
+        for job in jobs:
+            rows += run_job(job)
+            bar.update()
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            for result in pool.imap_unordered(run_job, jobs):
+                rows += result
+                bar.update()
+    bar.close()
+    return rows
+
+
+def summarize(rows: list[dict], codec: str, description: str) -> dict:
+    """One codec's rows averaged over images per rate point, in CompressAI's JSON schema.
+
+    `ms-ssim-rgb-db` is the dB value of the mean MS-SSIM, as the anchors' curves are read.
+    """
+    mine = [r for r in rows if r["codec"] == codec]
+    qualities = sorted({r["quality"] for r in mine})
+    results: dict[str, list[float]] = {"quality": qualities, "bpp": []}
+    results.update({m: [] for m in METRICS})
+    for q in qualities:
+        at_q = [r for r in mine if r["quality"] == q]
+        results["bpp"].append(float(np.mean([r["bpp"] for r in at_q])))
+        for m in METRICS:
+            results[m].append(float(np.mean([r[m] for r in at_q])))
+        results["ms-ssim-rgb-db"][-1] = to_db(results["ms-ssim-rgb"][-1])
+    n = len({r["image"] for r in mine})
+    return {"name": codec, "description": f"{description}; mean over {n} images", "results": results}
+
+
+def describe(codec: str, model: str | None) -> str:
+    if codec != RNNCODEC:
+        return available()[codec].description
+    from ..codec import default_coder
+    from ..models.store import load_image_model
+
+    m = load_image_model(model)
+    c = m.cfg
+    return (f"rnncodec {c.encoder_cell}/{c.framework}, width {c.width}, model {m.model_id.hex()}, "
+            f"coder {default_coder().coder_id}; quality = iterations")
+
+
+def evaluate(dataset: str | Path, out: str | Path, codecs: list[str], model: str | None = None,
+             workers: int = 1, limit: int | None = None) -> dict[str, dict]:
+    """Run every codec over the dataset; write OUT/<codec>.json and OUT/per_image.csv."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = list_images(dataset)[:limit]
+    jobs = [Job(img, c, out, model) for c in codecs for img in images]  # rnncodec first: the longest jobs
+    rows = run_jobs(jobs, workers)
+    summaries = {c: summarize(rows, c, describe(c, model)) for c in codecs}
+    for c, doc in summaries.items():
+        (out / f"{c}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    rows.sort(key=lambda r: (codecs.index(r["codec"]), r["image"], r["quality"]))
+    with (out / "per_image.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["codec", "image", "quality", "bytes", "bpp", *METRICS])
+        writer.writeheader()
+        writer.writerows(rows)
+    return summaries
+
+
+def default_codecs() -> list[str]:
+    return [RNNCODEC, *available()]
