@@ -1,0 +1,136 @@
+"""Evaluation: classical codecs, BD-rate / AUC, `rnncodec eval` on tiny images with its cache, and plots."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import smooth_image
+from rnncodec.cli import main
+from rnncodec.codec import encode
+from rnncodec.eval import runner
+from rnncodec.eval.bd import auc, auc_range, bd_rate
+from rnncodec.eval.codecs import available
+from rnncodec.eval.curves import METRICS
+from rnncodec.eval.metrics import psnr_rgb
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_classical_codec_round_trip(name):
+    codec = available()[name]
+    a = smooth_image(64, 80)
+    low, high = codec.encode(a, codec.qualities[2]), codec.encode(a, codec.qualities[-3])
+    assert len(low) < len(high)
+    out = codec.decode(high)
+    assert out.shape == a.shape and out.dtype == np.uint8
+    assert psnr_rgb(a, out) > psnr_rgb(a, codec.decode(low)) and psnr_rgb(a, out) > 28
+
+
+def test_required_codecs_present():
+    assert {"jpeg", "webp", "avif", "jpeg2000"} <= set(available())
+
+
+def test_jpeg2000_is_rate_controlled():
+    a = smooth_image(256, 256)
+    data = available()["jpeg2000"].encode(a, 0.5)
+    assert len(data) * 8 / a[..., 0].size == pytest.approx(0.5, rel=0.1)
+
+
+def test_bd_rate():
+    rate = np.array([0.25, 0.5, 1.0, 2.0])
+    dist = np.array([28.0, 31.0, 34.0, 37.0])
+    assert bd_rate(rate, dist, rate, dist) == pytest.approx(0, abs=1e-9)
+    assert bd_rate(rate, dist, rate * 1.25, dist) == pytest.approx(25, abs=1e-6)
+    assert bd_rate(rate, dist, rate * 0.8, dist) == pytest.approx(-20, abs=1e-6)
+
+
+def test_auc_over_the_shared_range():
+    a = (np.array([0.1, 1.0, 3.0]), np.array([1.0, 1.0, 1.0]))
+    b = (np.array([0.5, 1.5]), np.array([0.0, 2.0]))
+    lo, hi = auc_range([a, b])
+    assert (lo, hi) == (0.5, 1.5)
+    assert auc(*a, lo, hi) == pytest.approx(1.0)
+    assert auc(*b, lo, hi) == pytest.approx(1.0)
+    assert auc_range([a]) == (0.125, 2.0)
+    with pytest.raises(ValueError):
+        auc(*b, 0.125, 2.0)
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    d = tmp_path / "images"
+    d.mkdir()
+    for seed in (0, 1):  # MS-SSIM's five scales need sides over 160 px
+        Image.fromarray(smooth_image(176, 192, seed)).save(d / f"img{seed}.png")
+    return d
+
+
+def _eval(dataset: Path, out: Path, model: Path, *extra: str) -> None:
+    args = ["eval", str(dataset), "--out", str(out), "--model", str(model), "--codecs", "rnncodec,jpeg", *extra]
+    assert main(args) == 0
+
+
+def test_eval_end_to_end(dataset, tmp_path, model_dir, tiny_model):
+    out = tmp_path / "results"
+    _eval(dataset, out, model_dir / "tiny.safetensors", "--jobs", "1")
+    doc = json.loads((out / "rnncodec.json").read_text())
+    assert doc["name"] == "rnncodec" and "mean over 2 images" in doc["description"]
+    res = doc["results"]
+    assert res["quality"] == list(range(1, tiny_model.cfg.iterations + 1))
+    assert set(METRICS) <= set(res) and all(len(res[m]) == len(res["bpp"]) for m in METRICS)
+    assert np.all(np.diff(res["bpp"]) > 0)
+    with (out / "per_image.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    jpeg_points = len(available()["jpeg"].qualities)
+    assert len(rows) == 2 * (tiny_model.cfg.iterations + jpeg_points)
+    # every rnncodec rate is the size of the file `compress --iterations K` writes, header included
+    pixels = np.asarray(Image.open(dataset / "img1.png"))
+    for k in (1, 3):
+        row = next(r for r in rows if r["codec"] == "rnncodec" and r["image"] == "img1" and r["quality"] == str(k))
+        size = len(encode(pixels, iterations=k, model=tiny_model).data)
+        assert int(row["bytes"]) == size
+        assert float(row["bpp"]) == pytest.approx(size * 8 / (176 * 192))
+    assert (out / "streams" / "img0.rnc").exists()
+
+
+def test_eval_resumes_from_cache(dataset, tmp_path, model_dir, monkeypatch):
+    out = tmp_path / "results"
+    model = model_dir / "tiny.safetensors"
+    _eval(dataset, out, model, "--jobs", "1")
+    before = (out / "per_image.csv").read_text()
+
+    def fail(*_):
+        raise AssertionError("recomputed a cached job")
+
+    monkeypatch.setattr(runner, "_rnncodec_rows", fail)
+    monkeypatch.setattr(runner, "_classical_rows", fail)
+    _eval(dataset, out, model, "--jobs", "1")
+    assert (out / "per_image.csv").read_text() == before
+    # a changed image is measured again
+    Image.fromarray(smooth_image(176, 192, 7)).save(dataset / "img0.png")
+    with pytest.raises(AssertionError, match="recomputed"):
+        runner.run_job(runner.Job(dataset / "img0.png", "jpeg", out, None))
+
+
+def test_eval_in_parallel(dataset, tmp_path, model_dir):
+    out = tmp_path / "results"
+    assert main(["eval", str(dataset), "--out", str(out), "--codecs", "jpeg", "--jobs", "2"]) == 0
+    assert len(json.loads((out / "jpeg.json").read_text())["results"]["bpp"]) == len(available()["jpeg"].qualities)
+
+
+def test_plot_writes_pngs_and_summary(dataset, tmp_path, model_dir):
+    out = tmp_path / "results"
+    _eval(dataset, out, model_dir / "tiny.safetensors", "--jobs", "1")
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    (anchors / "kodak_paper.csv").write_text("bpp,ms_ssim_rgb,psnr_rgb\n0.25,0.9,26\n0.5,0.95,28\n1.0,0.98,31\n2.0,0.99,34\n")
+    assert main(["plot", str(out), "--anchors", str(anchors)]) == 0
+    for metric in ("ms-ssim-rgb-db", "psnr-rgb", "psnr-hvs"):
+        png = out / f"kodak_{metric}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "summary.md").read_text()
+    assert "BD-rate vs JPEG" in text and "paper (published)" in text and "| jpeg | +0.0 % |" in text

@@ -1,0 +1,75 @@
+"""Metrics against known values, and the psnr_hvsm input-range pitfall."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pytorch_msssim import ms_ssim
+
+from conftest import smooth_image
+from rnncodec.eval.metrics import all_metrics, bpp, ms_ssim_rgb, psnr_hvs, psnr_rgb, to_db
+
+KODIM03 = Path(__file__).resolve().parents[2] / "shared/data/kodak/kodim03.png"
+
+
+def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def test_identical_images():
+    a = smooth_image(192, 176)
+    m = all_metrics(a, a)
+    assert m["psnr-rgb"] == math.inf
+    assert m["ms-ssim-rgb"] == pytest.approx(1.0, abs=1e-6)
+    assert m["ms-ssim-rgb-db"] > 50 or m["ms-ssim-rgb-db"] == math.inf
+    assert m["psnr-hvs"] == m["psnr-hvs-m"] == 100.0  # the package's convention for zero error
+
+
+def test_psnr_by_hand():
+    a = np.zeros((8, 8, 3), np.uint8)
+    b = a.copy()
+    b[..., 0] = 30  # MSE = 30² / 3 = 300
+    assert psnr_rgb(a, b) == pytest.approx(10 * math.log10(255**2 / 300))
+
+
+def test_ms_ssim_is_the_mean_of_per_channel_values():
+    a = smooth_image(192, 176, seed=1)
+    b = _jpeg(a, 20)
+    per_channel = [float(ms_ssim(torch.tensor(a[..., c], dtype=torch.float64)[None, None],
+                                 torch.tensor(b[..., c], dtype=torch.float64)[None, None], data_range=255))
+                   for c in range(3)]
+    assert ms_ssim_rgb(a, b) == pytest.approx(np.mean(per_channel), abs=1e-5)
+    assert 0.8 < ms_ssim_rgb(a, b) < 1
+
+
+def test_db_and_bpp():
+    assert to_db(0.9) == pytest.approx(10.0)
+    assert to_db(0.99) == pytest.approx(20.0)
+    assert to_db(1.0) == math.inf
+    assert bpp(1000, 100, 80) == 1.0
+
+
+def test_psnr_hvs_of_jpeg_is_sane():
+    a = smooth_image(256, 256, seed=2)
+    hvs, hvsm = psnr_hvs(a, _jpeg(a, 50))
+    assert 30 < hvs < 50 and hvsm >= hvs
+    assert psnr_hvs(a, _jpeg(a, 90))[0] > hvs
+
+
+def test_psnr_hvs_crops_to_whole_blocks():
+    a = smooth_image(100, 90, seed=3)  # not multiples of 8
+    assert 25 < psnr_hvs(a, _jpeg(a, 50))[0] < 60
+
+
+@pytest.mark.skipif(not KODIM03.exists(), reason="Kodak not on this machine")
+def test_psnr_hvs_kodak_jpeg_q50_in_the_high_30s():
+    a = np.asarray(Image.open(KODIM03).convert("RGB"))
+    hvs, _ = psnr_hvs(a, _jpeg(a, 50))
+    assert 36 < hvs < 41  # 38.3 dB; a [0, 1] input range would give ~60
