@@ -43,3 +43,21 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     base = np.stack([128 + 100 * np.sin(x / 23 + c) * np.cos(y / 31 - c) for c in range(3)], axis=-1)
     return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def entropy_coder(model_dir):
+    """A tiny seeded context model beside the tiny image models, so decoders find it by id.
+
+    Its weights are drawn wide so its probabilities are far from 1/2, as a trained model's are.
+    """
+    from rnncodec.entropy import arithmetic_coder
+    from rnncodec.entropy.context_model import ContextConfig, ContextModel
+
+    torch.manual_seed(1)
+    net = ContextModel(ContextConfig(iterations=6, masked=8, state=8, row=8, head=16))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+    save_weights(model_dir / "tiny-entropy.safetensors", "entropy", net.cfg.to_json(), net.state_dict())
+    return arithmetic_coder(model_dir / "tiny-entropy.safetensors")

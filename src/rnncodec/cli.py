@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
+from .entropy.train import register as register_train_entropy
 from .eval.cli import register as register_eval
 from .errors import FormatError, ImageError, ModelError, OutputError, RNNCodecError
 
@@ -15,6 +16,7 @@ EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6}  # 1
 
 def _compress(args: argparse.Namespace) -> None:
     from .codec import encode
+    from .entropy import RawCoder, arithmetic_coder
     from .fileio import atomic_write
     from .models.store import load_image_model
 
@@ -28,7 +30,8 @@ def _compress(args: argparse.Namespace) -> None:
     model = load_image_model(args.model)
     if args.iterations is not None and args.iterations > model.cfg.iterations:
         raise SystemExit(f"rnncodec: error: --iterations must be at most {model.cfg.iterations} for this model")
-    enc = encode(args.input, iterations=args.iterations, bpp=args.bpp, model=model, tile=args.tile,
+    coder = {"raw": RawCoder, "arithmetic": arithmetic_coder}[args.coder]() if args.coder else None
+    enc = encode(args.input, iterations=args.iterations, bpp=args.bpp, model=model, coder=coder, tile=args.tile,
                  overlap=args.overlap, progress=True)
     atomic_write(out, lambda f: f.write(enc.data), args.force)
 
@@ -133,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
     rate.add_argument("--bpp", type=float, help="largest real rate, header included: keeps the longest prefix that fits")
     c.add_argument("--model", help="image model weights (.safetensors); default: the packaged model")
+    c.add_argument("--coder", choices=("raw", "arithmetic"), help="payload coder; default: arithmetic if an entropy model is packaged")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (multiple of 16)")
     c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output")
@@ -183,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-f", "--force", action="store_true")
     e.set_defaults(func=_export)
     register_eval(sub)
+    register_train_entropy(sub)
     return p
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import container
-from .entropy import BitCoder, RawCoder, get_coder
+from .entropy import BitCoder, RawCoder, arithmetic_coder, get_coder
+from .entropy.arithmetic import DEFAULT_ENTROPY_WEIGHTS
 from .errors import FormatError
 from .image import RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
@@ -32,8 +33,8 @@ class Encoded:
 
 
 def default_coder() -> BitCoder:
-    """The coder compress uses unless told otherwise."""
-    return RawCoder()
+    """Arithmetic coding with the packaged context model; raw bits when none is packaged."""
+    return arithmetic_coder() if DEFAULT_ENTROPY_WEIGHTS.exists() else RawCoder()
 
 
 def _to_uint8(recon: np.ndarray) -> np.ndarray:

@@ -1,0 +1,151 @@
+"""The binary context model (PAPER.md §5): P(bit = 1) for every bit of an iteration.
+
+Two sources of context:
+- this iteration's bits already coded, in row order: a whole row of positions is one step. A
+  masked conv sees the rows above only, and a row LSTM (1×3 kernels) carries a state down the
+  rows. All C bits of all positions in a row share one step, so decoding a tile takes h steps
+  per iteration instead of h·w.
+- the earlier iterations: a 1×1 conv-LSTM over the iteration axis, fed by a 3×3 conv of the
+  previous iteration's bits; a 3×3 conv of its state is the context for the whole iteration.
+Bits enter as ±1; a bit not yet known is 0 (the zero padding above the first row).
+
+`forward` computes every probability in parallel for training; `TileContext` computes the same
+function one row at a time, the way an encoder and a decoder must.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ModelError
+from ..layers.cells import ConvLSTM, State
+from ..weights import StoredWeights
+
+KIND = "entropy"
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    bits: int = 32  # bits per position per iteration: the image model's binarizer depth
+    iterations: int = 16  # iterations with their own learned bias; later ones reuse the last
+    masked: int = 32  # channels of the masked conv over the rows above
+    rows_above: int = 3  # rows the masked conv sees
+    kernel_w: int = 7  # its width
+    state: int = 32  # channels of the cross-iteration conv-LSTM
+    row: int = 32  # channels of the row LSTM
+    head: int = 64  # channels of the 1×1 output layers
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ContextConfig":
+        return cls(**json.loads(text))
+
+
+class RowLSTM(ConvLSTM):
+    """A conv-LSTM whose kernels span one row (1×3): one step reads and updates one row."""
+
+    def __init__(self, in_ch: int, hidden: int) -> None:
+        nn.Module.__init__(self)
+        self.hidden = hidden
+        self.conv_x = nn.Conv2d(in_ch, 4 * hidden, (1, 3), padding=(0, 1))
+        self.conv_h = nn.Conv2d(hidden, 4 * hidden, (1, 3), padding=(0, 1), bias=False)
+
+
+class ContextModel(nn.Module):
+    def __init__(self, cfg: ContextConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.bits
+        self.masked = nn.Conv2d(c, cfg.masked, (cfg.rows_above, cfg.kernel_w), padding=(0, cfg.kernel_w // 2))
+        self.iter_in = nn.Conv2d(c, cfg.state, 3, padding=1)
+        self.iter_lstm = ConvLSTM(cfg.state, cfg.state, 1, 1)
+        self.iter_out = nn.Conv2d(cfg.state, cfg.state, 3, padding=1)
+        self.row_lstm = RowLSTM(cfg.masked + cfg.state, cfg.row)
+        self.head = nn.Sequential(nn.Conv2d(cfg.row + cfg.masked + cfg.state, cfg.head, 1), nn.ReLU(),
+                                  nn.Conv2d(cfg.head, c, 1))
+        self.iter_bias = nn.Parameter(torch.zeros(cfg.iterations, c))
+
+    def iteration_context(self, prev_bits: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """Context for the next iteration from the previous one's bits (zeros before the first)."""
+        h, state = self.iter_lstm(torch.tanh(self.iter_in(prev_bits)), state)
+        return torch.tanh(self.iter_out(h)), state
+
+    def bias(self, t: Tensor | int) -> Tensor:
+        return self.iter_bias[torch.as_tensor(t).clamp(max=self.cfg.iterations - 1)]
+
+    def _logits(self, above: Tensor, ctx: Tensor, rows: State | None, bias: Tensor) -> tuple[Tensor, State]:
+        """One row step: features of the rows above and the iteration context -> logits."""
+        r, rows = self.row_lstm(torch.cat((above, ctx), 1), rows)
+        return self.head(torch.cat((r, above, ctx), 1)) + bias, rows
+
+    def forward(self, bits: Tensor) -> Tensor:
+        """Logits of P(bit = 1) for N×T×C×h×w bits (±1), all iterations at once (training)."""
+        n, t_max, c, h, w = bits.shape
+        prev = torch.cat((bits.new_zeros(n, 1, c, h, w), bits[:, :-1]), 1)
+        state, ctxs = None, []
+        for t in range(t_max):
+            ctx, state = self.iteration_context(prev[:, t], state)
+            ctxs.append(ctx)
+        ctx = torch.stack(ctxs, 1).flatten(0, 1)
+        x = F.pad(bits.flatten(0, 1), (0, 0, self.cfg.rows_above, 0))
+        above = torch.tanh(self.masked(x))[:, :, :h]  # row y sees rows y−k … y−1
+        bias = self.bias(torch.arange(t_max)).repeat(n, 1)[:, :, None, None]
+        rows, out = None, []
+        for y in range(h):
+            logits, rows = self._logits(above[:, :, y : y + 1], ctx[:, :, y : y + 1], rows, bias)
+            out.append(logits)
+        return torch.cat(out, 2).unflatten(0, (n, t_max))
+
+
+RowCoder = Callable[[int, Tensor], np.ndarray]  # (row index, C×w probabilities) -> that row's C×w bits
+
+
+class TileContext:
+    """The model's state while one tile's iterations are coded in order, row by row.
+
+    Encoder and decoder run this same code with the same shapes, so they compute the same
+    probabilities (under the determinism rules of the arithmetic coder).
+    """
+
+    def __init__(self, model: ContextModel, shape: tuple[int, int, int]) -> None:
+        self.model, self.shape = model, shape
+        self.prev = torch.zeros(1, *shape)
+        self.state: State | None = None
+        self.t = 0
+
+    def iteration(self, code_row: RowCoder) -> np.ndarray:
+        """Code the next iteration; `code_row` turns each row's probabilities into its bits."""
+        m, (c, h, w), k = self.model, self.shape, self.model.cfg.rows_above
+        ctx, self.state = m.iteration_context(self.prev, self.state)
+        known = torch.zeros(1, c, h + k, w)  # k rows of zeros, then the bits as they are coded
+        out = np.empty(self.shape, dtype=np.uint8)
+        bias = m.bias(self.t)[None, :, None, None]
+        rows = None
+        for y in range(h):
+            above = torch.tanh(m.masked(known[:, :, y : y + k].contiguous()))
+            logits, rows = m._logits(above, ctx[:, :, y : y + 1].contiguous(), rows, bias)
+            out[:, y] = code_row(y, torch.sigmoid(logits)[0, :, 0])
+            known[0, :, y + k] = torch.from_numpy(out[:, y]).float() * 2 - 1
+        self.prev = known[:, :, k:].clone()
+        self.t += 1
+        return out
+
+
+def build_context_model(stored: StoredWeights) -> ContextModel:
+    """A context model from stored weights, in float32 and eval mode."""
+    if stored.kind != KIND:
+        raise ModelError(f"expected entropy model weights, got {stored.kind!r} weights")
+    try:
+        model = ContextModel(ContextConfig.from_json(stored.config))
+        model.load_state_dict({k: v.float() for k, v in stored.tensors.items()})
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"entropy weights do not fit their config: {str(exc).splitlines()[0]}") from None
+    return model.eval()
