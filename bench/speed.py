@@ -1,0 +1,229 @@
+"""Encode and decode speed and memory: the model's, the entropy coder's and I/O's shares of wall time.
+
+    .venv/bin/python bench/speed.py [--image kodim23] [--iterations 2 4 8 16] [--large 6000x4000]
+                                    [--large-iterations 8] [--model PATH]
+
+Cases: a Kodak image at 2, 4, 8 and 16 iterations (0.25–2 bpp before entropy coding), and that
+image upscaled (Lanczos) to a large size. Each encode and each decode runs in its own process, so
+its peak RSS is its own ru_maxrss. The codec's pieces are timed in place, not re-implemented: the
+network's forward pass and decoder generator, and the payload coder's sessions, are wrapped with
+timers; "other" is the rest of encode()/decode() (tiling, CRCs, blending, container). I/O is
+reading and decoding the input file and writing the output file.
+
+Model FLOPs (a multiply-add is 2) come from torch's FlopCounterMode on a 256×256 crop; conv FLOPs
+are linear in area, so per-pixel values scale to each tile. The achieved GFLOP/s is set against a
+4096² fp32 torch.mm measured in the same run, with the same threads: the share of the machine's
+reachable peak that the model gets.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from rnncodec import codec, container
+from rnncodec.image import read_image
+from rnncodec.models.rnn_codec import STRIDE
+from rnncodec.models.store import ImageModel, load_image_model
+from rnncodec.tiles import plan_tiles
+
+KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+FLOP_CROP = 256
+
+
+class Clock:
+    """Seconds accumulated by named phases."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, phase: str, start: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def wrap(self, phase: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(phase, start)
+        return timed
+
+    def wrap_generator(self, phase: str, fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
+        def timed(*args, **kwargs):
+            it = fn(*args, **kwargs)
+            while True:
+                start = time.perf_counter()
+                try:
+                    value = next(it)
+                except StopIteration:
+                    self.add(phase, start)
+                    return
+                self.add(phase, start)
+                yield value
+        return timed
+
+
+class TimedCoder:
+    """A payload coder whose sessions' encode/decode calls are timed as "entropy"."""
+
+    def __init__(self, inner, clock: Clock) -> None:
+        self.inner, self.clock = inner, clock
+        self.coder_id, self.model_id = inner.coder_id, inner.model_id
+
+    def session(self, shape):
+        start = time.perf_counter()
+        s = self.inner.session(shape)
+        self.clock.add("entropy", start)
+        s.encode = self.clock.wrap("entropy", s.encode)
+        s.decode = self.clock.wrap("entropy", s.decode)
+        return s
+
+
+def flops_per_model_pixel(model: ImageModel, iterations: int) -> tuple[float, float]:
+    """(encode, decode) model FLOPs per pixel of padded tile, for `iterations` iterations."""
+    x = torch.rand(1, 3, FLOP_CROP, FLOP_CROP) - 0.5
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as enc:
+            bits, _ = model.net(x, iterations)
+        with FlopCounterMode(display=False) as dec:
+            for _ in model.net.decode(bits):
+                pass
+    return enc.get_total_flops() / FLOP_CROP**2, dec.get_total_flops() / FLOP_CROP**2
+
+
+def model_pixels(height: int, width: int, tile: int = codec.DEFAULT_TILE, overlap: int = codec.DEFAULT_OVERLAP) -> int:
+    """Pixels the network runs over: every tile padded to a multiple of the stride."""
+    return sum(-(-b.shape[0] // STRIDE) * STRIDE * -(-b.shape[1] // STRIDE) * STRIDE
+               for b in plan_tiles(height, width, tile, overlap))
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One encode or decode, timed by phase; returns what the parent tabulates."""
+    clock, iterations = Clock(), args.iterations[0]
+    start = time.perf_counter()
+    model = load_image_model(args.model)
+    clock.add("load", start)
+    model.net.forward = clock.wrap("model", model.net.forward)
+    model.net.decode = clock.wrap_generator("model", model.net.decode)
+    begin = time.perf_counter()
+    if args.child == "encode":
+        start = time.perf_counter()
+        rgb = read_image(args.input)
+        clock.add("io", start)
+        start = time.perf_counter()
+        enc = codec.encode(rgb, iterations=iterations, model=model, coder=TimedCoder(codec.default_coder(), clock))
+        clock.add("codec", start)
+        start = time.perf_counter()
+        Path(args.output).write_bytes(enc.data)
+        clock.add("io", start)
+        h, w = rgb.pixels.shape[:2]
+    else:
+        start = time.perf_counter()
+        data = Path(args.input).read_bytes()
+        clock.add("io", start)
+        get_coder = codec.get_coder
+        codec.get_coder = lambda *a: TimedCoder(get_coder(*a), clock)
+        start = time.perf_counter()
+        dec = codec.decode(data, model_lookup=lambda _: model)
+        clock.add("codec", start)
+        start = time.perf_counter()
+        Image.fromarray(dec.pixels).save(args.output)
+        clock.add("io", start)
+        h, w = dec.pixels.shape[:2]
+    wall = time.perf_counter() - begin
+    s = dict(clock.seconds)  # before the FLOP count below, which runs the wrapped network again
+    flops = flops_per_model_pixel(model, iterations)[args.child == "decode"] * model_pixels(h, w)
+    return {"wall": wall, "load": s["load"], "model": s.get("model", 0.0), "entropy": s.get("entropy", 0.0),
+            "io": s["io"], "other": s["codec"] - s.get("model", 0.0) - s.get("entropy", 0.0),
+            "flops": flops, "pixels": h * w, "threads": torch.get_num_threads(),
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_child(phase: str, src: Path, dst: Path, iterations: int, model: str | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", phase, "--input", str(src), "--output", str(dst),
+           "--iterations", str(iterations)] + (["--model", model] if model else [])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(r.stderr)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def gemm_gflops(n: int = 4096, repeats: int = 5) -> float:
+    """Best-of fp32 torch.mm throughput at n×n, the reachable peak of this machine and thread count."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image", default="kodim23", help="Kodak image name")
+    ap.add_argument("--iterations", type=int, nargs="+", default=[2, 4, 8, 16])
+    ap.add_argument("--large", default="6000x4000", help="WxH of the upscaled image; 'none' to skip")
+    ap.add_argument("--large-iterations", type=int, default=8)
+    ap.add_argument("--model", help="image model weights; default: the packaged model")
+    ap.add_argument("--child", choices=("encode", "decode"), help=argparse.SUPPRESS)
+    ap.add_argument("--input", help=argparse.SUPPRESS)
+    ap.add_argument("--output", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+
+    gemm = gemm_gflops()
+    print(f"Machine: {machine()}. fp32 GEMM 4096²: {gemm:.1f} GFLOP/s.\n")
+    times = ["| image | iterations | bpp | phase | wall s | model | entropy | I/O | other | load s | peak RSS MiB |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    compute = ["| image | iterations | phase | model GFLOP | FLOPs/pixel | GFLOP/s | of GEMM |",
+               "|---|---:|---|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        kodak = KODAK / f"{args.image}.png"
+        cases = [(kodak, f"{args.image} 768×512", k) for k in args.iterations]
+        if args.large != "none":
+            w, h = (int(v) for v in args.large.split("x"))
+            big = Path(tmp) / "large.png"
+            Image.open(kodak).convert("RGB").resize((w, h), Image.LANCZOS).save(big)
+            cases.append((big, f"{args.image} upscaled {w}×{h}", args.large_iterations))
+        for src, label, k in cases:
+            rnc, png = Path(tmp) / "out.rnc", Path(tmp) / "out.png"
+            enc = run_child("encode", src, rnc, k, args.model)
+            bpp = rnc.stat().st_size * 8 / enc["pixels"]
+            assert len(container.read(rnc.read_bytes())[1]) == k
+            dec = run_child("decode", rnc, png, k, args.model)
+            for phase, r in (("encode", enc), ("decode", dec)):
+                times.append(f"| {label} | {k} | {bpp:.3f} | {phase} | {r['wall']:.2f} | {r['model']:.2f} | "
+                             f"{r['entropy']:.2f} | {r['io']:.2f} | {r['other']:.2f} | {r['load']:.2f} | {r['rss_mib']:.0f} |")
+                rate = r["flops"] / r["model"] / 1e9
+                compute.append(f"| {label} | {k} | {phase} | {r['flops'] / 1e9:.1f} | {r['flops'] / r['pixels']:.0f} | "
+                               f"{rate:.1f} | {rate / gemm:.0%} |")
+            print(times[-2] + "\n" + times[-1], file=sys.stderr)
+    print("\n".join(times) + "\n\n" + "\n".join(compute))
+
+
+if __name__ == "__main__":
+    main()
