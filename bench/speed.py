@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode

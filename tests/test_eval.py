@@ -116,7 +116,7 @@ def test_eval_resumes_from_cache(dataset, tmp_path, model_dir, monkeypatch):
         runner.run_job(runner.Job(dataset / "img0.png", "jpeg", out, None))
 
 
-def test_eval_in_parallel(dataset, tmp_path, model_dir):
+def test_eval_in_parallel(dataset, tmp_path):
     out = tmp_path / "results"
     assert main(["eval", str(dataset), "--out", str(out), "--codecs", "jpeg", "--jobs", "2"]) == 0
     assert len(json.loads((out / "jpeg.json").read_text())["results"]["bpp"]) == len(available()["jpeg"].qualities)

@@ -11,12 +11,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import multiprocessing as mp
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from .. import container
+from ..codec import decode, default_coder, encode
+from ..fileio import atomic_write
+from ..image import read_image
+from ..models.store import load_image_model
 from .codecs import Codec, available
 from .curves import METRICS
 from .metrics import all_metrics, bpp, to_db
@@ -43,10 +50,7 @@ def list_images(dataset: str | Path) -> list[Path]:
 
 
 def _rnncodec_rows(job: Job, pixels: np.ndarray) -> list[dict]:
-    from .. import container
-    from ..codec import decode, encode
-    from ..fileio import atomic_write
-    from ..models.store import load_image_model
+    """Encode once into OUT/streams/, then decode and measure every chunk prefix of that file."""
 
     model = load_image_model(job.model)
     stream = job.out / "streams" / f"{job.image.stem}.rnc"
@@ -73,9 +77,6 @@ def _classical_rows(codec: Codec, pixels: np.ndarray) -> list[dict]:
 def _cache_key(job: Job, digest: str) -> dict:
     """What the cached rows depend on: a changed model, library or sweep recomputes them."""
     if job.codec == RNNCODEC:
-        from ..codec import default_coder
-        from ..models.store import load_image_model
-
         coder = default_coder()
         setup = {"model": load_image_model(job.model).model_id.hex(), "coder": coder.coder_id,
                  "entropy_model": coder.model_id.hex()}
@@ -87,9 +88,6 @@ def _cache_key(job: Job, digest: str) -> dict:
 
 def run_job(job: Job) -> list[dict]:
     """One image under one codec: its rows from the cache, or measured and then cached."""
-    from ..fileio import atomic_write
-    from ..image import read_image
-
     raw = job.image.read_bytes()
     key = _cache_key(job, hashlib.sha256(raw).hexdigest())
     cache = job.out / "cache" / job.codec / f"{job.image.stem}.json"
@@ -107,9 +105,7 @@ def run_job(job: Job) -> list[dict]:
 
 
 def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one process per core; more threads would only contend
 
 
 def run_jobs(jobs: list[Job], workers: int) -> list[dict]:
@@ -121,8 +117,6 @@ def run_jobs(jobs: list[Job], workers: int) -> list[dict]:
             rows += run_job(job)
             bar.update()
     else:
-        import multiprocessing as mp
-
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
             for result in pool.imap_unordered(run_job, jobs):
                 rows += result
@@ -151,11 +145,9 @@ def summarize(rows: list[dict], codec: str, description: str) -> dict:
 
 
 def describe(codec: str, model: str | None) -> str:
+    """The results file's description: the codec's setup and library versions."""
     if codec != RNNCODEC:
         return available()[codec].description
-    from ..codec import default_coder
-    from ..models.store import load_image_model
-
     m = load_image_model(model)
     c = m.cfg
     return (f"rnncodec {c.encoder_cell}/{c.framework}, width {c.width}, model {m.model_id.hex()}, "
@@ -182,4 +174,5 @@ def evaluate(dataset: str | Path, out: str | Path, codecs: list[str], model: str
 
 
 def default_codecs() -> list[str]:
+    """rnncodec and every classical codec this installation can write."""
     return [RNNCODEC, *available()]
