@@ -11,12 +11,12 @@ from PIL import Image
 
 from rnncodec import container
 from rnncodec.cli import main
-from rnncodec.codec import decode, encode
+from rnncodec.codec import decode, default_coder, encode
 from rnncodec.entropy import RawCoder, arithmetic_coder
 from rnncodec.entropy.arithmetic import PROB_BITS, BitDecoder, encode_bits, quantise
 from rnncodec.entropy.context_model import ContextConfig, ContextModel, TileContext
 from rnncodec.errors import FormatError, ModelError
-from rnncodec.weights import load_weights
+from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
 
 from conftest import smooth_image
 
@@ -169,3 +169,16 @@ def test_raw_coder_still_selectable(tiny_model):
     enc = encode(smooth_image(32, 32), iterations=2, model=tiny_model, coder=RawCoder())
     assert container.read(enc.data)[0].coder_id == 0
     assert decode(enc.data).iterations == 2
+
+
+def test_default_coder_needs_a_context_model_fitted_to_the_image_model(tiny_model, model_dir, tmp_path, monkeypatch):
+    assert default_coder(tiny_model).coder_id == 0  # no context model was fitted to the tiny model's codes
+    torch.manual_seed(0)
+    net = ContextModel(ContextConfig(iterations=6, masked=8, state=8, row=8, head=16))
+    save_weights(tmp_path / "fitted.safetensors", "entropy", net.cfg.to_json(), net.state_dict(),
+                 image_model=tiny_model.model_id.hex())
+    monkeypatch.setenv(MODEL_PATH_ENV, os.pathsep.join([str(tmp_path), str(model_dir)]))
+    coder = default_coder(tiny_model)
+    assert coder.coder_id == 1 and coder.model_id == load_weights(tmp_path / "fitted.safetensors").model_id
+    enc = encode(smooth_image(32, 48), iterations=3, model=tiny_model)
+    assert container.read(enc.data)[0].entropy_id == coder.model_id

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from . import container
 from .entropy import BitCoder, RawCoder, arithmetic_coder, get_coder
-from .entropy.arithmetic import DEFAULT_ENTROPY_WEIGHTS
+from .entropy.arithmetic import entropy_weights_for
 from .errors import FormatError
 from .image import RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
@@ -32,9 +32,11 @@ class Encoded:
     reconstruction: np.ndarray  # H×W×3 uint8: exactly what a decoder of `data` must produce
 
 
-def default_coder() -> BitCoder:
-    """Arithmetic coding with the packaged context model; raw bits when none is packaged."""
-    return arithmetic_coder() if DEFAULT_ENTROPY_WEIGHTS.exists() else RawCoder()
+def default_coder(model: ImageModel | None = None) -> BitCoder:
+    """Arithmetic coding with a context model fitted to this image model (default: the packaged
+    one); raw bits when there is none, since a mismatched context model can cost more than raw."""
+    path = entropy_weights_for((model or load_image_model()).model_id)
+    return arithmetic_coder(path) if path else RawCoder()
 
 
 def _to_uint8(recon: np.ndarray) -> np.ndarray:
@@ -76,7 +78,7 @@ def encode(
         raise ValueError("give iterations or bpp, not both")
     rgb = _as_rgb(image)
     model = model or load_image_model()
-    coder = coder or default_coder()
+    coder = coder or default_coder(model)
     max_iter = model.cfg.iterations
     n_iter = max_iter if iterations is None else iterations
     if not 1 <= n_iter <= max_iter:

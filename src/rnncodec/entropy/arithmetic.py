@@ -15,10 +15,11 @@ from pathlib import Path
 import constriction
 import numpy as np
 import torch
+from safetensors import safe_open
 from torch import Tensor
 
 from ..errors import FormatError, ModelError
-from ..weights import PACKAGE_WEIGHTS, find_by_id, load_weights
+from ..weights import PACKAGE_WEIGHTS, find_by_id, load_weights, weight_files
 from .base import register_coder
 from .context_model import KIND, ContextModel, TileContext, build_context_model
 
@@ -116,6 +117,19 @@ def arithmetic_coder(path: Path | None = None) -> ArithmeticCoder:
         raise ModelError(f"no entropy model weights at {path}")
     stored = load_weights(path)
     return ArithmeticCoder(build_context_model(stored), stored.model_id)
+
+
+def entropy_weights_for(image_model_id: bytes) -> Path | None:
+    """The first entropy weights ($RNNCODEC_MODEL_PATH, then the package) fitted to this image model.
+
+    A context model fitted to another image model's codes can cost more than raw bits.
+    """
+    for f in weight_files():
+        with safe_open(str(f), framework="pt") as sf:
+            meta = sf.metadata() or {}
+        if meta.get("kind") == KIND and meta.get("image_model") == image_model_id.hex():
+            return f
+    return None
 
 
 @lru_cache(maxsize=4)
