@@ -182,3 +182,12 @@ def test_default_coder_needs_a_context_model_fitted_to_the_image_model(tiny_mode
     assert coder.coder_id == 1 and coder.model_id == load_weights(tmp_path / "fitted.safetensors").model_id
     enc = encode(smooth_image(32, 48), iterations=3, model=tiny_model)
     assert container.read(enc.data)[0].entropy_id == coder.model_id
+
+
+@pytest.mark.parametrize("name, coder_id", [("raw", 0), ("arithmetic", 1)])
+def test_cli_coder_choice(tmp_path, model_dir, name, coder_id):
+    png, out = tmp_path / "in.png", tmp_path / "out.rnc"
+    Image.fromarray(smooth_image(32, 48)).save(png)
+    args = ["compress", str(png), "-o", str(out), "--iterations", "2", "--model", str(model_dir / "tiny.safetensors")]
+    assert main([*args, "--coder", name]) == 0
+    assert container.read(out.read_bytes())[0].coder_id == coder_id
