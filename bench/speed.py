@@ -124,7 +124,7 @@ def child(args: argparse.Namespace) -> dict:
         rgb = read_image(args.input)
         clock.add("io", start)
         start = time.perf_counter()
-        enc = codec.encode(rgb, iterations=iterations, model=model, coder=TimedCoder(codec.default_coder(), clock))
+        enc = codec.encode(rgb, iterations=iterations, model=model, coder=TimedCoder(codec.default_coder(model), clock))
         clock.add("codec", start)
         start = time.perf_counter()
         Path(args.output).write_bytes(enc.data)

@@ -18,15 +18,17 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # N processes × 1 thread each: no oversubscription
 
 
-def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, kwargs: dict) -> str | None:
+def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, coder: str | None,
+                  kwargs: dict) -> str | None:
     """Returns None on success, else a one-line error."""
-    from .codec import encode
+    from .codec import encode, make_coder
     from .image import read_image
     from .models.store import load_image_model
 
     try:
         max_pixels = kwargs.pop("max_pixels")
-        enc = encode(read_image(src, max_pixels), model=load_image_model(model_path), **kwargs)
+        model = load_image_model(model_path)
+        enc = encode(read_image(src, max_pixels), model=model, coder=make_coder(coder, model), **kwargs)
         dst.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(dst, lambda f: f.write(enc.data), force)
     except (RNNCodecError, ValueError, OSError) as exc:
@@ -34,13 +36,14 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, kwa
     return None
 
 
-def compress_folder(src_dir: Path, out_dir: Path, jobs: int, force: bool, model_path: str | None, **kwargs) -> int:
+def compress_folder(src_dir: Path, out_dir: Path, jobs: int, force: bool, model_path: str | None, coder: str | None,
+                    **kwargs) -> int:
     """Compress every image under src_dir into out_dir (same relative paths, .rnc); returns failures."""
     files = sorted(p for p in src_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     failures = 0
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn"), initializer=_init_worker) as pool:
         futures = [pool.submit(_compress_one, f, out_dir / f.relative_to(src_dir).with_suffix(".rnc"), force,
-                               model_path, dict(kwargs)) for f in files]
+                               model_path, coder, dict(kwargs)) for f in files]
         for fut in tqdm(as_completed(futures), total=len(futures), desc="compressing", unit="image", delay=1.0):
             error = fut.result()
             if error:

@@ -10,29 +10,43 @@ from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
 from .entropy.train import register as register_train_entropy
 from .eval.cli import register as register_eval
 from .errors import FormatError, ImageError, ModelError, OutputError, RNNCodecError
+from .image import DEFAULT_MAX_PIXELS
 
-EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6}  # 1: other errors, 2: usage
+
+class BatchError(RNNCodecError):
+    """Some files of a folder failed (each was reported on its own line)."""
+
+
+EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
 
 
 def _compress(args: argparse.Namespace) -> None:
-    from .codec import encode
-    from .entropy import RawCoder, arithmetic_coder
+    from .codec import encode, make_coder
     from .fileio import atomic_write
+    from .image import read_image
     from .models.store import load_image_model
 
     if args.iterations is not None and args.iterations < 1:
         raise SystemExit("rnncodec: error: --iterations must be at least 1")
     if args.bpp is not None and args.bpp <= 0:
         raise SystemExit("rnncodec: error: --bpp must be positive")
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise OutputError(f"{out} exists (use --force to overwrite)")
+    src, out = Path(args.input), Path(args.output)
     model = load_image_model(args.model)
     if args.iterations is not None and args.iterations > model.cfg.iterations:
         raise SystemExit(f"rnncodec: error: --iterations must be at most {model.cfg.iterations} for this model")
-    coder = {"raw": RawCoder, "arithmetic": arithmetic_coder}[args.coder]() if args.coder else None
-    enc = encode(args.input, iterations=args.iterations, bpp=args.bpp, model=model, coder=coder, tile=args.tile,
-                 overlap=args.overlap, progress=True)
+    options = dict(iterations=args.iterations, bpp=args.bpp, tile=args.tile, overlap=args.overlap)
+    if src.is_dir():
+        from .batch import compress_folder
+
+        failures = compress_folder(src, out, args.jobs, args.force, args.model, args.coder, max_pixels=args.max_pixels,
+                                   **options)
+        if failures:
+            raise BatchError(f"{failures} file(s) failed")
+        return
+    if out.exists() and not args.force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
+    enc = encode(read_image(src, args.max_pixels), model=model, coder=make_coder(args.coder, model), progress=True,
+                 **options)
     atomic_write(out, lambda f: f.write(enc.data), args.force)
 
 
@@ -76,7 +90,8 @@ def _decompress(args: argparse.Namespace) -> None:
         raise OutputError(f"{out}: unknown image file extension (use .png)")
     if out.exists() and not args.force:
         raise OutputError(f"{out} exists (use --force to overwrite)")
-    dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=True)
+    dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=True,
+                 max_pixels=args.max_pixels)
     im = Image.fromarray(dec.pixels, "RGB")
     extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}
     atomic_write(out, lambda f: im.save(f, format=fmt, **extra), args.force)
@@ -130,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="compress an image to .rnc")
-    c.add_argument("input", help="image file (PNG, JPEG, …)")
-    c.add_argument("-o", "--output", required=True, help="output .rnc file")
+    c.add_argument("input", help="image file (PNG, JPEG, …), or a folder of them")
+    c.add_argument("-o", "--output", required=True, help="output .rnc file (a folder when the input is one)")
+    c.add_argument("-j", "--jobs", type=int, default=1, help="parallel processes for a folder")
+    c.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)")
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
     rate.add_argument("--bpp", type=float, help="largest real rate, header included: keeps the longest prefix that fits")
@@ -146,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("-o", "--output", required=True, help="output image (.png recommended)")
     d.add_argument("--iterations", type=int, help="decode only the first K iterations")
+    d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse files claiming more pixels")
     d.add_argument("--model", help="weights to decode with, if not packaged (their id must match the file)")
     d.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     d.set_defaults(func=_decompress)
@@ -186,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="output .safetensors")
     e.add_argument("-f", "--force", action="store_true")
     e.set_defaults(func=_export)
-    register_eval(sub)
     register_train_entropy(sub)
+    register_eval(sub)
     return p
 
 

@@ -15,7 +15,7 @@ from . import container
 from .entropy import BitCoder, RawCoder, arithmetic_coder, get_coder
 from .entropy.arithmetic import entropy_weights_for
 from .errors import FormatError
-from .image import RGBImage, from_pil, pad_to_multiple, read_image
+from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
 from .models.store import ImageModel, image_model_by_id, load_image_model
 from .tiles import Canvas, TileBox, plan_tiles
@@ -29,7 +29,7 @@ NOMINAL_BPP = 0.125  # bpp of one iteration before entropy coding, at 32 bits pe
 class Encoded:
     data: bytes
     iterations: int
-    reconstruction: np.ndarray  # H×W×3 uint8: exactly what a decoder of `data` must produce
+    reconstruction: np.ndarray | None  # H×W×3 uint8 a decoder of `data` must produce (if asked for)
 
 
 def default_coder(model: ImageModel | None = None) -> BitCoder:
@@ -37,6 +37,15 @@ def default_coder(model: ImageModel | None = None) -> BitCoder:
     one); raw bits when there is none, since a mismatched context model can cost more than raw."""
     path = entropy_weights_for((model or load_image_model()).model_id)
     return arithmetic_coder(path) if path else RawCoder()
+
+
+def make_coder(name: str | None, model: ImageModel) -> BitCoder:
+    """The coder a user names ("raw", "arithmetic"), or the default one for this image model."""
+    if name is None:
+        return default_coder(model)
+    if name == "raw":
+        return RawCoder()
+    return arithmetic_coder(entropy_weights_for(model.model_id))
 
 
 def _to_uint8(recon: np.ndarray) -> np.ndarray:
@@ -72,8 +81,13 @@ def encode(
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     progress: bool = False,
+    reconstruct: bool = False,
 ) -> Encoded:
-    """Encode an image; with `bpp`, keep the longest prefix whose real file size fits that rate."""
+    """Encode an image; with `bpp`, keep the longest prefix whose real file size fits that rate.
+
+    With `reconstruct`, also return the encoder's own reconstruction; that keeps a full-size
+    canvas per iteration, so it is off for plain compression, whose memory stays per tile.
+    """
     if iterations is not None and bpp is not None:
         raise ValueError("give iterations or bpp, not both")
     rgb = _as_rgb(image)
@@ -89,7 +103,7 @@ def encode(
     boxes = plan_tiles(h, w, tile, overlap)
     segments: list[list[bytes]] = [[] for _ in range(n_iter)]
     crcs = [container.bits_crc(t) for t in range(n_iter)]
-    canvases = [Canvas(h, w, overlap) for _ in range(n_iter)]
+    canvases = [Canvas(h, w, overlap) for _ in range(n_iter)] if reconstruct else []
     with torch.inference_mode():
         for box in tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0):
             bits, recons = _tile_bits(model, rgb.pixels, box, n_iter)
@@ -97,7 +111,8 @@ def encode(
             for t in range(n_iter):
                 segments[t].append(session.encode(bits[t]))
                 crcs[t] = container.bits_crc_update(bits[t], crcs[t])
-                canvases[t].add(box, recons[t][0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
+                if reconstruct:
+                    canvases[t].add(box, recons[t][0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
     chunks = [(container.join_segments(segments[t]), crcs[t]) for t in range(n_iter)]
     header = partial(container.Header, coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap,
                      icc_profile=rgb.icc_profile)
@@ -106,7 +121,7 @@ def encode(
         sizes = np.cumsum([len(header(n_iter).to_bytes())] + [container.CHUNK_OVERHEAD + len(p) for p, _ in chunks])
         keep = max(1, int(np.searchsorted(sizes[1:], bpp * w * h / 8, side="right")))
     data = container.write(header(keep), chunks[:keep])
-    return Encoded(data, keep, _to_uint8(canvases[keep - 1].result()))
+    return Encoded(data, keep, _to_uint8(canvases[keep - 1].result()) if reconstruct else None)
 
 
 @dataclass
@@ -121,9 +136,12 @@ def decode(
     iterations: int | None = None,
     model_lookup: Callable[[bytes], ImageModel] = image_model_by_id,
     progress: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Decoded:
     """Decode the first `iterations` chunks (default: all the file holds)."""
     header, chunks = container.read(data)
+    if header.width * header.height > max_pixels:
+        raise FormatError(f"the file claims {header.width}×{header.height} pixels, over the cap of {max_pixels}")
     if not chunks:
         raise FormatError("the file holds no iterations")
     if iterations is not None and not 1 <= iterations:

@@ -77,8 +77,9 @@ def _classical_rows(codec: Codec, pixels: np.ndarray) -> list[dict]:
 def _cache_key(job: Job, digest: str) -> dict:
     """What the cached rows depend on: a changed model, library or sweep recomputes them."""
     if job.codec == RNNCODEC:
-        coder = default_coder()
-        setup = {"model": load_image_model(job.model).model_id.hex(), "coder": coder.coder_id,
+        model = load_image_model(job.model)
+        coder = default_coder(model)
+        setup = {"model": model.model_id.hex(), "coder": coder.coder_id,
                  "entropy_model": coder.model_id.hex()}
     else:
         codec = available()[job.codec]
@@ -151,7 +152,7 @@ def describe(codec: str, model: str | None) -> str:
     m = load_image_model(model)
     c = m.cfg
     return (f"rnncodec {c.encoder_cell}/{c.framework}, width {c.width}, model {m.model_id.hex()}, "
-            f"coder {default_coder().coder_id}; quality = iterations")
+            f"coder {default_coder(m).coder_id}; quality = iterations")
 
 
 def evaluate(dataset: str | Path, out: str | Path, codecs: list[str], model: str | None = None,
