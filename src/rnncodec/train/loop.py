@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -177,7 +178,9 @@ class Trainer:
         last_ckpt = last_log = last = time.monotonic()
         bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, desc="train")
         losses: list[float] = []
-        while self.step < tc.steps:
+        stop = []  # SIGTERM ends the run after the current step, with a checkpoint
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+        while self.step < tc.steps and not stop:
             losses.append(self.train_step())
             now = time.monotonic()
             self.seconds += now - last
