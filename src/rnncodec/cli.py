@@ -66,14 +66,10 @@ def _model_lookup(path: str | None):
 
 
 def _read_stream(path: str) -> bytes:
-    try:
+    from .fileio import reading
+
+    with reading(path, FormatError):
         return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise FormatError(f"{path}: permission denied") from None
 
 
 def _decompress(args: argparse.Namespace) -> None:

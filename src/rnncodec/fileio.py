@@ -3,11 +3,25 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import OutputError
+from .errors import OutputError, RNNCodecError
+
+
+@contextmanager
+def reading(path: str | Path, error: type[RNNCodecError]) -> Iterator[None]:
+    """Turn the OS's ways of failing to open `path` into one-line project errors."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory") from None
+    except PermissionError:
+        raise error(f"{path}: permission denied") from None
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], force: bool = False) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .fileio import reading
 
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP: larger inputs are refused as possible decompression bombs
 
@@ -63,19 +64,13 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> RGBIma
     """Open an image file with a clear error for anything unreadable or too large."""
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:
-        with warnings.catch_warnings():
+        with reading(path, ImageError), warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if im.width * im.height > max_pixels:
                     raise ImageError(f"{path}: {im.width}×{im.height} exceeds the pixel cap of {max_pixels}")
                 im.load()
                 return from_pil(im)
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
