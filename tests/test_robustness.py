@@ -10,27 +10,23 @@ from PIL import Image
 
 from rnncodec import container
 from rnncodec.codec import decode, encode
+from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, OutputError
 from rnncodec.fileio import atomic_write
 from mutations import ALLOWED, _reheader, mutations
 
 from conftest import smooth_image
 
-_STREAM: dict[str, bytes] = {}
-
-
-def valid_stream(model) -> bytes:
-    if "s" not in _STREAM:
-        _STREAM["s"] = encode(smooth_image(24, 40), iterations=3, model=model, tile=32, overlap=16).data
-    return _STREAM["s"]
-
-
 @pytest.fixture
 def stream(tiny_model) -> bytes:
-    return valid_stream(tiny_model)
+    return encode(smooth_image(24, 40), iterations=3, model=tiny_model, tile=32, overlap=16, coder=RawCoder()).data
 
 
-def test_fuzzed_streams_fail_only_with_the_projects_error(stream):
+@pytest.mark.parametrize("coder", ["raw", "arithmetic"])
+def test_fuzzed_streams_fail_only_with_the_projects_error(tiny_model, entropy_coder, coder):
+    stream = encode(smooth_image(24, 40), iterations=3, model=tiny_model, tile=32, overlap=16,
+                    coder=RawCoder() if coder == "raw" else entropy_coder).data
+
     @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(mutations(stream))
     def check(data):

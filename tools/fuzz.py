@@ -24,6 +24,7 @@ from conftest import smooth_image  # noqa: E402
 from mutations import ALLOWED, mutations  # noqa: E402
 from rnncodec.codec import decode, encode  # noqa: E402
 from rnncodec.config import preset  # noqa: E402
+from rnncodec.entropy import RawCoder, arithmetic_coder  # noqa: E402
 from rnncodec.models import RNNCodec  # noqa: E402
 from rnncodec.models.store import load_image_model  # noqa: E402
 from rnncodec.weights import MODEL_PATH_ENV, save_weights  # noqa: E402
@@ -40,7 +41,14 @@ def main() -> None:
     save_weights(Path(folder) / "fuzz.safetensors", "image", net.cfg.to_json(), net.state_dict())
     os.environ[MODEL_PATH_ENV] = folder
     model = load_image_model(Path(folder) / "fuzz.safetensors")
-    data = encode(smooth_image(40, 56), iterations=4, model=model, tile=32, overlap=16).data
+    streams = {name: encode(smooth_image(40, 56), iterations=4, model=model, tile=32, overlap=16, coder=coder).data
+               for name, coder in (("raw", RawCoder()), ("arithmetic", arithmetic_coder()))}
+    for name, data in streams.items():
+        fuzz(name, data, args.examples, args.timeout)
+
+
+def fuzz(name: str, data: bytes, examples: int, timeout: float) -> None:
+    """Decode `examples` mutations of `data`; print how each ended."""
     outcomes: Counter[str] = Counter()
 
     def on_alarm(*_):
@@ -48,10 +56,10 @@ def main() -> None:
 
     signal.signal(signal.SIGALRM, on_alarm)
 
-    @settings(max_examples=args.examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(mutations(data))
     def check(mutated: bytes) -> None:
-        signal.setitimer(signal.ITIMER_REAL, args.timeout)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
             decode(mutated)
             outcomes["decoded"] += 1
@@ -63,8 +71,8 @@ def main() -> None:
     start = time.time()
     check()
     total = sum(outcomes.values())
-    print(f"{total} cases in {time.time() - start:.0f} s: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
-    print("no crash, no hang, no other exception")
+    print(f"{name}: {total} cases in {time.time() - start:.0f} s: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) + "; no crash, hang or other exception")
 
 
 if __name__ == "__main__":
