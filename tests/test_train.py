@@ -43,6 +43,8 @@ def test_train_checkpoint_resume_and_export(data_dir, tmp_path):
     assert t.step == 6
     t.run()
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 8
+    elsewhere = Trainer(config(data_dir, tmp_path / "other", steps=9), resume=out / "checkpoint.pt", progress=False)
+    assert elsewhere.step == 8
     weights = tmp_path / "w.safetensors"
     r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "export", str(out / "checkpoint.pt"), "-o", str(weights)],
                        capture_output=True, text=True)

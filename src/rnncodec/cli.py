@@ -123,7 +123,7 @@ def _train(args: argparse.Namespace) -> None:
         jpeg_downscale=args.jpeg_downscale, val_fraction=args.val_fraction, val_every=args.val_every,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, threads=args.threads,
     )
-    Trainer(tc, resume=args.resume).run()
+    Trainer(tc, resume=Path(args.resume_from) if args.resume_from else args.resume).run()
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-minutes", type=float, default=5.0)
     t.add_argument("--max-minutes", type=float, default=0.0)
     t.add_argument("--threads", type=int, default=0)
-    t.add_argument("--resume", action="store_true")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--resume-from", metavar="CKPT", help="continue from this checkpoint (e.g. checkpoints/default.pt)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("export", help="export a training checkpoint as fp16 release weights")

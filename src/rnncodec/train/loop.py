@@ -76,7 +76,8 @@ def _dist_setup() -> tuple[int, int, torch.device]:
 
 
 class Trainer:
-    def __init__(self, tc: TrainConfig, resume: bool = False, progress: bool = True) -> None:
+    def __init__(self, tc: TrainConfig, resume: bool | Path = False, progress: bool = True) -> None:
+        """`resume`: True continues from OUT/checkpoint.pt if there is one; a path continues from that file."""
         self.tc = tc
         self.rank, self.world, self.device = _dist_setup()
         if tc.threads:
@@ -93,8 +94,10 @@ class Trainer:
         self.loss.window = self.loss.window.to(self.device)
         self.unroll = tc.unroll or self.cfg.iterations
         self.step, self.best_val, self.cpu_seconds, self.seconds = 0, float("inf"), 0.0, 0.0
-        if resume and self.ckpt_path.exists():
-            self._load()
+        if resume is True and self.ckpt_path.exists():
+            self._load(self.ckpt_path)
+        elif resume:
+            self._load(Path(resume))
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
         paths = list_images([Path(d) for d in tc.data])
@@ -107,10 +110,10 @@ class Trainer:
             self.val_batch = val_src.batch(tc.val_patches, np.random.default_rng(12345)).to(self.device)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _load(self) -> None:
-        ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+    def _load(self, path: Path) -> None:
+        ck = torch.load(path, map_location=self.device, weights_only=False)
         if ck["model_config"] != self.cfg.to_json():
-            raise SystemExit(f"{self.ckpt_path} was trained with another model config; use a fresh --out")
+            raise SystemExit(f"{path} was trained with another model config (preset, cell, framework)")
         self.model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
         self.opt.load_state_dict(ck["optimizer"])
         self.step, self.best_val = ck["step"], ck["best_val"]
