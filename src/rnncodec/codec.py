@@ -1,7 +1,7 @@
 """The pipeline: image → tiles → pad → encoder → binarizer → bits → payload coder → container, and back."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -158,16 +158,22 @@ def decode(
     canvas = Canvas(h, w, header.overlap)
     bits_shape = (model.cfg.bits,)
     with torch.inference_mode():
-        for i, box in enumerate(tqdm(boxes, desc="decoding", unit="tile", disable=not progress, delay=1.0)):
+        bar = tqdm(total=len(boxes) * n_iter, desc="decoding", unit="iteration", disable=not progress, delay=1.0)
+        for i, box in enumerate(boxes):
             ph, pw = (-(-s // STRIDE) for s in box.shape)
             session = coder.session(bits_shape + (ph, pw))
-            bits = []
-            for t in range(n_iter):
-                b = session.decode(payloads[t][i])
-                crcs[t] = container.bits_crc_update(b, crcs[t])
-                bits.append(torch.from_numpy(b)[None].float() * 2 - 1)
-            *_, recon = model.net.decode(bits)
+
+            def tile_bits() -> Iterator[torch.Tensor]:
+                """This tile's bits, iteration by iteration, entropy-decoded as the model asks for them."""
+                for t in range(n_iter):
+                    b = session.decode(payloads[t][i])
+                    crcs[t] = container.bits_crc_update(b, crcs[t])
+                    yield torch.from_numpy(b)[None].float() * 2 - 1
+
+            for recon in model.net.decode(tile_bits()):
+                bar.update(1)
             canvas.add(box, recon[0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
+        bar.close()
     for t in range(n_iter):
         if crcs[t] != chunks[t][1]:
             raise FormatError(f"chunk {t + 1} CRC mismatch: the file is corrupt or was coded with another model")
