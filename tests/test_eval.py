@@ -134,3 +134,18 @@ def test_plot_writes_pngs_and_summary(dataset, tmp_path, model_dir):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "summary.md").read_text()
     assert "BD-rate vs JPEG" in text and "paper (published)" in text and "| jpeg | +0.0 % |" in text
+
+
+def test_equal_rate_table_interpolates_the_others():
+    import numpy as np
+
+    from rnncodec.eval.curves import Curve
+    from rnncodec.eval.report import equal_rate_table
+
+    ours = Curve("rnncodec", np.array([0.25, 0.5, 3.0]), {"ms-ssim-rgb": np.array([0.9, 0.95, 0.99]),
+                                                            "psnr-rgb": np.array([25.0, 28.0, 35.0])}, quality=[2, 4, 24])
+    jpeg = Curve("jpeg", np.array([0.2, 0.6, 1.0]), {"ms-ssim-rgb": np.array([0.8, 0.9, 0.95]),
+                                                      "psnr-rgb": np.array([24.0, 28.0, 30.0])})
+    rows = equal_rate_table([ours, jpeg], []).splitlines()
+    assert rows[2] == "| 2 | 0.2500 | 0.9000 | 0.8125 | 25.00 | 24.50 |"
+    assert rows[4].endswith("| – | 35.00 | – |")  # outside JPEG's measured rates: no number

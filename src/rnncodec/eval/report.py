@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
+
 from .bd import auc, auc_range, bd_rate
 from .curves import METRICS, Curve
 
@@ -51,9 +53,36 @@ def bd_table(curves: list[Curve], metric: str) -> str:
     return "\n".join(lines)
 
 
+def _at(curve: Curve, metric: str, bpp: float) -> str:
+    """The curve's metric at `bpp`, linearly interpolated; blank outside the rates it covers."""
+    order = np.argsort(curve.bpp)
+    x, y = curve.bpp[order], curve.metrics[metric][order]
+    digits = 4 if metric == "ms-ssim-rgb" else 2
+    return f"{np.interp(bpp, x, y):.{digits}f}" if x[0] <= bpp <= x[-1] else "–"
+
+
+def equal_rate_table(results: list[Curve], anchors: list[Curve]) -> str:
+    """rnncodec at each iteration count beside the others at the same real bpp (MS-SSIM, PSNR)."""
+    ours = next((c for c in results if c.name == "rnncodec"), None)
+    others = [c for c in results + anchors if c is not ours and "ms-ssim-rgb" in c.metrics]
+    if ours is None:
+        return "(no rnncodec results)"
+    head = ["iterations", "bpp", "rnncodec MS-SSIM"] + [f"{c.name} MS-SSIM" for c in others]
+    head += ["rnncodec PSNR"] + [f"{c.name} PSNR" for c in others if "psnr-rgb" in c.metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for i, b in enumerate(ours.bpp):
+        row = [f"{ours.quality[i]:g}" if ours.quality else "", f"{b:.4f}", f"{ours.metrics['ms-ssim-rgb'][i]:.4f}"]
+        row += [_at(c, "ms-ssim-rgb", b) for c in others]
+        row += [f"{ours.metrics['psnr-rgb'][i]:.2f}"] + [_at(c, "psnr-rgb", b) for c in others if "psnr-rgb" in c.metrics]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def summary(results: list[Curve], anchors: list[Curve]) -> str:
-    """The whole markdown summary: BD-rate / AUC tables, then one RD table per codec."""
-    parts = ["## BD-rate and AUC against JPEG", ""]
+    """The whole markdown summary: equal-rate and BD-rate / AUC tables, then one RD table per codec."""
+    parts = ["## rnncodec against the others at the same real bpp", "",
+             "Others interpolated linearly in bpp between their measured (or published) points.", "",
+             equal_rate_table(results, anchors), "", "## BD-rate and AUC against JPEG", ""]
     for metric in SUMMARY_METRICS:
         parts += [bd_table(results + anchors, metric), ""]
     for c in results:
