@@ -33,7 +33,7 @@ from rnncodec.weights import MODEL_PATH_ENV, save_weights  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=5000)
-    ap.add_argument("--timeout", type=float, default=10.0, help="seconds one decode may take")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds one decode may take")
     args = ap.parse_args()
     torch.manual_seed(0)
     net = RNNCodec(preset("tiny", iterations=6))
