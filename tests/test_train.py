@@ -107,3 +107,10 @@ def test_ddp_two_processes_on_cpu(data_dir, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3
+
+
+def test_larger_training_crops(data_dir, tmp_path):
+    t = Trainer(config(data_dir, tmp_path / "c", crop=48, steps=2), progress=False)
+    assert t.train_src.batch(3, np.random.default_rng(0)).shape == (3, 3, 48, 48)
+    assert t.val_batch.shape[-2:] == (48, 48)
+    t.run()

@@ -118,7 +118,7 @@ def _train(args: argparse.Namespace) -> None:
                                     ("iterations", args.model_iterations), ("width", args.width)) if v is not None}
     tc = TrainConfig(
         data=args.data, out=args.out, preset=args.preset, model_overrides=overrides, unroll=args.unroll,
-        batch=args.batch, steps=args.steps, lr=args.lr, warmup=args.warmup, clip=args.clip, bf16=args.bf16,
+        batch=args.batch, crop=args.crop, steps=args.steps, lr=args.lr, warmup=args.warmup, clip=args.clip, bf16=args.bf16,
         seed=args.seed, ssim_weight=args.ssim_weight, high_entropy=args.high_entropy,
         jpeg_downscale=args.jpeg_downscale, val_fraction=args.val_fraction, val_every=args.val_every,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, threads=args.threads,
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model-iterations", type=int, help="most iterations a file may hold")
     t.add_argument("--unroll", type=int, default=0, help="iterations unrolled in training (default: the model's)")
     t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--crop", type=int, default=32, help="patch side in pixels, a multiple of 16 (the paper: 32)")
     t.add_argument("--steps", type=int, default=20000)
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--warmup", type=int, default=200)

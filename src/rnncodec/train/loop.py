@@ -33,6 +33,7 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
     unroll: int = 0  # iterations unrolled in training; 0 = the model's own count
     batch: int = 32
+    crop: int = 32  # training patch side; larger crops teach the model interiors, not only borders
     steps: int = 20000
     lr: float = 5e-4
     min_lr_ratio: float = 0.05
@@ -103,10 +104,10 @@ class Trainer:
         paths = list_images([Path(d) for d in tc.data])
         train_paths = [p for p in paths if not is_validation(p, tc.val_fraction)]
         val_paths = [p for p in paths if is_validation(p, tc.val_fraction)]
-        self.train_src = PatchSource(train_paths, tc.jpeg_downscale, tc.high_entropy, self.progress)
+        self.train_src = PatchSource(train_paths, tc.jpeg_downscale, tc.high_entropy, self.progress, tc.crop)
         self.val_batch = None
         if val_paths:
-            val_src = PatchSource(val_paths, tc.jpeg_downscale, 0, False)
+            val_src = PatchSource(val_paths, tc.jpeg_downscale, 0, False, tc.crop)
             self.val_batch = val_src.batch(tc.val_patches, np.random.default_rng(12345)).to(self.device)
 
     # -- checkpoints -------------------------------------------------------------------------
