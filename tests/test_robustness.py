@@ -8,7 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
-from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, OutputError

@@ -22,7 +22,6 @@ from .tiles import Canvas, TileBox, plan_tiles
 
 DEFAULT_TILE = 1024  # Kodak-sized images (768×512) code as one tile, with no overlap overhead
 DEFAULT_OVERLAP = 16
-NOMINAL_BPP = 0.125  # bpp of one iteration before entropy coding, at 32 bits per 16×16 block
 
 
 @dataclass

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 CELLS = ("lstm", "assoc_lstm", "gru", "residual_gru")
 FRAMEWORKS = ("oneshot", "additive", "residual_scaling")

@@ -6,7 +6,6 @@ need to know a cell's state layout or the spatial size after the input stride.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 State = tuple[Tensor, ...]
