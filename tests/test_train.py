@@ -53,6 +53,16 @@ def test_train_checkpoint_resume_and_export(data_dir, tmp_path):
     assert model.model_id.hex() in r.stdout
     assert all(p.dtype == torch.float32 for p in model.net.parameters())
 
+    tuned = Trainer(config(data_dir, tmp_path / "tune", steps=3, init_from=str(weights)), progress=False)
+    assert tuned.step == 0 and tuned.seconds == 0
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(tuned.model.state_dict()[k], v), k
+    from_ckpt = Trainer(config(data_dir, tmp_path / "tune2", init_from=str(out / "checkpoint.pt")), progress=False)
+    assert from_ckpt.step == 0
+    assert torch.equal(from_ckpt.model.state_dict()["binarizer.conv.weight"], elsewhere.model.state_dict()["binarizer.conv.weight"])
+    with pytest.raises(SystemExit, match="another model config"):
+        Trainer(config(data_dir, tmp_path / "bad", preset="fast", init_from=str(weights)), progress=False)
+
 
 def test_training_reduces_the_loss(data_dir, tmp_path):
     tc = config(data_dir, tmp_path / "r", steps=60, lr=3e-3, batch=8, val_every=1000, seed=1)

@@ -122,6 +122,7 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed, ssim_weight=args.ssim_weight, high_entropy=args.high_entropy,
         jpeg_downscale=args.jpeg_downscale, val_fraction=args.val_fraction, val_every=args.val_every,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, threads=args.threads,
+        init_from=args.init_from or "",
     )
     Trainer(tc, resume=Path(args.resume_from) if args.resume_from else args.resume).run()
 
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--resume-from", metavar="CKPT", help="continue from this checkpoint (e.g. checkpoints/default.pt)")
+    t.add_argument("--init-from", metavar="WEIGHTS", help="fine-tune: start from these weights (.safetensors or "
+                   "checkpoint) with a fresh optimizer and schedule")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("export", help="export a training checkpoint as fp16 release weights")

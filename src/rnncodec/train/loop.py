@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..config import ModelConfig, preset
 from ..models import RNNCodec
-from ..weights import save_weights
+from ..weights import load_weights, save_weights
 from .data import PatchSource, is_validation, list_images
 from .losses import ResidualL1
 
@@ -51,6 +51,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     max_minutes: float = 0.0  # total training time over all resumes; 0 = no limit. The schedule ends there too.
     threads: int = 0  # 0 = torch's default
+    init_from: str = ""  # start from these weights (.safetensors or checkpoint) with a fresh optimizer and schedule
 
 
 def lr_at(step: int, tc: TrainConfig, seconds: float = 0.0) -> float:
@@ -83,6 +84,7 @@ class Trainer:
         self.rank, self.world, self.device = _dist_setup()
         if tc.threads:
             torch.set_num_threads(tc.threads)
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick its fastest kernels once
         self.out = Path(tc.out)
         self.ckpt_path = self.out / "checkpoint.pt"
         self.progress = progress and self.rank == 0
@@ -99,6 +101,8 @@ class Trainer:
             self._load(self.ckpt_path)
         elif resume:
             self._load(Path(resume))
+        elif tc.init_from:
+            self._init_weights(Path(tc.init_from))
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
         paths = list_images([Path(d) for d in tc.data])
@@ -122,6 +126,18 @@ class Trainer:
         if self.rank == 0 and "rng" in ck:
             self.rng.bit_generator.state = ck["rng"]
             torch.set_rng_state(ck["torch_rng"])
+
+    def _init_weights(self, path: Path) -> None:
+        """Fine-tuning: only the weights carry over, so a new run gets its own warmup and decay."""
+        if path.suffix == ".safetensors":
+            stored = load_weights(path)
+            config, state = stored.config, stored.tensors
+        else:
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+            config, state = ck["model_config"], ck["model"]
+        if config != self.cfg.to_json():
+            raise SystemExit(f"{path} holds another model config (preset, cell, framework)")
+        self.model.load_state_dict({k: v.float() for k, v in state.items()})
 
     def save_checkpoint(self) -> None:
         if self.rank != 0:
