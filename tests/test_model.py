@@ -6,7 +6,11 @@ import torch
 
 from rnncodec.config import CELLS, FRAMEWORKS, ModelConfig, preset
 from rnncodec.layers import Binarizer
+from rnncodec.entropy.context_model import build_context_model
+from rnncodec.errors import ModelError
 from rnncodec.models import RNNCodec
+from rnncodec.models.store import load_image_model
+from rnncodec.weights import StoredWeights, build_module, load_weights, save_weights
 
 
 @pytest.mark.parametrize("cell,framework", list(itertools.product(CELLS, FRAMEWORKS)))
@@ -75,3 +79,16 @@ def test_config_round_trip_and_validation():
         ModelConfig(framework="nope")
     with pytest.raises(ValueError):
         preset("huge")
+
+
+def test_stored_weights_of_another_kind_or_shape_are_model_errors(tmp_path):
+    net = RNNCodec(preset("tiny"))
+    path = tmp_path / "tiny.safetensors"
+    save_weights(path, "image", net.cfg.to_json(), net.state_dict())
+    stored = load_weights(path)
+    assert load_image_model(path).model_id == stored.model_id
+    with pytest.raises(ModelError, match="expected entropy model weights, got 'image'"):
+        build_context_model(stored)
+    misfit = StoredWeights("image", preset("fast").to_json(), stored.tensors, stored.model_id, {})
+    with pytest.raises(ModelError, match="image weights do not fit their config"):
+        build_module(misfit, "image", lambda config: RNNCodec(ModelConfig.from_json(config)))

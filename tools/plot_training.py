@@ -1,4 +1,4 @@
-"""Plot a training run's loss against steps and CPU-hours from its log.jsonl.
+"""Plot a training run's loss against steps and CPU-hours (GPU-hours for a GPU run) from its log.jsonl.
 
     .venv/bin/python tools/plot_training.py runs/main/log.jsonl -o docs/training_loss.png
 """
@@ -21,8 +21,9 @@ def main() -> None:
     records = [json.loads(line) for line in open(args.log)]
     train = [r for r in records if "loss" in r]
     val = [r for r in records if "val_loss" in r]
+    hours = "cpu_hours" if "cpu_hours" in records[0] else "gpu_hours"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "step", "step"), (axes[1], "cpu_hours", "CPU-hours")):
+    for ax, key, label in ((axes[0], "step", "step"), (axes[1], hours, hours.replace("_hours", "").upper() + "-hours")):
         ax.plot([r[key] for r in train], [r["loss"] for r in train], lw=0.8, label="train (stochastic bits)")
         ax.plot([r[key] for r in val], [r["val_loss"] for r in val], "o-", ms=3, label="validation (sign bits)")
         ax.set_xlabel(label)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -27,6 +29,22 @@ class StoredWeights:
     tensors: dict[str, torch.Tensor]
     model_id: bytes
     metadata: dict[str, str]
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def build_module(stored: StoredWeights, kind: str, make: Callable[[str], M]) -> M:
+    """`make(config)` loaded with the stored weights in float32, in eval mode; weights of another
+    kind, or that do not fit their config, are a ModelError rather than a traceback."""
+    if stored.kind != kind:
+        raise ModelError(f"expected {kind} model weights, got {stored.kind!r} weights")
+    try:
+        module = make(stored.config)
+        module.load_state_dict({k: v.float() for k, v in stored.tensors.items()})
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"{kind} weights do not fit their config: {str(exc).splitlines()[0]}") from None
+    return module.eval()
 
 
 def compute_id(kind: str, config: str, tensors: dict[str, torch.Tensor]) -> bytes:

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ModelError
 from ..layers.cells import ConvLSTM, State
-from ..weights import StoredWeights
+from ..weights import StoredWeights, build_module
 
 KIND = "entropy"
 
@@ -141,11 +140,4 @@ class TileContext:
 
 def build_context_model(stored: StoredWeights) -> ContextModel:
     """A context model from stored weights, in float32 and eval mode."""
-    if stored.kind != KIND:
-        raise ModelError(f"expected entropy model weights, got {stored.kind!r} weights")
-    try:
-        model = ContextModel(ContextConfig.from_json(stored.config))
-        model.load_state_dict({k: v.float() for k, v in stored.tensors.items()})
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"entropy weights do not fit their config: {str(exc).splitlines()[0]}") from None
-    return model.eval()
+    return build_module(stored, KIND, lambda config: ContextModel(ContextConfig.from_json(config)))

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..models.store import ImageModel, load_image_model
 from ..train.data import PatchSource, is_validation, list_images
-from ..train.loop import lr_at
+from ..train.loop import lr_at, timed_steps
 from ..weights import save_weights
 from .context_model import KIND, ContextConfig, ContextModel
 
@@ -157,15 +157,11 @@ class EntropyTrainer:
     def run(self) -> None:
         tc = self.tc
         self.model.train()
-        last_ckpt = last = time.monotonic()
+        last_ckpt = time.monotonic()
         bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, desc="train-entropy")
         losses: list[float] = []
-        while self.step < tc.steps and not (tc.max_minutes and self.seconds > tc.max_minutes * 60):
-            losses.append(self.train_step())
-            now = time.monotonic()
-            self.seconds += now - last
-            last = now
-            bar.update(1)
+        for loss, now in timed_steps(self, bar):
+            losses.append(loss)
             if self.step % tc.log_every == 0:
                 bar.set_postfix(bits_per_bit=f"{np.mean(losses):.4f}")
                 self._log({"step": self.step, "bits_per_bit": float(np.mean(losses)), "seconds": self.seconds,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import ModelError
-from ..weights import PACKAGE_WEIGHTS, StoredWeights, find_by_id, load_weights
+from ..weights import PACKAGE_WEIGHTS, StoredWeights, build_module, find_by_id, load_weights
 from .rnn_codec import RNNCodec
 
 DEFAULT_IMAGE_WEIGHTS = PACKAGE_WEIGHTS / "default.safetensors"
@@ -25,14 +25,7 @@ class ImageModel:
 
 
 def _build(stored: StoredWeights) -> ImageModel:
-    if stored.kind != "image":
-        raise ModelError(f"expected image model weights, got {stored.kind!r} weights")
-    try:
-        net = RNNCodec(ModelConfig.from_json(stored.config))
-        net.load_state_dict({k: v.float() for k, v in stored.tensors.items()})
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"weights do not fit their config: {str(exc).splitlines()[0]}") from None
-    return ImageModel(net.eval(), stored.model_id)
+    return ImageModel(build_module(stored, "image", lambda config: RNNCodec(ModelConfig.from_json(config))), stored.model_id)
 
 
 @lru_cache(maxsize=4)

@@ -10,8 +10,10 @@ import math
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -62,6 +64,31 @@ def lr_at(step: int, tc: TrainConfig, seconds: float = 0.0) -> float:
     if tc.max_minutes:
         progress = max(progress, min(1.0, seconds / (tc.max_minutes * 60)))
     return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Steppable(Protocol):
+    tc: Any  # has steps and max_minutes
+    step: int
+    seconds: float
+
+    def train_step(self) -> float: ...
+
+
+def timed_steps(trainer: Steppable, bar: tqdm) -> Iterator[tuple[float, float]]:
+    """Run train steps, yielding (loss, monotonic time) after each, until the step budget, the
+    time budget (`max_minutes` of training time over all resumes) or a SIGTERM ends the run. The
+    time between steps (validation, checkpoints) counts as training time too."""
+    tc = trainer.tc
+    stop: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    last = time.monotonic()
+    while trainer.step < tc.steps and not stop and not (tc.max_minutes and trainer.seconds > tc.max_minutes * 60):
+        loss = trainer.train_step()
+        now = time.monotonic()
+        trainer.seconds += now - last
+        last = now
+        bar.update(1)
+        yield loss, now
 
 
 def _dist_setup() -> tuple[int, int, torch.device]:
@@ -194,38 +221,33 @@ class Trainer:
     def run(self) -> None:
         tc = self.tc
         self.model.train()
-        cores = torch.get_num_threads() * self.world
-        last_ckpt = last_log = last = time.monotonic()
+        # CPU runs count core-hours; GPU runs count device-hours (threads there only feed the GPU)
+        on_gpu = self.device.type == "cuda"
+        cores = self.world * (1 if on_gpu else torch.get_num_threads())
+        hours_key = "gpu_hours" if on_gpu else "cpu_hours"
+        last_ckpt = last_log = time.monotonic()
         bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, desc="train")
         losses: list[float] = []
-        stop = []  # SIGTERM ends the run after the current step, with a checkpoint
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-        while self.step < tc.steps and not stop:
-            losses.append(self.train_step())
-            now = time.monotonic()
-            self.seconds += now - last
-            last = now
-            bar.update(1)
+        for loss, now in timed_steps(self, bar):  # a SIGTERM ends the run after the current step, with a checkpoint
+            losses.append(loss)
             if self.step % tc.log_every == 0:
                 rate = tc.log_every * tc.batch * self.world / (now - last_log)
                 self.cpu_seconds += (now - last_log) * cores
                 last_log = now
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}", patches_s=f"{rate:.0f}")
                 self._log({"step": self.step, "loss": float(np.mean(losses)), "lr": lr_at(self.step, tc, self.seconds),
-                           "patches_per_s": rate, "cpu_hours": self.cpu_seconds / 3600})
+                           "patches_per_s": rate, hours_key: self.cpu_seconds / 3600})
                 losses = []
             if self.val_batch is not None and self.step % tc.val_every == 0 and self.rank == 0:
                 val = self.validate()
                 self._log({"step": self.step, "val_loss": float(np.mean(val)), "val_per_iteration": val,
-                           "cpu_hours": self.cpu_seconds / 3600})
+                           hours_key: self.cpu_seconds / 3600})
                 if np.mean(val) < self.best_val:
                     self.best_val = float(np.mean(val))
                     self.export(self.out / "best.safetensors")
             if now - last_ckpt > tc.checkpoint_minutes * 60:
                 self.save_checkpoint()
                 last_ckpt = now
-            if tc.max_minutes and self.seconds > tc.max_minutes * 60:
-                break
         bar.close()
         self.save_checkpoint()
         if self.world > 1:
