@@ -13,10 +13,11 @@ from conftest import smooth_image
 from rnncodec.cli import main
 from rnncodec.codec import encode
 from rnncodec.eval import runner
-from rnncodec.eval.bd import auc, auc_range, bd_rate
+from rnncodec.eval.bd import auc, auc_range, bd_rate, rising
 from rnncodec.eval.codecs import available
-from rnncodec.eval.curves import METRICS
+from rnncodec.eval.curves import METRICS, Curve
 from rnncodec.eval.metrics import psnr_rgb
+from rnncodec.eval.report import bd_table
 
 
 @pytest.mark.parametrize("name", sorted(available()))
@@ -46,6 +47,18 @@ def test_bd_rate():
     assert bd_rate(rate, dist, rate, dist) == pytest.approx(0, abs=1e-9)
     assert bd_rate(rate, dist, rate * 1.25, dist) == pytest.approx(25, abs=1e-6)
     assert bd_rate(rate, dist, rate * 0.8, dist) == pytest.approx(-20, abs=1e-6)
+
+
+def test_bd_rate_of_a_curve_that_peaks_uses_its_rising_points():
+    rate = np.array([0.25, 0.5, 1.0, 2.0])
+    dist = np.array([28.0, 31.0, 34.0, 37.0])
+    peaked_rate = np.array([0.3, 0.6, 1.2, 2.4, 4.8])  # 20 % more rate, then a point that falls back
+    peaked = np.array([28.0, 31.0, 34.0, 37.0, 36.5])
+    x, y = rising(peaked_rate, peaked)
+    assert list(y) == [28.0, 31.0, 34.0, 37.0] and list(x) == [0.3, 0.6, 1.2, 2.4]
+    ref = Curve("jpeg", rate, {"psnr-rgb": dist})
+    table = bd_table([ref, Curve("rnncodec", peaked_rate, {"psnr-rgb": peaked})], "psnr-rgb")
+    assert "| rnncodec | +20.0 % † |" in table and "† over the points" in table
 
 
 def test_auc_over_the_shared_range():

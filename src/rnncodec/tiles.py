@@ -66,4 +66,5 @@ class Canvas:
         self.weight[box.y0 : box.y1, box.x0 : box.x1] += weight
 
     def result(self) -> np.ndarray:
-        return self.sum / self.weight
+        """The blended image, normalised in place (no second full-size float array): call it once."""
+        return np.divide(self.sum, self.weight, out=self.sum)

@@ -17,6 +17,15 @@ def bd_rate(anchor_bpp: np.ndarray, anchor_dist: np.ndarray, test_bpp: np.ndarra
                           require_matching_points=False))
 
 
+def rising(bpp: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points that beat every lower-rate point, in rate order: the part of a curve a user
+    would pick from, and the monotone curve that BD-rate's interpolation needs."""
+    order = np.argsort(bpp)
+    x, y = np.asarray(bpp, float)[order], np.asarray(dist, float)[order]
+    keep = y > np.maximum.accumulate(np.concatenate(([-np.inf], y[:-1])))
+    return x[keep], y[keep]
+
+
 def auc_range(curves: list[tuple[np.ndarray, np.ndarray]], lo: float = AUC_RANGE[0],
               hi: float = AUC_RANGE[1]) -> tuple[float, float]:
     """[lo, hi] narrowed to the bpp range every curve covers, so that their areas compare."""

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from .bd import auc, auc_range, bd_rate
+from .bd import auc, auc_range, bd_rate, rising
 from .curves import METRICS, Curve
 
 REFERENCE = "jpeg"
@@ -29,14 +29,17 @@ def rd_table(curve: Curve) -> str:
 
 
 def _bd_cell(ref: Curve, curve: Curve, metric: str) -> str:
-    """The BD-rate, or n/a where it is undefined (no overlap, or a curve not increasing with rate)."""
+    """The BD-rate over each curve's rising points, marked † where points were dropped; n/a where
+    it is undefined (no overlap)."""
+    ref_points, points = rising(ref.bpp, ref.metrics[metric]), rising(curve.bpp, curve.metrics[metric])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a partial-overlap warning; the cell still stands
-            value = bd_rate(ref.bpp, ref.metrics[metric], curve.bpp, curve.metrics[metric])
+            value = bd_rate(*ref_points, *points)
     except ValueError:
         return "n/a"
-    return f"{value:+.1f} %" if math.isfinite(value) else "n/a"
+    dropped = len(points[0]) < len(curve.bpp) or len(ref_points[0]) < len(ref.bpp)
+    return f"{value:+.1f} %" + (" †" if dropped else "") if math.isfinite(value) else "n/a"
 
 
 def bd_table(curves: list[Curve], metric: str) -> str:
@@ -50,6 +53,8 @@ def bd_table(curves: list[Curve], metric: str) -> str:
     for c in have:
         name = f"{c.name} (published)" if c.anchor else c.name
         lines.append(f"| {name} | {_bd_cell(ref, c, metric)} | {auc(c.bpp, c.metrics[metric], lo, hi):.4f} |")
+    if any("†" in line for line in lines):
+        lines.append("\n† over the points that beat every lower rate: later points, no better than an earlier one, are dropped.")
     return "\n".join(lines)
 
 
