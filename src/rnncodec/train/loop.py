@@ -5,6 +5,7 @@ patches and DistributedDataParallel averages the gradients (gloo on CPU, nccl on
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -251,6 +252,10 @@ class Trainer:
         bar.close()
         self.save_checkpoint()
         if self.world > 1:
+            # drop DDP's reducer, which holds the process group, first: left to interpreter exit, its
+            # gloo threads could be torn down in the wrong order and abort the process
+            self.ddp = self.model
+            gc.collect()
             dist.barrier()
             dist.destroy_process_group()
 
