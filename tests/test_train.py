@@ -124,3 +124,13 @@ def test_larger_training_crops(data_dir, tmp_path):
     assert t.train_src.batch(3, np.random.default_rng(0)).shape == (3, 3, 48, 48)
     assert t.val_batch.shape[-2:] == (48, 48)
     t.run()
+
+
+def test_train_from_a_file_that_is_no_checkpoint_is_one_clean_error(data_dir, tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    for flag in ("--init-from", "--resume-from"):
+        r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "train", str(data_dir), "--out", str(tmp_path / "o"),
+                            "--preset", "tiny", "--steps", "1", flag, str(bogus)], capture_output=True, text=True)
+        assert r.returncode == 5, r.stderr
+        assert r.stderr.strip().count("\n") == 0 and "not a training checkpoint" in r.stderr

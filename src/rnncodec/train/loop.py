@@ -25,6 +25,7 @@ from ..config import ModelConfig, preset
 from ..models import RNNCodec
 from ..weights import load_weights, save_weights
 from .data import PatchSource, is_validation, list_images
+from .export import load_checkpoint
 from .losses import ResidualL1
 
 
@@ -144,7 +145,7 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
-        ck = torch.load(path, map_location=self.device, weights_only=False)
+        ck = load_checkpoint(path)  # Adam's state follows its parameters to the device on load
         if ck["model_config"] != self.cfg.to_json():
             raise SystemExit(f"{path} was trained with another model config (preset, cell, framework)")
         self.model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
@@ -161,7 +162,7 @@ class Trainer:
             stored = load_weights(path)
             config, state = stored.config, stored.tensors
         else:
-            ck = torch.load(path, map_location="cpu", weights_only=False)
+            ck = load_checkpoint(path)
             config, state = ck["model_config"], ck["model"]
         if config != self.cfg.to_json():
             raise SystemExit(f"{path} holds another model config (preset, cell, framework)")
