@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -42,6 +42,7 @@ from rnncodec.tiles import plan_tiles
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 FLOP_CROP = 256
+_DONE = object()
 
 
 class Clock:
@@ -63,16 +64,29 @@ class Clock:
         return timed
 
     def wrap_generator(self, phase: str, fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
-        def timed(*args, **kwargs):
-            it = fn(*args, **kwargs)
+        """Time a generator function's own work: the time it spends pulling from its first
+        argument (in decoding, the bits that the entropy decoder yields) is left out."""
+        def timed(inputs: Iterable, *args, **kwargs):
+            pulling = 0.0
+
+            def source() -> Iterator:
+                nonlocal pulling
+                items = iter(inputs)
+                while True:
+                    start = time.perf_counter()
+                    item = next(items, _DONE)
+                    pulling += time.perf_counter() - start
+                    if item is _DONE:
+                        return
+                    yield item
+
+            it = fn(source(), *args, **kwargs)
             while True:
-                start = time.perf_counter()
-                try:
-                    value = next(it)
-                except StopIteration:
-                    self.add(phase, start)
+                start, pulled = time.perf_counter(), pulling
+                value = next(it, _DONE)
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start - (pulling - pulled)
+                if value is _DONE:
                     return
-                self.add(phase, start)
                 yield value
         return timed
 
@@ -146,8 +160,6 @@ def child(args: argparse.Namespace) -> dict:
         h, w = dec.pixels.shape[:2]
     wall = time.perf_counter() - begin
     s = dict(clock.seconds)  # before the FLOP count below, which runs the wrapped network again
-    if args.child == "decode":  # the decoder pulls each iteration's bits, entropy-decoded, from inside its loop
-        s["model"] = s.get("model", 0.0) - s.get("entropy", 0.0)
     flops = flops_per_model_pixel(model, iterations)[args.child == "decode"] * model_pixels(h, w)
     return {"wall": wall, "load": s["load"], "model": s.get("model", 0.0), "entropy": s.get("entropy", 0.0),
             "io": s["io"], "other": s["codec"] - s.get("model", 0.0) - s.get("entropy", 0.0),

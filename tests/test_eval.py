@@ -17,7 +17,7 @@ from rnncodec.eval.bd import auc, auc_range, bd_rate, rising
 from rnncodec.eval.codecs import available
 from rnncodec.eval.curves import METRICS, Curve
 from rnncodec.eval.metrics import psnr_rgb
-from rnncodec.eval.report import bd_table
+from rnncodec.eval.report import bd_table, equal_rate_table
 
 
 @pytest.mark.parametrize("name", sorted(available()))
@@ -150,11 +150,6 @@ def test_plot_writes_pngs_and_summary(dataset, tmp_path, model_dir):
 
 
 def test_equal_rate_table_interpolates_the_others():
-    import numpy as np
-
-    from rnncodec.eval.curves import Curve
-    from rnncodec.eval.report import equal_rate_table
-
     ours = Curve("rnncodec", np.array([0.25, 0.5, 3.0]), {"ms-ssim-rgb": np.array([0.9, 0.95, 0.99]),
                                                             "psnr-rgb": np.array([25.0, 28.0, 35.0])}, quality=[2, 4, 24])
     jpeg = Curve("jpeg", np.array([0.2, 0.6, 1.0]), {"ms-ssim-rgb": np.array([0.8, 0.9, 0.95]),

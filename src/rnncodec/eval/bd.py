@@ -17,11 +17,16 @@ def bd_rate(anchor_bpp: np.ndarray, anchor_dist: np.ndarray, test_bpp: np.ndarra
                           require_matching_points=False))
 
 
+def by_rate(bpp: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A curve's points as float arrays in increasing bpp."""
+    order = np.argsort(bpp)
+    return np.asarray(bpp, float)[order], np.asarray(dist, float)[order]
+
+
 def rising(bpp: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The points that beat every lower-rate point, in rate order: the part of a curve a user
     would pick from, and the monotone curve that BD-rate's interpolation needs."""
-    order = np.argsort(bpp)
-    x, y = np.asarray(bpp, float)[order], np.asarray(dist, float)[order]
+    x, y = by_rate(bpp, dist)
     keep = y > np.maximum.accumulate(np.concatenate(([-np.inf], y[:-1])))
     return x[keep], y[keep]
 
@@ -38,8 +43,7 @@ def auc_range(curves: list[tuple[np.ndarray, np.ndarray]], lo: float = AUC_RANGE
 
 def auc(bpp: np.ndarray, dist: np.ndarray, lo: float, hi: float) -> float:
     """Area under the piecewise-linear curve between lo and hi bpp (which it must cover)."""
-    order = np.argsort(bpp)
-    x, y = np.asarray(bpp, float)[order], np.asarray(dist, float)[order]
+    x, y = by_rate(bpp, dist)
     if lo < x[0] or hi > x[-1]:
         raise ValueError(f"the curve covers {x[0]:.3f}–{x[-1]:.3f} bpp, not {lo:.3f}–{hi:.3f}")
     grid = np.concatenate(([lo], x[(x > lo) & (x < hi)], [hi]))

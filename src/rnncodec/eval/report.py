@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from .bd import auc, auc_range, bd_rate, rising
+from .bd import auc, auc_range, bd_rate, by_rate, rising
 from .curves import METRICS, Curve
 
 REFERENCE = "jpeg"
@@ -60,8 +60,7 @@ def bd_table(curves: list[Curve], metric: str) -> str:
 
 def _at(curve: Curve, metric: str, bpp: float) -> str:
     """The curve's metric at `bpp`, linearly interpolated; blank outside the rates it covers."""
-    order = np.argsort(curve.bpp)
-    x, y = curve.bpp[order], curve.metrics[metric][order]
+    x, y = by_rate(curve.bpp, curve.metrics[metric])
     digits = 4 if metric == "ms-ssim-rgb" else 2
     return f"{np.interp(bpp, x, y):.{digits}f}" if x[0] <= bpp <= x[-1] else "–"
 

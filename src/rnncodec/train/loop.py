@@ -145,11 +145,9 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
-        ck = load_checkpoint(path)  # Adam's state follows its parameters to the device on load
-        if ck["model_config"] != self.cfg.to_json():
-            raise SystemExit(f"{path} was trained with another model config (preset, cell, framework)")
-        self.model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
-        self.opt.load_state_dict(ck["optimizer"])
+        ck = load_checkpoint(path)
+        self._set_weights(path, ck["model_config"], ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])  # Adam's state follows its parameters to the device
         self.step, self.best_val = ck["step"], ck["best_val"]
         self.cpu_seconds, self.seconds = ck["cpu_seconds"], ck["seconds"]
         if self.rank == 0 and "rng" in ck:
@@ -160,10 +158,12 @@ class Trainer:
         """Fine-tuning: only the weights carry over, so a new run gets its own warmup and decay."""
         if path.suffix == ".safetensors":
             stored = load_weights(path)
-            config, state = stored.config, stored.tensors
+            self._set_weights(path, stored.config, stored.tensors)
         else:
             ck = load_checkpoint(path)
-            config, state = ck["model_config"], ck["model"]
+            self._set_weights(path, ck["model_config"], ck["model"])
+
+    def _set_weights(self, path: Path, config: str, state: dict[str, torch.Tensor]) -> None:
         if config != self.cfg.to_json():
             raise SystemExit(f"{path} holds another model config (preset, cell, framework)")
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
