@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
+from .config import CELLS, FRAMEWORKS
 from .entropy.train import register as register_train_entropy
 from .eval.cli import register as register_eval
 from .errors import FormatError, ImageError, ModelError, OutputError, RNNCodecError
@@ -173,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data", nargs="+", help="folders of training images (PNG, JPEG)")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.safetensors, log.jsonl")
     t.add_argument("--preset", default="small")
-    t.add_argument("--cell", choices=("lstm", "assoc_lstm", "gru", "residual_gru"))
-    t.add_argument("--framework", choices=("oneshot", "additive", "residual_scaling"))
+    t.add_argument("--cell", choices=CELLS)
+    t.add_argument("--framework", choices=FRAMEWORKS)
     t.add_argument("--width", type=float)
     t.add_argument("--model-iterations", type=int, help="most iterations a file may hold")
     t.add_argument("--unroll", type=int, default=0, help="iterations unrolled in training (default: the model's)")

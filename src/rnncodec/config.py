@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 
 CELLS = ("lstm", "assoc_lstm", "gru", "residual_gru")
-FRAMEWORKS = ("oneshot", "additive", "residual_scaling")
+FRAMEWORKS = ("oneshot", "additive", "residual_scaling", "iteration_gain")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The RNN codec of Toderici et al. 2017, top to bottom (PAPER.md §1–2).
 
     b_t  = B(E_t(g_t · r_{t-1}))               bits of iteration t
-    x̂_t  = D_t(b_t) / g_t + γ · x̂_{t-1}         γ = 0 one-shot, 1 additive / residual scaling
-    r_t  = x − x̂_t,  r_0 = x,  x̂_0 = 0          g_t = G(x̂_{t-1}) for residual scaling, else 1
+    x̂_t  = D_t(b_t) / g_t + γ · x̂_{t-1}         γ = 0 one-shot, 1 otherwise
+    r_t  = x − x̂_t,  r_0 = x,  x̂_0 = 0          g_t = G(x̂_{t-1}) for residual scaling,
+                                                 a learned scalar per iteration for iteration gain,
+                                                 else 1
 
 Pixels are in [−0.5, 0.5]; image sides must be multiples of 16 (the caller pads).
 """
@@ -84,7 +86,8 @@ class GainNet(nn.Module):
 
 
 class RNNCodec(nn.Module):
-    """Encoder, binarizer, decoder and (for residual scaling) the gain network."""
+    """Encoder, binarizer, decoder and the gain: a network (residual scaling) or one scalar per
+    iteration (iteration gain)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -93,9 +96,27 @@ class RNNCodec(nn.Module):
         self.binarizer = Binarizer(self.encoder.out_channels, cfg.bits)
         self.decoder = Decoder(cfg)
         self.gain = GainNet(cfg.gain_width) if cfg.framework == "residual_scaling" else None
+        # the residual shrinks 5–10× over the iterations while the encoder's weights are shared:
+        # a gain per iteration keeps its input, and so its bits' confidence, at one scale
+        self.log_gain = nn.Parameter(torch.zeros(cfg.iterations)) if cfg.framework == "iteration_gain" else None
 
-    def _gain(self, recon: Tensor) -> Tensor | None:
+    def _gain(self, recon: Tensor, t: int) -> Tensor | None:
+        if self.log_gain is not None:
+            return self.log_gain[t].exp()
         return self.gain(recon) if self.gain is not None else None
+
+    @torch.no_grad()
+    def calibrate_gains(self, x: Tensor) -> list[float]:
+        """Start the gains of a model trained without them at sqrt(E|r_0| / E|r_(t-1)|), measured
+        on x. The full ratio would give every iteration's encoder input the scale of the first, but
+        it also divides the trained decoder's corrections by up to 10 at once; its square root
+        costs a fine-tune far less to recover from and leaves the rest for the training to learn."""
+        self.log_gain.zero_()
+        _, recons = self.forward(x, self.cfg.iterations - 1)
+        scale = x.abs().mean()
+        ratios = [1.0] + [(scale / (x - r).abs().mean().clamp_min(1e-6)).item() for r in recons]
+        self.log_gain.copy_(torch.tensor(ratios).log() / 2)
+        return self.log_gain.exp().tolist()
 
     def _reconstruct(self, bits: Tensor, dec: list, recon: Tensor, gain: Tensor | None) -> tuple[Tensor, list]:
         """x̂_t from b_t: the one step the encoder and the decoder must compute identically.
@@ -113,8 +134,8 @@ class RNNCodec(nn.Module):
         enc, dec = [None] * 3, [None] * 4
         recon = torch.zeros_like(x)
         bits_out, recons = [], []
-        for _ in range(iterations):
-            gain = self._gain(recon)
+        for t in range(iterations):
+            gain = self._gain(recon, t)
             residual = x - recon if gain is None else (x - recon) * gain
             code, enc = self.encoder(residual, enc)
             bits = self.binarizer(code)
@@ -127,8 +148,8 @@ class RNNCodec(nn.Module):
         """Replay the decoder over each iteration's bits, yielding x̂_1, x̂_2, …"""
         dec: list = [None] * 4
         recon = None
-        for b in bits:
+        for t, b in enumerate(bits):
             if recon is None:
                 recon = b.new_zeros(b.shape[0], 3, b.shape[2] * STRIDE, b.shape[3] * STRIDE)
-            recon, dec = self._reconstruct(b, dec, recon, self._gain(recon))
+            recon, dec = self._reconstruct(b, dec, recon, self._gain(recon, t))
             yield recon

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -126,12 +126,14 @@ class Trainer:
         self.loss.window = self.loss.window.to(self.device)
         self.unroll = tc.unroll or self.cfg.iterations
         self.step, self.best_val, self.cpu_seconds, self.seconds = 0, float("inf"), 0.0, 0.0
+
+        calibrate = False
         if resume is True and self.ckpt_path.exists():
             self._load(self.ckpt_path)
         elif resume:
             self._load(Path(resume))
         elif tc.init_from:
-            self._init_weights(Path(tc.init_from))
+            calibrate = self._init_weights(Path(tc.init_from))
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
         paths = list_images([Path(d) for d in tc.data])
@@ -142,6 +144,10 @@ class Trainer:
         if val_paths:
             val_src = PatchSource(val_paths, tc.jpeg_downscale, 0, False, tc.crop)
             self.val_batch = val_src.batch(tc.val_patches, np.random.default_rng(12345)).to(self.device)
+        if calibrate:
+            x = self.train_src.batch(max(8, tc.batch), np.random.default_rng(tc.seed)).to(self.device)
+            self._log({"step": 0, "calibrated_gains": self.model.eval().calibrate_gains(x)})
+            self.model.train()
 
     # -- checkpoints -------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
@@ -154,14 +160,24 @@ class Trainer:
             self.rng.bit_generator.state = ck["rng"]
             torch.set_rng_state(ck["torch_rng"])
 
-    def _init_weights(self, path: Path) -> None:
-        """Fine-tuning: only the weights carry over, so a new run gets its own warmup and decay."""
+    def _init_weights(self, path: Path) -> bool:
+        """Fine-tuning: only the weights carry over, so a new run gets its own warmup and decay.
+
+        The weights may come from a model of another reconstruction framework with the same
+        layers (additive → iteration gain): the shared layers carry over, and True asks for the
+        gains to be calibrated on a training batch."""
         if path.suffix == ".safetensors":
             stored = load_weights(path)
-            self._set_weights(path, stored.config, stored.tensors)
+            config, state = stored.config, stored.tensors
         else:
             ck = load_checkpoint(path)
-            self._set_weights(path, ck["model_config"], ck["model"])
+            config, state = ck["model_config"], ck["model"]
+        source = ModelConfig.from_json(config)
+        if replace(source, framework=self.cfg.framework) != self.cfg or self.cfg.framework != "iteration_gain":
+            self._set_weights(path, config, state)
+            return False
+        missing = self.model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False).missing_keys
+        return missing == ["log_gain"]
 
     def _set_weights(self, path: Path, config: str, state: dict[str, torch.Tensor]) -> None:
         if config != self.cfg.to_json():

@@ -1,0 +1,49 @@
+"""tools/gpu_train.sh --dry-run: the GPU recipe's whole path on the CPU, so it works the first time a GPU is lent."""
+import json
+import sys
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from conftest import smooth_image
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tools" / "gpu_train.sh"
+
+
+def test_gpu_recipe_dry_run_trains_every_run_and_packs_the_results(tmp_path):
+    images = tmp_path / "pack" / "photos"
+    images.mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(smooth_image(64, 80, seed=i)).save(images / f"p{i}.jpg", quality=90)
+    data = tmp_path / "data.tar"
+    with tarfile.open(data, "w") as tar:
+        tar.add(tmp_path / "pack", arcname=".")
+    env = {**os.environ, "PYTHON": sys.executable}
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--data", str(data), "--out", str(out)],
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "base:" in r.stdout and "gain:" in r.stdout
+    parts = sorted(out.glob("results.tar.part*"))
+    assert parts and all(p.stat().st_size <= 16 * 2**20 for p in parts)  # what the device tool brings back
+
+    back = tmp_path / "back"
+    r = subprocess.run(["bash", str(SCRIPT), "--collect", str(out), "--out", str(back)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for run in ("base", "gain"):
+        ck = torch.load(back / "runs" / run / "checkpoint.pt", weights_only=False)
+        assert ck["step"] == 3
+        assert (back / "runs" / run / "best.safetensors").exists()
+    first = json.loads((back / "runs" / "gain" / "log.jsonl").read_text().splitlines()[0])
+    gains = first["calibrated_gains"]
+    assert gains[0] == 1.0 and all(g > 1 for g in gains[1:])  # later residuals are smaller, so they are scaled up
+
+
+def test_gpu_recipe_refuses_an_unknown_run():
+    r = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--only", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and "no run named nope" in r.stderr

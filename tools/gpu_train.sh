@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The whole GPU training step in one call, for a GPU machine lent for minutes (docs/TRAINING.md,
+# "The GPU recipe"). Each experiment in RUNS fine-tunes the same checkpoint with the same seed and
+# schedule, side by side on the one GPU, so they compare at equal GPU time.
+#
+#   tools/gpu_train.sh --prepare          here: pack the training data (< 64 MiB) and the wheels the GPU machine lacks
+#   tools/gpu_train.sh                    there: unpack, train every run for --minutes, write the results to $OUT
+#   tools/gpu_train.sh --collect DIR      here: unpack the results that came back in DIR into --out
+#   tools/gpu_train.sh --dry-run          anywhere: the same path on the CPU, a few tiny steps (tested in CI)
+#
+# Options: --minutes M (training time per run, default 8), --data TAR (default .traindata.tar),
+# --from CKPT (default checkpoints/default.pt), --out DIR (default $OUT, else runs/gpu-out),
+# --only NAME (just that run of RUNS), --extra "FLAGS" (train flags added to every run, last wins).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# name:extra train flags. Every run shares COMMON below; only these differ.
+RUNS=(
+  "base:--framework additive"
+  "gain:--framework iteration_gain"
+)
+COMMON=(--preset small --unroll 16 --crop 128 --lr 5e-4 --warmup 100 --steps 1000000 --val-every 200
+        --checkpoint-minutes 2 --threads 4 --seed 7)
+PACK_SOURCES=(../shared/data/train/cid22:1 ../shared/data/train/bsds500:2 ../shared/data/train/sun_hays80:2)
+PIECE=15m  # results come back in pieces: the device tool returns files of at most 16 MiB
+
+mode=run minutes=8 data=.traindata.tar from=checkpoints/default.pt out=${OUT:-runs/gpu-out} collect="" only="" extra=""
+while (($#)); do
+  case $1 in
+    --prepare|--dry-run) mode=${1#--} ;;
+    --collect) mode=collect collect=$2; shift ;;
+    --minutes) minutes=$2; shift ;;
+    --data) data=$2; shift ;;
+    --from) from=$2; shift ;;
+    --out) out=$2; shift ;;
+    --only) only=$2; shift ;;
+    --extra) extra=$2; shift ;;
+    *) echo "gpu_train.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [[ -n $only ]]; then
+  for run in "${RUNS[@]}"; do [[ ${run%%:*} == "$only" ]] && RUNS=("$run") && break; done
+  [[ ${RUNS[0]%%:*} == "$only" ]] || { echo "gpu_train.sh: no run named $only" >&2; exit 2; }
+fi
+if [[ -n ${PYTHON:-} ]]; then PY=$PYTHON; elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+
+case $mode in
+prepare)
+  rm -rf .traindata && "$PY" tools/pack_data.py "${PACK_SOURCES[@]}" -o .traindata
+  tar -cf "$data" -C .traindata . && rm -rf .traindata
+  # constriction is imported by the package but missing on the GPU machine's image (Python 3.12)
+  version=$("$PY" -c "import importlib.metadata as m; print(m.version('constriction'))")
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl "constriction==$version"
+  du -ch "$data" .whl | tail -1
+  echo "carry: [\"$data\", \".whl\"]"
+  exit 0 ;;
+collect)
+  mkdir -p "$out" && cat "$collect"/results.tar.part* | tar -x -C "$out"
+  ls "$out"/runs/*
+  exit 0 ;;
+esac
+
+if ! "$PY" -c "import constriction" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+work=$(mktemp -d)
+tar -xf "$data" -C "$work"
+folders=("$work"/*/)
+[[ -d ${folders[0]} ]] || { echo "gpu_train.sh: no image folders in $data" >&2; exit 1; }
+
+if [[ $mode == dry-run ]]; then
+  sizes=(--unroll 2 --crop 32 --batch 2 --steps 3 --val-every 2 --threads 1 --max-minutes 1)
+else
+  # batch: as large as the GPU holds for all runs at once (about 0.25 GB a 128×128 patch, fp32, 16 iterations)
+  batch=$("$PY" -c "
+import sys, torch
+if not torch.cuda.is_available(): sys.exit('gpu_train.sh: no CUDA GPU here (use --dry-run to try the path on the CPU)')
+mem = torch.cuda.get_device_properties(0).total_memory
+print(min(192, int(0.75 * mem / (${#RUNS[@]} * 0.25e9)) // 8 * 8))")
+  sizes=(--batch "$batch" --max-minutes "$minutes")
+  echo "gpu_train.sh: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader), batch $batch, ${#RUNS[@]} runs × $minutes min"
+fi
+
+pids=()
+for run in "${RUNS[@]}"; do
+  name=${run%%:*}
+  mkdir -p "$work/runs/$name"
+  # a run that overstays its budget gets SIGTERM, which ends it with a checkpoint
+  timeout --signal=TERM $((${minutes%.*} * 60 + 120)) \
+    "$PY" -m rnncodec.cli train "${folders[@]}" --out "$work/runs/$name" --init-from "$from" \
+      "${COMMON[@]}" "${sizes[@]}" ${run#*:} $extra >"$work/runs/$name/train.out" 2>&1 &
+  pids+=($!)
+done
+failed=0
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    failed=1
+    echo "gpu_train.sh: run ${RUNS[$i]%%:*} failed:" >&2
+    tail -c 2000 "$work/runs/${RUNS[$i]%%:*}/train.out" | tr '\r' '\n' | tail -5 >&2
+  fi
+done
+
+for run in "${RUNS[@]}"; do
+  name=${run%%:*}
+  tr '\r' '\n' <"$work/runs/$name/train.out" | tail -3 >"$work/runs/$name/train.tail" && rm "$work/runs/$name/train.out"
+  "$PY" - "$work/runs/$name/log.jsonl" "$name" <<'PY' || true
+import json, os, sys
+rows = [json.loads(line) for line in open(sys.argv[1])] if os.path.exists(sys.argv[1]) else [{"step": 0}]
+speed = [r["patches_per_s"] for r in rows if "patches_per_s" in r]
+val = [r for r in rows if "val_per_iteration" in r]
+print(f"{sys.argv[2]}: {max(r['step'] for r in rows)} steps, {speed[-1] if speed else 0:.0f} patches/s")
+for r in val[-1:]:
+    print(f"  val L1 at step {r['step']}: mean {r['val_loss']:.4f}; per iteration", " ".join(f"{v:.4f}" for v in r["val_per_iteration"]))
+PY
+done
+mkdir -p "$out"
+tar -cf - -C "$work" runs | split -b "$PIECE" -d - "$out/results.tar.part"
+rm -rf "$work"
+ls -l "$out"
+exit $failed
