@@ -54,6 +54,44 @@ def test_binarizer_stochastic_in_training_sign_in_inference():
     assert torch.equal(b(x), torch.where(torch.tanh(b.conv(x)) >= 0, 1.0, -1.0))
 
 
+def test_binarizer_sign_training_writes_the_test_bits_and_passes_gradients():
+    torch.manual_seed(0)
+    b = Binarizer(4, 8).train()
+    b.stochastic = False
+    x = torch.randn(16, 4, 4, 4)
+    bits = b(x)
+    assert torch.equal(bits.detach(), b.eval()(x))
+    b.train()
+    b(x).sum().backward()
+    assert b.conv.weight.grad.abs().sum() > 0
+
+
+def test_binarizer_expectation_matches_tanh_under_bf16_autocast():
+    """E[b] = tanh(Wx) with the noise drawn in float32, also where the model runs in bf16."""
+    torch.manual_seed(0)
+    b = Binarizer(1, 1).train()
+    with torch.no_grad():
+        b.conv.weight.fill_(0.1)
+    x = torch.full((200000, 1, 1, 1), 0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mean = b(x).float().mean().item()
+    assert mean == pytest.approx(torch.tanh(torch.tensor(0.05)).item(), abs=0.005)
+
+
+def test_iteration_gain_model_scales_residuals_and_calibrates():
+    torch.manual_seed(0)
+    net = RNNCodec(preset("tiny", framework="iteration_gain")).eval()
+    x = torch.rand(2, 3, 32, 32) - 0.5
+    plain = RNNCodec(preset("tiny")).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k != "log_gain"})
+    # with unit gains it is the additive model
+    assert all(torch.equal(a, b) for a, b in zip(net(x, 4)[1], plain(x, 4)[1]))
+    gains = net.calibrate_gains(x)
+    assert gains[0] == 1.0 and len(gains) == net.cfg.iterations
+    bits, recons = net(x, 4)
+    assert all(torch.allclose(r, d) for r, d in zip(recons, net.decode(bits)))  # the decoder replays the gains
+
+
 def test_binarizer_expectation_matches_tanh():
     """E[b] = tanh(Wx): the stochastic bits are unbiased."""
     torch.manual_seed(0)

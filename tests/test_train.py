@@ -75,6 +75,22 @@ def test_training_reduces_the_loss(data_dir, tmp_path):
     assert after < before
 
 
+def test_training_options_sign_bits_and_normalised_iterations(data_dir, tmp_path):
+    t = Trainer(config(data_dir, tmp_path / "o", steps=3, binarizer="sign", iteration_weights="normalised"), progress=False)
+    assert not t.model.binarizer.stochastic
+    t.run()
+    assert t.loss_scale is not None and t.loss_scale.shape == (t.unroll,)
+
+
+def test_train_flags_come_from_the_config(data_dir, tmp_path):
+    from rnncodec.cli import build_parser
+    from rnncodec.train.config import from_args
+
+    args = build_parser().parse_args(["train", str(data_dir), "--out", str(tmp_path), "--binarizer", "sign", "--crop", "48"])
+    tc = from_args(TrainConfig, args, model_overrides={})
+    assert tc == TrainConfig(data=[str(data_dir)], out=str(tmp_path), binarizer="sign", crop=48)
+
+
 def test_ssim_weighted_loss_keeps_the_scale():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 32, 32) - 0.5

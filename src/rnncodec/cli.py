@@ -12,6 +12,7 @@ from .entropy.train import register as register_train_entropy
 from .eval.cli import register as register_eval
 from .errors import FormatError, ImageError, ModelError, OutputError, RNNCodecError
 from .image import DEFAULT_MAX_PIXELS
+from .train.config import TrainConfig, add_flags, from_args
 
 
 class BatchError(RNNCodecError):
@@ -113,18 +114,11 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .train.loop import Trainer, TrainConfig
+    from .train.loop import Trainer
 
     overrides = {k: v for k, v in (("encoder_cell", args.cell), ("decoder_cell", args.cell), ("framework", args.framework),
                                     ("iterations", args.model_iterations), ("width", args.width)) if v is not None}
-    tc = TrainConfig(
-        data=args.data, out=args.out, preset=args.preset, model_overrides=overrides, unroll=args.unroll,
-        batch=args.batch, crop=args.crop, steps=args.steps, lr=args.lr, warmup=args.warmup, clip=args.clip, bf16=args.bf16,
-        seed=args.seed, ssim_weight=args.ssim_weight, high_entropy=args.high_entropy,
-        jpeg_downscale=args.jpeg_downscale, val_fraction=args.val_fraction, val_every=args.val_every,
-        checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, threads=args.threads,
-        init_from=args.init_from or "",
-    )
+    tc = from_args(TrainConfig, args, model_overrides=overrides)
     Trainer(tc, resume=Path(args.resume_from) if args.resume_from else args.resume).run()
 
 
@@ -173,32 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an image model on folders of images")
     t.add_argument("data", nargs="+", help="folders of training images (PNG, JPEG)")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.safetensors, log.jsonl")
-    t.add_argument("--preset", default="small")
-    t.add_argument("--cell", choices=CELLS)
-    t.add_argument("--framework", choices=FRAMEWORKS)
-    t.add_argument("--width", type=float)
+    t.add_argument("--cell", choices=CELLS, help="recurrent cell of encoder and decoder (default: the preset's)")
+    t.add_argument("--framework", choices=FRAMEWORKS, help="reconstruction framework (default: the preset's)")
+    t.add_argument("--width", type=float, help="layer width relative to the paper's (default: the preset's)")
     t.add_argument("--model-iterations", type=int, help="most iterations a file may hold")
-    t.add_argument("--unroll", type=int, default=0, help="iterations unrolled in training (default: the model's)")
-    t.add_argument("--batch", type=int, default=32)
-    t.add_argument("--crop", type=int, default=32, help="patch side in pixels, a multiple of 16 (the paper: 32)")
-    t.add_argument("--steps", type=int, default=20000)
-    t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--warmup", type=int, default=200)
-    t.add_argument("--clip", type=float, default=1.0)
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with bf16 support)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--ssim-weight", type=float, default=0.0, help="SSIM-weighted L1 strength (Johnston 2018); 0 = plain L1")
-    t.add_argument("--high-entropy", type=int, default=0, metavar="K", help="keep per image the K tiles PNG compresses worst")
-    t.add_argument("--jpeg-downscale", type=int, default=1, metavar="F", help="shrink JPEG sources by F first")
-    t.add_argument("--val-fraction", type=float, default=0.05)
-    t.add_argument("--val-every", type=int, default=500)
-    t.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    t.add_argument("--max-minutes", type=float, default=0.0)
-    t.add_argument("--threads", type=int, default=0)
+    add_flags(t, TrainConfig)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--resume-from", metavar="CKPT", help="continue from this checkpoint (e.g. checkpoints/default.pt)")
-    t.add_argument("--init-from", metavar="WEIGHTS", help="fine-tune: start from these weights (.safetensors or "
-                   "checkpoint) with a fresh optimizer and schedule")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("export", help="export a training checkpoint as fp16 release weights")

@@ -6,7 +6,8 @@ from torch import Tensor, nn
 
 
 class Binarizer(nn.Module):
-    """Stochastic ±1 with a straight-through gradient while training; sign() at inference.
+    """Stochastic ±1 with a straight-through gradient while training; sign() at inference (and,
+    with `stochastic` off, in training too).
 
     In training, b = +1 with probability (1 + x)/2, so E[b] = x and the gradient of x passes
     straight through. At inference 0 maps to +1 so that every output is a valid bit.
@@ -15,13 +16,15 @@ class Binarizer(nn.Module):
     def __init__(self, in_ch: int, bits: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, bits, 1, bias=False)
+        self.stochastic = True  # False: train on sign() bits too, the bits the codec writes
 
     def forward(self, x: Tensor) -> Tensor:
         x = torch.tanh(self.conv(x))
-        if self.training:
+        if self.training and self.stochastic:
             # drawn and compared in float32: under bf16 autocast the threshold's rounding would bias
             # E[b] by about 0.008, exactly where small late-iteration activations sit
             p = (1 + x.float()) / 2
             bits = torch.where(torch.rand_like(p) <= p, 1.0, -1.0).to(x.dtype)
-            return bits + (x - x.detach())  # exactly ±1 forward, identity gradient backward
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        else:
+            bits = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        return bits + (x - x.detach()) if self.training else bits  # exactly ±1 forward, identity gradient backward

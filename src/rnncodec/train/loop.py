@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,38 +24,10 @@ from tqdm import tqdm
 from ..config import ModelConfig, preset
 from ..models import RNNCodec
 from ..weights import load_weights, save_weights
+from .config import TrainConfig
 from .data import PatchSource, is_validation, list_images
 from .export import load_checkpoint
 from .losses import ResidualL1
-
-
-@dataclass
-class TrainConfig:
-    data: list[str]
-    out: str
-    preset: str = "small"
-    model_overrides: dict = field(default_factory=dict)
-    unroll: int = 0  # iterations unrolled in training; 0 = the model's own count
-    batch: int = 32
-    crop: int = 32  # training patch side; larger crops teach the model interiors, not only borders
-    steps: int = 20000
-    lr: float = 5e-4
-    min_lr_ratio: float = 0.05
-    warmup: int = 200
-    clip: float = 1.0
-    bf16: bool = False
-    seed: int = 0
-    ssim_weight: float = 0.0
-    high_entropy: int = 0
-    jpeg_downscale: int = 1
-    val_fraction: float = 0.05
-    val_patches: int = 256
-    val_every: int = 500
-    log_every: int = 50
-    checkpoint_minutes: float = 5.0
-    max_minutes: float = 0.0  # total training time over all resumes; 0 = no limit. The schedule ends there too.
-    threads: int = 0  # 0 = torch's default
-    init_from: str = ""  # start from these weights (.safetensors or checkpoint) with a fresh optimizer and schedule
 
 
 def lr_at(step: int, tc: TrainConfig, seconds: float = 0.0) -> float:
@@ -121,11 +93,13 @@ class Trainer:
         self.rng = np.random.default_rng(tc.seed + self.rank)
         self.cfg: ModelConfig = preset(tc.preset, **tc.model_overrides)
         self.model = RNNCodec(self.cfg).to(self.device)
+        self.model.binarizer.stochastic = tc.binarizer == "stochastic"
         self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr)
         self.loss = ResidualL1(tc.ssim_weight)
         self.loss.window = self.loss.window.to(self.device)
         self.unroll = tc.unroll or self.cfg.iterations
         self.step, self.best_val, self.cpu_seconds, self.seconds = 0, float("inf"), 0.0, 0.0
+        self.loss_scale: torch.Tensor | None = None  # running mean L1 per iteration, for normalised weights
 
         calibrate = False
         if resume is True and self.ckpt_path.exists():
@@ -228,13 +202,22 @@ class Trainer:
             group["lr"] = lr_at(self.step, self.tc, self.seconds)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.tc.bf16):
             _, recons = self.ddp(x, self.unroll)
-            loss = self.loss(x, [r.float() for r in recons])
+            per_iteration = self.loss.per_iteration(x, [r.float() for r in recons])
+        loss = per_iteration.mean() if self.tc.iteration_weights == "mean" else self._normalised(per_iteration)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip)
         self.opt.step()
         self.step += 1
         return loss.item()
+
+    def _normalised(self, per_iteration: torch.Tensor) -> torch.Tensor:
+        """Each iteration's L1 over its running mean: under the plain mean, late iterations (with
+        small residuals) get a small share of the gradient; this gives every iteration the same
+        relative weight, as a log-loss does. Its value stays near 1, so it is logged as the mean."""
+        current = per_iteration.detach()
+        self.loss_scale = current if self.loss_scale is None else 0.99 * self.loss_scale + 0.01 * current
+        return (per_iteration / self.loss_scale).mean() * self.loss_scale.mean()
 
     def run(self) -> None:
         tc = self.tc

@@ -1,0 +1,80 @@
+"""Training settings: one dataclass per trainer, each field one default with its help text.
+
+The command line is derived from these fields (`add_flags`, `from_args`), so no option or
+default is written twice. This module imports no torch, so building the CLI stays cheap.
+"""
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+from ..config import PRESETS
+
+
+def opt(default: Any, help: str, **argparse_kw: Any) -> Any:
+    """A config field with its CLI help (and extra argparse settings such as `choices`)."""
+    return field(default=default, metadata={"help": help, **argparse_kw})
+
+
+@dataclass
+class TrainConfig:
+    """`rnncodec train`: the image model."""
+
+    data: list[str]
+    out: str
+    preset: str = opt("small", "model preset: paper (the paper's widths), small (¼), fast (⅛), tiny (tests)",
+                      choices=tuple(PRESETS))
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields replaced (cell, framework, …)
+    unroll: int = opt(0, "iterations unrolled in training (0: the model's own count)")
+    batch: int = opt(32, "patches per step")
+    crop: int = opt(32, "patch side in pixels, a multiple of 16 (the paper: 32); larger crops teach interiors, not only borders")
+    steps: int = opt(20000, "most steps; the schedule decays over them")
+    lr: float = opt(5e-4, "peak learning rate (Adam)")
+    min_lr_ratio: float = opt(0.05, "the cosine decay ends at this fraction of the peak learning rate")
+    warmup: int = opt(200, "steps of linear warm-up")
+    clip: float = opt(1.0, "gradient norm clip")
+    bf16: bool = opt(False, "bf16 autocast (faster on CPUs with bf16 support)")
+    binarizer: str = opt("stochastic", "training bits: stochastic (the paper) or sign, as at test time (straight-through)",
+                         choices=("stochastic", "sign"))
+    iteration_weights: str = opt("mean", "loss over iterations: mean (the paper), or normalised, each iteration's L1 "
+                                 "divided by its running mean so late iterations weigh as much as early ones",
+                                 choices=("mean", "normalised"))
+    seed: int = opt(0, "seed of the patches and the binarizer noise")
+    ssim_weight: float = opt(0.0, "SSIM-weighted L1 strength (Johnston 2018); 0 = plain L1")
+    high_entropy: int = opt(0, "keep per image the K 32×32 tiles PNG compresses worst", metavar="K")
+    jpeg_downscale: int = opt(1, "shrink JPEG sources by F first, hiding their block artefacts", metavar="F")
+    val_fraction: float = opt(0.05, "images held back for validation (by a hash of the file name)")
+    val_patches: int = opt(256, "held-out patches scored at every validation")
+    val_every: int = opt(500, "steps between validations")
+    log_every: int = opt(50, "steps between log lines")
+    checkpoint_minutes: float = opt(5.0, "minutes between checkpoints")
+    max_minutes: float = opt(0.0, "training time over all resumes (0: no limit); the schedule ends there too")
+    threads: int = opt(0, "torch threads (0: torch's default)")
+    init_from: str = opt("", "fine-tune: start from these weights (.safetensors or checkpoint) with a fresh optimizer "
+                         "and schedule", metavar="WEIGHTS")
+
+
+C = TypeVar("C")
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--flag` per field of `cls` that has help text."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if "help" not in f.metadata:
+            continue
+        kw = dict(f.metadata)
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, action="store_true", **kw)
+        else:
+            parser.add_argument(flag, type=hints[f.name], default=f.default, **kw)
+
+
+def from_args(cls: type[C], args: argparse.Namespace, **given: Any) -> C:
+    """The config from parsed flags, with `given` fields set by the caller."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in given and hasattr(args, f.name)}
+    return cls(**values, **given)
+
