@@ -92,6 +92,17 @@ def test_iteration_gain_model_scales_residuals_and_calibrates():
     assert all(torch.allclose(r, d) for r, d in zip(recons, net.decode(bits)))  # the decoder replays the gains
 
 
+def test_priming_changes_the_first_output_and_decodes_the_same():
+    torch.manual_seed(0)
+    primed = RNNCodec(preset("tiny", priming=2)).eval()
+    plain = RNNCodec(preset("tiny")).eval()
+    plain.load_state_dict(primed.state_dict())
+    x = torch.rand(1, 3, 32, 32) - 0.5
+    bits, recons = primed(x, 3)
+    assert not torch.equal(recons[0], plain(x, 1)[1][0])
+    assert all(torch.allclose(r, d) for r, d in zip(recons, primed.decode(bits)))
+
+
 def test_binarizer_expectation_matches_tanh():
     """E[b] = tanh(Wx): the stochastic bits are unbiased."""
     torch.manual_seed(0)

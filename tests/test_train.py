@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from rnncodec.models.store import load_image_model
-from rnncodec.train.data import PatchSource, high_entropy_tiles, is_validation, list_images
+from rnncodec.train.data import PatchSource, hard_corners, high_entropy_tiles, is_validation, list_images
 from rnncodec.train.loop import Trainer, TrainConfig, lr_at
 from rnncodec.train.losses import ResidualL1
 
@@ -75,6 +75,16 @@ def test_training_reduces_the_loss(data_dir, tmp_path):
     assert after < before
 
 
+def test_fine_tune_into_priming_and_iteration_gain(data_dir, tmp_path):
+    base = Trainer(config(data_dir, tmp_path / "b", steps=1), progress=False)
+    base.run()
+    primed = Trainer(config(data_dir, tmp_path / "p", steps=1, model_overrides={"priming": 2, "framework": "iteration_gain"},
+                            init_from=str(tmp_path / "b" / "checkpoint.pt")), progress=False)
+    assert torch.equal(primed.model.decoder.out.weight, base.model.decoder.out.weight)
+    assert primed.model.log_gain[1] != 0  # calibrated on a training batch
+    primed.run()
+
+
 def test_training_options_sign_bits_and_normalised_iterations(data_dir, tmp_path):
     t = Trainer(config(data_dir, tmp_path / "o", steps=3, binarizer="sign", iteration_weights="normalised"), progress=False)
     assert not t.model.binarizer.stochastic
@@ -105,6 +115,17 @@ def test_high_entropy_tiles_are_the_busiest():
     img[:, 32:] = np.random.default_rng(0).integers(0, 256, (64, 32, 3))
     tiles = high_entropy_tiles(img, 2)
     assert tiles.shape == (2, 32, 32, 3) and all(t.std() > 50 for t in tiles)
+
+
+def test_hard_crops_come_from_the_busy_part(tmp_path):
+    img = np.full((128, 256, 3), 128, np.uint8)
+    img[:, 192:] = np.random.default_rng(0).integers(0, 256, (128, 64, 3))  # only the right quarter is busy
+    assert {tuple(c) for c in hard_corners(img, 32)} <= {(y, x) for y in range(0, 128, 32) for x in (192, 224)}
+    Image.fromarray(img).save(tmp_path / "half.png")
+    hard = PatchSource([tmp_path / "half.png"], progress=False, patch=32, hard=1.0).batch(64, np.random.default_rng(0))
+    anywhere = PatchSource([tmp_path / "half.png"], progress=False, patch=32).batch(64, np.random.default_rng(0))
+    busy = lambda b: (b.std(dim=(1, 2, 3)) > 0.05).float().mean()  # noqa: E731
+    assert busy(hard) == 1.0 and busy(anywhere) < 0.6
 
 
 def test_jpeg_downscale_and_split(data_dir):

@@ -117,7 +117,8 @@ def _train(args: argparse.Namespace) -> None:
     from .train.loop import Trainer
 
     overrides = {k: v for k, v in (("encoder_cell", args.cell), ("decoder_cell", args.cell), ("framework", args.framework),
-                                    ("iterations", args.model_iterations), ("width", args.width)) if v is not None}
+                                    ("iterations", args.model_iterations), ("width", args.width),
+                                    ("priming", args.priming)) if v is not None}
     tc = from_args(TrainConfig, args, model_overrides=overrides)
     Trainer(tc, resume=Path(args.resume_from) if args.resume_from else args.resume).run()
 
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--framework", choices=FRAMEWORKS, help="reconstruction framework (default: the preset's)")
     t.add_argument("--width", type=float, help="layer width relative to the paper's (default: the preset's)")
     t.add_argument("--model-iterations", type=int, help="most iterations a file may hold")
+    t.add_argument("--priming", type=int, help="extra decoder steps on the first iteration's bits (Johnston 2018)")
     add_flags(t, TrainConfig)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--resume-from", metavar="CKPT", help="continue from this checkpoint (e.g. checkpoints/default.pt)")

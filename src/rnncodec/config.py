@@ -20,14 +20,15 @@ class ModelConfig:
     iterations: int = 16  # iterations the model was trained for; also the most a file may hold
     assoc_copies: int = 4  # memory copies of the associative LSTM
     gain_width: int = 32  # channels of the residual-scaling gain network
+    priming: int = 0  # extra decoder steps on the first iteration's bits (Johnston et al. 2018): no extra bits
 
     def __post_init__(self) -> None:
         if self.encoder_cell not in CELLS or self.decoder_cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}")
         if self.framework not in FRAMEWORKS:
             raise ValueError(f"framework must be one of {FRAMEWORKS}")
-        if not 0 < self.width <= 4 or not 1 <= self.bits <= 256 or not 1 <= self.iterations <= 64:
-            raise ValueError("width, bits or iterations out of range")
+        if not 0 < self.width <= 4 or not 1 <= self.bits <= 256 or not 1 <= self.iterations <= 64 or not 0 <= self.priming <= 8:
+            raise ValueError("width, bits, iterations or priming out of range")
 
     def depth(self, paper_depth: int) -> int:
         """Scaled layer depth, kept a multiple of 8 so depth-to-space and complex pairs split evenly."""

@@ -118,13 +118,18 @@ class RNNCodec(nn.Module):
         self.log_gain.copy_(torch.tensor(ratios).log() / 2)
         return self.log_gain.exp().tolist()
 
-    def _reconstruct(self, bits: Tensor, dec: list, recon: Tensor, gain: Tensor | None) -> tuple[Tensor, list]:
+    def _reconstruct(self, bits: Tensor, dec: list, recon: Tensor, gain: Tensor | None, t: int) -> tuple[Tensor, list]:
         """x̂_t from b_t: the one step the encoder and the decoder must compute identically.
 
         The bits are made contiguous first: the binarizer's output may be laid out channels-last,
         and a different layout can select a different convolution kernel, and so other roundings.
+        Priming runs the decoder on the first bits a few extra times, so that its hidden states
+        start out informed rather than at zero.
         """
-        out, dec = self.decoder(bits.contiguous(), dec)
+        bits = bits.contiguous()
+        for _ in range(self.cfg.priming if t == 0 else 0):
+            _, dec = self.decoder(bits, dec)
+        out, dec = self.decoder(bits, dec)
         if gain is not None:
             out = out / gain
         return (out if self.cfg.framework == "oneshot" else recon + out), dec
@@ -139,7 +144,7 @@ class RNNCodec(nn.Module):
             residual = x - recon if gain is None else (x - recon) * gain
             code, enc = self.encoder(residual, enc)
             bits = self.binarizer(code)
-            recon, dec = self._reconstruct(bits, dec, recon, gain)
+            recon, dec = self._reconstruct(bits, dec, recon, gain, t)
             bits_out.append(bits)
             recons.append(recon)
         return bits_out, recons
@@ -151,5 +156,5 @@ class RNNCodec(nn.Module):
         for t, b in enumerate(bits):
             if recon is None:
                 recon = b.new_zeros(b.shape[0], 3, b.shape[2] * STRIDE, b.shape[3] * STRIDE)
-            recon, dec = self._reconstruct(b, dec, recon, self._gain(recon, t))
+            recon, dec = self._reconstruct(b, dec, recon, self._gain(recon, t), t)
             yield recon

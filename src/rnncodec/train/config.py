@@ -44,6 +44,8 @@ class TrainConfig:
     seed: int = opt(0, "seed of the patches and the binarizer noise")
     ssim_weight: float = opt(0.0, "SSIM-weighted L1 strength (Johnston 2018); 0 = plain L1")
     high_entropy: int = opt(0, "keep per image the K 32×32 tiles PNG compresses worst", metavar="K")
+    hard_crops: float = opt(0.0, "fraction of each batch cut around the crop-sized tiles PNG compresses worst "
+                            "(hard-patch mining, Johnston 2018)", metavar="F")
     jpeg_downscale: int = opt(1, "shrink JPEG sources by F first, hiding their block artefacts", metavar="F")
     val_fraction: float = opt(0.05, "images held back for validation (by a hash of the file name)")
     val_patches: int = opt(256, "held-out patches scored at every validation")

@@ -113,7 +113,7 @@ class Trainer:
         paths = list_images([Path(d) for d in tc.data])
         train_paths = [p for p in paths if not is_validation(p, tc.val_fraction)]
         val_paths = [p for p in paths if is_validation(p, tc.val_fraction)]
-        self.train_src = PatchSource(train_paths, tc.jpeg_downscale, tc.high_entropy, self.progress, tc.crop)
+        self.train_src = PatchSource(train_paths, tc.jpeg_downscale, tc.high_entropy, self.progress, tc.crop, tc.hard_crops)
         self.val_batch = None
         if val_paths:
             val_src = PatchSource(val_paths, tc.jpeg_downscale, 0, False, tc.crop)
@@ -137,24 +137,23 @@ class Trainer:
     def _init_weights(self, path: Path) -> bool:
         """Fine-tuning: only the weights carry over, so a new run gets its own warmup and decay.
 
-        The weights may come from a model of another reconstruction framework with the same
-        layers (additive → iteration gain): the shared layers carry over, and True asks for the
-        gains to be calibrated on a training batch."""
+        The weights may come from a model with the same layers but another reconstruction
+        framework or priming (additive → iteration gain, say): the shared layers carry over, new
+        ones keep their initial values, and True asks for newly added gains to be calibrated on a
+        training batch."""
         if path.suffix == ".safetensors":
             stored = load_weights(path)
             config, state = stored.config, stored.tensors
         else:
             ck = load_checkpoint(path)
             config, state = ck["model_config"], ck["model"]
-        source = ModelConfig.from_json(config)
-        if replace(source, framework=self.cfg.framework) != self.cfg or self.cfg.framework != "iteration_gain":
-            self._set_weights(path, config, state)
-            return False
+        if replace(ModelConfig.from_json(config), framework=self.cfg.framework, priming=self.cfg.priming) != self.cfg:
+            raise SystemExit(f"{path} holds another model config (preset, cell, width)")
         missing = self.model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False).missing_keys
-        return missing == ["log_gain"]
+        return "log_gain" in missing
 
     def _set_weights(self, path: Path, config: str, state: dict[str, torch.Tensor]) -> None:
-        if config != self.cfg.to_json():
+        if ModelConfig.from_json(config) != self.cfg:
             raise SystemExit(f"{path} holds another model config (preset, cell, framework)")
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
 
