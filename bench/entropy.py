@@ -17,11 +17,10 @@ import numpy as np
 from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder, arithmetic_coder
-from rnncodec.image import read_image
 from rnncodec.models.rnn_codec import STRIDE
 from rnncodec.models.store import load_image_model
 from rnncodec.tiles import plan_tiles
-from rnncodec.train.data import list_images
+from rnncodec.image import list_images, read_image
 
 KODAK = Path("/work/shared/data/kodak")
 PREFIXES = (2, 4, 8, 16)
@@ -63,7 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     model = load_image_model(args.model)
     coder = arithmetic_coder(args.entropy)
-    paths = list_images([args.kodak])[: args.images or None]
+    paths = list_images(args.kodak, lossless=True)[: args.images or None]
     prefixes = [k for k in PREFIXES if k <= model.cfg.iterations]
     raw_sizes, ac_sizes, times = [], [], []
     for path in paths:

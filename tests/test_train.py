@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from rnncodec.models.store import load_image_model
-from rnncodec.train.data import PatchSource, hard_corners, high_entropy_tiles, is_validation, list_images
+from rnncodec.image import list_images
+from rnncodec.train.data import PatchSource, hard_corners, high_entropy_tiles, is_validation
 from rnncodec.train.loop import Trainer, TrainConfig, lr_at
 from rnncodec.train.losses import ResidualL1
 
@@ -129,7 +130,7 @@ def test_hard_crops_come_from_the_busy_part(tmp_path):
 
 
 def test_jpeg_downscale_and_split(data_dir):
-    paths = list_images([data_dir])
+    paths = list_images(data_dir)
     assert len(paths) == 7
     src = PatchSource([data_dir / "photo.jpg"], jpeg_downscale=3, progress=False)
     assert src.images[0].shape == (32, 32, 3)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from rnncodec.train.data import list_images
+from rnncodec.image import list_images
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
         folder, _, factor = spec.rpartition(":")
         dest = Path(args.out) / Path(folder).name
         dest.mkdir(parents=True, exist_ok=True)
-        for path in list_images([Path(folder)]):
+        for path in list_images(folder):
             with Image.open(path) as im:
                 im = im.convert("RGB")
                 if int(factor) > 1:

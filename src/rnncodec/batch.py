@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from .errors import RNNCodecError
 from .fileio import atomic_write
-from .train.data import IMAGE_SUFFIXES
+from .image import list_images, read_image
 
 
 def _init_worker() -> None:
@@ -22,7 +22,6 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
                   kwargs: dict) -> str | None:
     """Returns None on success, else a one-line error."""
     from .codec import encode, make_coder
-    from .image import read_image
     from .models.store import load_image_model
 
     try:
@@ -39,7 +38,7 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
 def compress_folder(src_dir: Path, out_dir: Path, jobs: int, force: bool, model_path: str | None, coder: str | None,
                     **kwargs) -> int:
     """Compress every image under src_dir into out_dir (same relative paths, .rnc); returns failures."""
-    files = sorted(p for p in src_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(src_dir)
     failures = 0
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn"), initializer=_init_worker) as pool:
         futures = [pool.submit(_compress_one, f, out_dir / f.relative_to(src_dir).with_suffix(".rnc"), force,

@@ -18,6 +18,22 @@ from .errors import ImageError
 from .fileio import reading
 
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP: larger inputs are refused as possible decompression bombs
+LOSSLESS_SUFFIXES = frozenset({".png", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp", ".tif", ".tiff"})
+
+
+def image_suffixes() -> frozenset[str]:
+    """Every file extension Pillow can open, with the plugins that are installed."""
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN) - {".rnc"}
+
+
+def list_images(*roots: str | Path, lossless: bool = False) -> list[Path]:
+    """The image files below each root folder, sorted, so that a seed fixes their order.
+
+    `lossless` keeps the lossless formats only: evaluation sources must not carry another
+    codec's artefacts."""
+    suffixes = LOSSLESS_SUFFIXES if lossless else image_suffixes()
+    return sorted(p for root in roots for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
 @dataclass

@@ -22,14 +22,13 @@ from tqdm import tqdm
 from .. import container
 from ..codec import decode, default_coder, encode
 from ..fileio import atomic_write
-from ..image import read_image
+from ..image import list_images, read_image
 from ..models.store import load_image_model
 from .codecs import Codec, available
 from .curves import METRICS
 from .metrics import all_metrics, bpp, to_db
 
 RNNCODEC = "rnncodec"
-IMAGE_SUFFIXES = (".png", ".ppm", ".bmp", ".tif", ".tiff")  # lossless sources only
 CACHE_VERSION = 1
 
 
@@ -39,14 +38,6 @@ class Job:
     codec: str
     out: Path
     model: str | None  # rnncodec weights; None: the packaged model
-
-
-def list_images(dataset: str | Path) -> list[Path]:
-    """The lossless images directly inside `dataset`, sorted by name."""
-    images = sorted(p for p in Path(dataset).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise ValueError(f"{dataset}: no PNG, PPM, BMP or TIFF images")
-    return images
 
 
 def _rnncodec_rows(job: Job, pixels: np.ndarray) -> list[dict]:
@@ -160,7 +151,9 @@ def evaluate(dataset: str | Path, out: str | Path, codecs: list[str], model: str
     """Run every codec over the dataset; write OUT/<codec>.json and OUT/per_image.csv."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    images = list_images(dataset)[:limit]
+    images = list_images(dataset, lossless=True)[:limit]
+    if not images:
+        raise ValueError(f"{dataset}: no lossless images (PNG, PPM, BMP, TIFF)")
     jobs = [Job(img, c, out, model) for c in codecs for img in images]  # rnncodec first: the longest jobs
     rows = run_jobs(jobs, workers)
     summaries = {c: summarize(rows, c, describe(c, model)) for c in codecs}

@@ -10,14 +10,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ..image import list_images
+
 PATCH = 32
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
-
-
-def list_images(folders: list[Path]) -> list[Path]:
-    """Every image file under the folders, sorted so that a seed fixes the order."""
-    files = [p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files)
+__all__ = ["PatchSource", "is_validation", "list_images", "load_rgb"]  # list_images: the image module's
 
 
 def is_validation(path: Path, fraction: float) -> bool:

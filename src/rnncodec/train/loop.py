@@ -25,7 +25,8 @@ from ..config import ModelConfig, preset
 from ..models import RNNCodec
 from ..weights import load_weights, save_weights
 from .config import TrainConfig
-from .data import PatchSource, is_validation, list_images
+from ..image import list_images
+from .data import PatchSource, is_validation
 from .export import load_checkpoint
 from .losses import ResidualL1
 
@@ -110,7 +111,7 @@ class Trainer:
             calibrate = self._init_weights(Path(tc.init_from))
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
-        paths = list_images([Path(d) for d in tc.data])
+        paths = list_images(*tc.data)
         train_paths = [p for p in paths if not is_validation(p, tc.val_fraction)]
         val_paths = [p for p in paths if is_validation(p, tc.val_fraction)]
         self.train_src = PatchSource(train_paths, tc.jpeg_downscale, tc.high_entropy, self.progress, tc.crop, tc.hard_crops)
