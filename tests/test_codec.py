@@ -30,6 +30,18 @@ def test_size_is_nominal_rate_plus_header(tiny_model):
     assert len(header.to_bytes()) == 41
 
 
+def test_the_container_knows_every_prefix(tiny_model):
+    enc = encode(smooth_image(48, 64), iterations=4, model=tiny_model)
+    header, chunks = container.read(enc.data)
+    sizes = container.prefix_sizes(header, chunks)
+    for k in range(1, 5):
+        cut = container.truncate(header, chunks, k)
+        assert len(cut) == sizes[k - 1]
+        assert decode(cut).iterations == k
+    assert sizes[-1] == len(enc.data)
+    assert encode(smooth_image(48, 64), bpp=sizes[1] * 8 / (48 * 64), model=tiny_model).data == container.truncate(header, chunks, 2)
+
+
 def test_every_chunk_prefix_decodes(tiny_model):
     img = smooth_image(40, 70)
     enc = encode(img, iterations=5, model=tiny_model)

@@ -107,9 +107,7 @@ def _info(args: argparse.Namespace) -> None:
     print(f"coder:       {header.coder_id} (entropy model {header.entropy_id.hex()})")
     print(f"tiles:       {header.tile} px, overlap {header.overlap} px")
     print(f"iterations:  {len(chunks)} of {header.iterations} written")
-    size = len(header.to_bytes())
-    for t, (payload, _) in enumerate(chunks, 1):
-        size += 8 + len(payload)
+    for t, ((payload, _), size) in enumerate(zip(chunks, container.prefix_sizes(header, chunks)), 1):
         print(f"  {t:2d}: {len(payload):8d} bytes   prefix {size:8d} bytes = {size * 8 / pixels:.4f} bpp")
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -118,13 +117,11 @@ def encode(
                 if reconstruct:
                     canvases[t].add(box, recons[t][0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
     chunks = [(container.join_segments(segments[t]), crcs[t]) for t in range(n_iter)]
-    header = partial(container.Header, coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap,
-                     icc_profile=rgb.icc_profile)
+    header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile)
     keep = n_iter
     if bpp is not None:
-        sizes = np.cumsum([len(header(n_iter).to_bytes())] + [container.CHUNK_OVERHEAD + len(p) for p, _ in chunks])
-        keep = max(1, int(np.searchsorted(sizes[1:], bpp * w * h / 8, side="right")))
-    data = container.write(header(keep), chunks[:keep])
+        keep = max(1, int(np.searchsorted(container.prefix_sizes(header, chunks), bpp * w * h / 8, side="right")))
+    data = container.truncate(header, chunks, keep)
     return Encoded(data, keep, _to_uint8(canvases[keep - 1].result()) if reconstruct else None)
 
 

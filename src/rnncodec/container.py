@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,6 +55,21 @@ def write(header: Header, chunks: list[tuple[bytes, int]]) -> bytes:
     for payload, crc in chunks:
         parts += [_CHUNK.pack(len(payload), crc), payload]
     return b"".join(parts)
+
+
+def prefix_sizes(header: Header, chunks: list[tuple[bytes, int]]) -> list[int]:
+    """Bytes of the file cut after each chunk, header included: what `--iterations k` writes for
+    k = 1, 2, … (the header's size does not depend on its iteration count)."""
+    sizes, size = [], len(header.to_bytes())
+    for payload, _ in chunks:
+        size += CHUNK_OVERHEAD + len(payload)
+        sizes.append(size)
+    return sizes
+
+
+def truncate(header: Header, chunks: list[tuple[bytes, int]], iterations: int) -> bytes:
+    """The file of the first `iterations` chunks, its header saying so: a valid file of its own."""
+    return write(replace(header, iterations=iterations), chunks[:iterations])
 
 
 def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:

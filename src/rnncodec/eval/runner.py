@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 import multiprocessing as mp
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ def _rnncodec_rows(job: Job, pixels: np.ndarray) -> list[dict]:
     header, chunks = container.read(stream.read_bytes())
     rows = []
     for k in range(1, len(chunks) + 1):
-        prefix = container.write(replace(header, iterations=k), chunks[:k])
+        prefix = container.truncate(header, chunks, k)
         dec = decode(prefix, model_lookup=lambda _: model)  # CRCs catch a model that is not the file's
         rows.append({"quality": k, "bytes": len(prefix), **all_metrics(pixels, dec.pixels)})
     return rows
