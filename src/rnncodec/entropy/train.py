@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..models.store import ImageModel, load_image_model
-from ..train.data import PatchSource, is_validation, list_images
+from ..image import list_images
+from ..train.data import PatchSource, is_validation
 from ..train.loop import lr_at, timed_steps
 from ..weights import save_weights
 from .context_model import KIND, ContextConfig, ContextModel
@@ -78,7 +79,7 @@ class EntropyTrainer:
         if resume and self.ckpt_path.exists():
             self._load()
 
-        paths = list_images([Path(d) for d in tc.data])
+        paths = list_images(*tc.data)
         train_paths = [p for p in paths if not is_validation(p, tc.val_fraction)]
         val_paths = [p for p in paths if is_validation(p, tc.val_fraction)]
         self.src = PatchSource(train_paths, tc.jpeg_downscale, 0, progress, patch=tc.crop)
