@@ -16,7 +16,6 @@ from PIL import Image
 from rnncodec.codec import decode, encode
 from rnncodec.tiles import plan_tiles
 
-KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 
 
 def seam_mask(h: int, w: int, tile: int, width: int = 4) -> np.ndarray:
@@ -36,6 +35,7 @@ def psnr(se: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("kodak", type=Path, help="folder of the Kodak PNGs")
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--iterations", type=int, default=4)
@@ -44,7 +44,7 @@ def main() -> None:
     print("| overlap | bpp | PSNR seam bands | PSNR interiors | difference dB |\n|---|---|---|---|---|")
     for overlap in (0, 16):
         seam_se, inner_se, bits, pixels = [], [], 0, 0
-        for path in sorted(KODAK.glob("*.png"))[: args.images]:
+        for path in sorted(args.kodak.glob("*.png"))[: args.images]:
             img = np.asarray(Image.open(path).convert("RGB"))
             data = encode(img, iterations=args.iterations, tile=args.tile, overlap=overlap).data
             se = ((decode(data).pixels.astype(np.float64) - img) ** 2).mean(axis=2)

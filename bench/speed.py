@@ -40,7 +40,6 @@ from rnncodec.models.rnn_codec import STRIDE
 from rnncodec.models.store import ImageModel, load_image_model
 from rnncodec.tiles import plan_tiles
 
-KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 FLOP_CROP = 256
 _DONE = object()
 
@@ -196,6 +195,7 @@ def machine() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kodak", type=Path, help="folder of the Kodak PNGs (needed unless --child)")
     ap.add_argument("--image", default="kodim23", help="Kodak image name")
     ap.add_argument("--iterations", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--large", default="6000x4000", help="WxH of the upscaled image; 'none' to skip")
@@ -216,7 +216,7 @@ def main() -> None:
     compute = ["| image | iterations | phase | model GFLOP | FLOPs/pixel | GFLOP/s | of GEMM |",
                "|---|---:|---|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
-        kodak = KODAK / f"{args.image}.png"
+        kodak = args.kodak / f"{args.image}.png"
         cases = [(kodak, f"{args.image} 768×512", k) for k in args.iterations]
         if args.large != "none":
             w, h = (int(v) for v in args.large.split("x"))

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from rnncodec.config import preset
 from rnncodec.models import RNNCodec
 from rnncodec.models.store import ImageModel, _reset_caches, load_image_model
+from rnncodec.testing import smooth_image  # noqa: F401  (the tests import it from here)
 from rnncodec.weights import MODEL_PATH_ENV, save_weights
 
 
@@ -35,14 +35,6 @@ def _model_path(model_dir, monkeypatch):
 @pytest.fixture
 def tiny_model(model_dir) -> ImageModel:
     return load_image_model(model_dir / "tiny.safetensors")
-
-
-def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A photo-like test image: smooth gradients plus a little noise, H×W×3 uint8."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([128 + 100 * np.sin(x / 23 + c) * np.cos(y / 31 - c) for c in range(3)], axis=-1)
-    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, OutputError
 from rnncodec.fileio import atomic_write
-from mutations import ALLOWED, _reheader, mutations
+from rnncodec.testing import ALLOWED, _reheader, mutations
 
 from conftest import smooth_image
 

@@ -6,28 +6,23 @@ project's decode errors, or a decode slower than --timeout seconds, is reported 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
-import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import torch
+from hypothesis import HealthCheck, given, settings
 
-import os  # noqa: E402
-import tempfile  # noqa: E402
-
-import torch  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-
-from conftest import smooth_image  # noqa: E402
-from mutations import ALLOWED, mutations  # noqa: E402
-from rnncodec.codec import decode, encode  # noqa: E402
-from rnncodec.config import preset  # noqa: E402
-from rnncodec.entropy import RawCoder, arithmetic_coder  # noqa: E402
-from rnncodec.models import RNNCodec  # noqa: E402
-from rnncodec.models.store import load_image_model  # noqa: E402
-from rnncodec.weights import MODEL_PATH_ENV, save_weights  # noqa: E402
+from rnncodec.codec import decode, encode
+from rnncodec.config import preset
+from rnncodec.entropy import RawCoder, arithmetic_coder
+from rnncodec.models import RNNCodec
+from rnncodec.models.store import load_image_model
+from rnncodec.testing import ALLOWED, mutations, smooth_image
+from rnncodec.weights import MODEL_PATH_ENV, save_weights
 
 
 def main() -> None:

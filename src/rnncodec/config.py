@@ -10,7 +10,7 @@ FRAMEWORKS = ("oneshot", "additive", "residual_scaling", "iteration_gain")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of an RNN codec (PAPER.md §2); `width` scales every layer's depth."""
+    """Architecture of an RNN codec (Toderici et al. 2017, Figure 1); `width` scales every layer's depth."""
 
     encoder_cell: str = "residual_gru"
     decoder_cell: str = "residual_gru"

@@ -5,7 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
-DEFAULT_ANCHORS = "../shared/anchors"
+DEFAULT_ANCHORS = Path(__file__).parent / "anchors"  # published curves, shipped with the package
 
 
 def _eval(args: argparse.Namespace) -> None:

@@ -1,7 +1,7 @@
 """Rate–distortion curves: rnncodec's and the classical codecs' results files, and the anchors.
 
 Results files follow CompressAI's schema, `{name, description, results: {bpp: [...], <metric>:
-[...]}}`; anchor CSVs (../shared/anchors) carry `bpp,ms_ssim_rgb,psnr_rgb`.
+[...]}}`; anchor CSVs (eval/anchors/) carry `bpp,ms_ssim_rgb,psnr_rgb`.
 """
 from __future__ import annotations
 

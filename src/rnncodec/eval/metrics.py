@@ -1,4 +1,4 @@
-"""Image quality metrics as learned-codec papers report them (PAPER.md §6).
+"""Image quality metrics as learned-codec papers report them (Toderici et al. 2017, §5).
 
 All take H×W×3 uint8 arrays: the original and the 8-bit reconstruction a decoder really outputs.
 """

@@ -1,4 +1,4 @@
-"""Binarizer (PAPER.md §2): 1×1 conv, tanh, then ±1 bits."""
+"""Binarizer (Toderici et al. 2016, 2017): 1×1 conv, tanh, then ±1 bits."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Convolutional recurrent cells (PAPER.md §3): every product W·x and U·h is a convolution.
+"""Convolutional recurrent cells (Toderici et al. 2017, §2): every product W·x and U·h is a convolution.
 
 Each cell maps (x, state) -> (output, state). A state of None means "all zeros", so callers never
 need to know a cell's state layout or the spatial size after the input stride.
@@ -14,14 +14,14 @@ State = tuple[Tensor, ...]
 class ConvRNNCell(nn.Module):
     """Shared plumbing: an input conv (may be strided) and a hidden conv, both producing `gates`·C maps."""
 
-    in_gates: int = 4
-    hidden_gates: int = 4
+    in_gates: float = 4  # channels of each conv = gates × hidden
+    hidden_gates: float = 4
 
     def __init__(self, in_ch: int, hidden: int, k_in: int, k_hidden: int, stride: int = 1) -> None:
         super().__init__()
         self.hidden = hidden
-        self.conv_x = nn.Conv2d(in_ch, self.in_gates * hidden, k_in, stride, k_in // 2)
-        self.conv_h = nn.Conv2d(hidden, self.hidden_gates * hidden, k_hidden, 1, k_hidden // 2, bias=False)
+        self.conv_x = nn.Conv2d(in_ch, int(self.in_gates * hidden), k_in, stride, k_in // 2)
+        self.conv_h = nn.Conv2d(hidden, int(self.hidden_gates * hidden), k_hidden, 1, k_hidden // 2, bias=False)
 
     def zeros(self, like: Tensor, channels: int) -> Tensor:
         return like.new_zeros(like.shape[0], channels, like.shape[2], like.shape[3])
@@ -97,14 +97,13 @@ class AssociativeLSTM(ConvRNNCell):
     the retrieval noise; reading averages the copies.
     """
 
+    in_gates = hidden_gates = 4.5  # real gates f, i, o (C/2 each), complex u, r_in, r_out (C each)
+
     def __init__(self, in_ch: int, hidden: int, k_in: int, k_hidden: int, stride: int = 1, copies: int = 4) -> None:
         if hidden % 2:
             raise ValueError("associative LSTM needs an even hidden depth")
-        nn.Module.__init__(self)
-        self.hidden, self.copies = hidden, copies
-        n = 3 * hidden // 2 + 3 * hidden
-        self.conv_x = nn.Conv2d(in_ch, n, k_in, stride, k_in // 2)
-        self.conv_h = nn.Conv2d(hidden, n, k_hidden, 1, k_hidden // 2, bias=False)
+        super().__init__(in_ch, hidden, k_in, k_hidden, stride)
+        self.copies = copies
         gen = torch.Generator().manual_seed(0)
         half = hidden // 2
         perms = [torch.arange(half)] + [torch.randperm(half, generator=gen) for _ in range(copies - 1)]

@@ -1,4 +1,5 @@
-"""The RNN codec of Toderici et al. 2017, top to bottom (PAPER.md §1–2).
+"""The RNN codec of Toderici et al., "Full Resolution Image Compression with Recurrent Neural
+Networks" (CVPR 2017), top to bottom.
 
     b_t  = B(E_t(g_t · r_{t-1}))               bits of iteration t
     x̂_t  = D_t(b_t) / g_t + γ · x̂_{t-1}         γ = 0 one-shot, 1 otherwise
@@ -30,7 +31,7 @@ class Encoder(nn.Module):
         d, cell = cfg.depth, cfg.encoder_cell
         self.conv = nn.Conv2d(3, d(64), 3, 2, 1)
         self.rnns = nn.ModuleList(
-            make_cell(cell, cin, cout, 3, 1, 2, cfg.assoc_copies)
+            make_cell(cell, cin, cout, k_in=3, k_hidden=1, stride=2, copies=cfg.assoc_copies)
             for cin, cout in ((d(64), d(256)), (d(256), d(512)), (d(512), d(512)))
         )
         self.out_channels = d(512)
@@ -52,7 +53,8 @@ class Decoder(nn.Module):
         d, cell = cfg.depth, cfg.decoder_cell
         self.conv = nn.Conv2d(cfg.bits, d(512), 1)
         layers = ((d(512), d(512), 1), (d(512) // 4, d(512), 1), (d(512) // 4, d(256), 3), (d(256) // 4, d(128), 3))
-        self.rnns = nn.ModuleList(make_cell(cell, cin, cout, 3, kh, 1, cfg.assoc_copies) for cin, cout, kh in layers)
+        self.rnns = nn.ModuleList(make_cell(cell, cin, cout, k_in=3, k_hidden=kh, stride=1, copies=cfg.assoc_copies)
+                                  for cin, cout, kh in layers)
         self.out = nn.Conv2d(d(128) // 4, 3, 1)
 
     def forward(self, bits: Tensor, states: list) -> tuple[Tensor, list]:

@@ -49,7 +49,7 @@ def hard_corners(image: np.ndarray, patch: int) -> np.ndarray:
 
 
 def high_entropy_tiles(image: np.ndarray, keep: int) -> np.ndarray:
-    """The `keep` non-overlapping 32×32 tiles of an image that PNG compresses worst (PAPER.md §4)."""
+    """The `keep` non-overlapping 32×32 tiles of an image that PNG compresses worst (Toderici et al. 2017, §4)."""
     h, w = (image.shape[0] // PATCH) * PATCH, (image.shape[1] // PATCH) * PATCH
     tiles = image[:h, :w].reshape(h // PATCH, PATCH, w // PATCH, PATCH, 3).swapaxes(1, 2).reshape(-1, PATCH, PATCH, 3)
     sizes = np.array([png_size(t) for t in tiles])

@@ -1,12 +1,14 @@
-"""Stream mutations for fuzzing decoders: bit flips, cuts, insertions and extreme header fields.
+"""Test helpers shared by the test suite and tools/fuzz.py: photo-like test images, and stream
+mutations for fuzzing decoders (bit flips, cuts, insertions, extreme header fields).
 
-Shared by the CI fuzz test (tests/test_robustness.py) and the long fuzz script (tools/fuzz.py).
+Needs hypothesis (the `dev` extra); the codec itself never imports this module.
 """
 from __future__ import annotations
 
 import struct
 import zlib
 
+import numpy as np
 from hypothesis import strategies as st
 
 from rnncodec import container
@@ -52,3 +54,11 @@ def mutations(draw, data: bytes) -> bytes:
         return bytes(buf[:i]) + bytes(buf[j:])
     offset, fmt, values = draw(st.sampled_from(_FIELDS))
     return _reheader(data, offset, fmt, draw(values))
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A photo-like test image: smooth gradients plus a little noise, H×W×3 uint8."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([128 + 100 * np.sin(x / 23 + c) * np.cos(y / 31 - c) for c in range(3)], axis=-1)
+    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
