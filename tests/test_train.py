@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from rnncodec.models.store import load_image_model
+from rnncodec.errors import ModelError
 from rnncodec.image import list_images
 from rnncodec.train.data import PatchSource, hard_corners, high_entropy_tiles, is_validation
 from rnncodec.train.loop import Trainer, TrainConfig, lr_at
@@ -72,7 +73,7 @@ def test_init_from_takes_the_weights_with_a_fresh_schedule(data_dir, trained, tm
     tuned = Trainer(config(data_dir, tmp_path / "tune", init_from=str(trained / "checkpoint.pt")), progress=False)
     assert tuned.step == 0 and tuned.seconds == 0
     assert all(torch.equal(tuned.model.state_dict()[k], v) for k, v in ck["model"].items())
-    with pytest.raises(SystemExit, match="another model config"):
+    with pytest.raises(ModelError, match="another model config"):
         Trainer(config(data_dir, tmp_path / "bad", preset="fast", init_from=str(trained / "checkpoint.pt")), progress=False)
 
 

@@ -43,7 +43,8 @@ def compress_folder(src_dir: Path, out_dir: Path, jobs: int, force: bool, model_
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn"), initializer=_init_worker) as pool:
         futures = [pool.submit(_compress_one, f, out_dir / f.relative_to(src_dir).with_suffix(".rnc"), force,
                                model_path, coder, dict(kwargs)) for f in files]
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="compressing", unit="image", delay=1.0):
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="compressing", unit="image", delay=1.0,
+                        disable=None):  # None: only on a terminal
             error = fut.result()
             if error:
                 failures += 1

@@ -4,19 +4,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
 from .config import CELLS, FRAMEWORKS
 from .entropy.train import register as register_train_entropy
 from .eval.cli import register as register_eval
-from .errors import FormatError, ImageError, ModelError, OutputError, RNNCodecError
+from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
 from .image import DEFAULT_MAX_PIXELS
 from .train.config import TrainConfig, add_flags, from_args
-
-
-class BatchError(RNNCodecError):
-    """Some files of a folder failed (each was reported on its own line)."""
 
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
@@ -29,13 +26,13 @@ def _compress(args: argparse.Namespace) -> None:
     from .models.store import load_image_model
 
     if args.iterations is not None and args.iterations < 1:
-        raise SystemExit("rnncodec: error: --iterations must be at least 1")
+        raise OptionError("--iterations must be at least 1")
     if args.bpp is not None and args.bpp <= 0:
-        raise SystemExit("rnncodec: error: --bpp must be positive")
+        raise OptionError("--bpp must be positive")
     src, out = Path(args.input), Path(args.output)
     model = load_image_model(args.model)
     if args.iterations is not None and args.iterations > model.cfg.iterations:
-        raise SystemExit(f"rnncodec: error: --iterations must be at most {model.cfg.iterations} for this model")
+        raise OptionError(f"--iterations must be at most {model.cfg.iterations} for this model")
     options = dict(iterations=args.iterations, bpp=args.bpp, tile=args.tile, overlap=args.overlap)
     if src.is_dir():
         from .batch import compress_folder
@@ -47,7 +44,7 @@ def _compress(args: argparse.Namespace) -> None:
         return
     if out.exists() and not args.force:
         raise OutputError(f"{out} exists (use --force to overwrite)")
-    enc = encode(read_image(src, args.max_pixels), model=model, coder=make_coder(args.coder, model), progress=True,
+    enc = encode(read_image(src, args.max_pixels), model=model, coder=make_coder(args.coder, model), progress=sys.stderr.isatty(),
                  **options)
     atomic_write(out, lambda f: f.write(enc.data), args.force)
 
@@ -81,14 +78,14 @@ def _decompress(args: argparse.Namespace) -> None:
     from .fileio import atomic_write
 
     if args.iterations is not None and args.iterations < 1:
-        raise SystemExit("rnncodec: error: --iterations must be at least 1")
+        raise OptionError("--iterations must be at least 1")
     out = Path(args.output)
     fmt = Image.registered_extensions().get(out.suffix.lower())
     if fmt is None:
         raise OutputError(f"{out}: unknown image file extension (use .png)")
     if out.exists() and not args.force:
         raise OutputError(f"{out} exists (use --force to overwrite)")
-    dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=True,
+    dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=sys.stderr.isatty(),
                  max_pixels=args.max_pixels)
     im = Image.fromarray(dec.pixels, "RGB")
     extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}
@@ -186,8 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_note(message, category, filename, lineno, file=None, line=None) -> None:
+    """Notes as one line on stderr; other warnings as Python shows them."""
+    if issubclass(category, Note):
+        print(f"rnncodec: note: {message}", file=sys.stderr)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_note
     try:
         args.func(args)
     except RNNCodecError as exc:

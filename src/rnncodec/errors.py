@@ -1,4 +1,8 @@
-"""The project's errors: each carries a one-line message fit to show a user."""
+"""The project's errors and notes: each carries a one-line message fit to show a user.
+
+Library code raises these and gives notes through `warnings` (category `Note`); only the CLI
+turns them into messages on stderr and exit codes.
+"""
 
 
 class RNNCodecError(Exception):
@@ -19,3 +23,15 @@ class ImageError(RNNCodecError):
 
 class OutputError(RNNCodecError):
     """An output file cannot be written (exists, permission, disk full)."""
+
+
+class OptionError(RNNCodecError):
+    """An option has a value that cannot work (a rate of zero, more iterations than the model has)."""
+
+
+class BatchError(RNNCodecError):
+    """Some files of a folder failed (each was reported on its own line)."""
+
+
+class Note(UserWarning):
+    """Something a user may want to know that is no error (a 16-bit image coded in 8 bits)."""

@@ -6,7 +6,6 @@ codes colour only. 16-bit and 32-bit integer images are scaled to 8 bits, with a
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, Note
 from .fileio import reading
 
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP: larger inputs are refused as possible decompression bombs
@@ -42,10 +41,6 @@ class RGBImage:
     icc_profile: bytes | None = None
 
 
-def _note(msg: str) -> None:
-    print(f"rnncodec: note: {msg}", file=sys.stderr)
-
-
 def _to_rgb(im: Image.Image) -> Image.Image:
     mode = im.mode
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
@@ -54,7 +49,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
             raise ImageError("the image has transparency; rnncodec codes colour only (flatten or drop the alpha first)")
         return rgba.convert("RGB")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        _note(f"{mode} image converted to 8 bits per channel")
+        warnings.warn(f"{mode} image converted to 8 bits per channel", Note, stacklevel=2)
         a = np.asarray(im, dtype=np.float64)
         scale = 257.0 if mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
         a = np.clip(np.round(a / scale), 0, 255).astype(np.uint8)
@@ -69,7 +64,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def from_pil(im: Image.Image) -> RGBImage:
     """A Pillow image as RGB: EXIF orientation applied, first frame of an animation."""
     if getattr(im, "n_frames", 1) > 1:
-        _note("animated image: only the first frame is coded")
+        warnings.warn("animated image: only the first frame is coded", Note, stacklevel=2)
         im.seek(0)
     icc = im.info.get("icc_profile")
     im = ImageOps.exif_transpose(im)

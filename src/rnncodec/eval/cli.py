@@ -5,6 +5,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..errors import OptionError
+
 DEFAULT_ANCHORS = Path(__file__).parent / "anchors"  # published curves, shipped with the package
 
 
@@ -15,7 +17,7 @@ def _eval(args: argparse.Namespace) -> None:
     codecs = args.codecs.split(",") if args.codecs else known
     unknown = [c for c in codecs if c not in known]
     if unknown:
-        raise SystemExit(f"rnncodec: error: unknown or unavailable codecs {unknown}; available: {known}")
+        raise OptionError(f"unknown or unavailable codecs {unknown}; available: {known}")
     summaries = evaluate(args.dataset, args.out, codecs, args.model, args.jobs, args.limit)
     for name, doc in summaries.items():
         res = doc["results"]
@@ -30,7 +32,7 @@ def _plot(args: argparse.Namespace) -> None:
 
     results = load_results(args.results)
     if not results:
-        raise SystemExit(f"rnncodec: error: no results files in {args.results}")
+        raise OptionError(f"no results files in {args.results}")
     anchors = load_anchors(args.anchors) if Path(args.anchors).is_dir() else []
     out = Path(args.out or args.results)
     for path in plot_all(results, anchors, out):

@@ -102,7 +102,7 @@ def _init_worker() -> None:
 
 def run_jobs(jobs: list[Job], workers: int) -> list[dict]:
     """All jobs, over `workers` processes (one torch thread each), with a progress bar."""
-    bar = tqdm(total=len(jobs), desc="eval", unit="job")
+    bar = tqdm(total=len(jobs), desc="eval", unit="job", disable=None)  # None: only on a terminal
     rows: list[dict] = []
     if workers <= 1:
         for job in jobs:

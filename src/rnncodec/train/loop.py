@@ -22,6 +22,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..config import ModelConfig, preset
+from ..errors import ModelError
 from ..models import RNNCodec
 from ..weights import load_weights, save_weights
 from .config import TrainConfig
@@ -149,13 +150,13 @@ class Trainer:
             ck = load_checkpoint(path)
             config, state = ck["model_config"], ck["model"]
         if replace(ModelConfig.from_json(config), framework=self.cfg.framework, priming=self.cfg.priming) != self.cfg:
-            raise SystemExit(f"{path} holds another model config (preset, cell, width)")
+            raise ModelError(f"{path} holds another model config (preset, cell, width)")
         missing = self.model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False).missing_keys
         return "log_gain" in missing
 
     def _set_weights(self, path: Path, config: str, state: dict[str, torch.Tensor]) -> None:
         if ModelConfig.from_json(config) != self.cfg:
-            raise SystemExit(f"{path} holds another model config (preset, cell, framework)")
+            raise ModelError(f"{path} holds another model config (preset, cell, framework)")
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
 
     def save_checkpoint(self) -> None:
