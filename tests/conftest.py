@@ -61,3 +61,17 @@ def entropy_coder(model_dir):
             p.normal_(0, 0.5)
     save_weights(model_dir / "tiny-entropy.safetensors", "entropy", net.cfg.to_json(), net.state_dict())
     return arithmetic_coder(model_dir / "tiny-entropy.safetensors")
+
+
+def rowwise_probabilities(model, bits: torch.Tensor) -> torch.Tensor:
+    """What a TileContext computes, row by row, for 1×T×C×h×w ±1 bits (T×C×h×w)."""
+    from rnncodec.entropy.context_model import TileContext
+
+    ctx = TileContext(model, tuple(bits.shape[2:]))
+    out = []
+    for t in range(bits.shape[1]):
+        rows = []
+        known = (bits[0, t] > 0).to(torch.uint8).numpy()
+        ctx.iteration(lambda y, p: (rows.append(p), known[:, y])[1])
+        out.append(torch.stack(rows, 1))
+    return torch.stack(out)

@@ -14,11 +14,11 @@ from rnncodec.cli import main
 from rnncodec.codec import decode, default_coder, encode
 from rnncodec.entropy import RawCoder, arithmetic_coder
 from rnncodec.entropy.arithmetic import PROB_BITS, BitDecoder, encode_bits, quantise
-from rnncodec.entropy.context_model import ContextConfig, ContextModel, TileContext
+from rnncodec.entropy.context_model import ContextConfig, ContextModel
 from rnncodec.errors import FormatError, ModelError
 from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
 
-from conftest import smooth_image
+from conftest import rowwise_probabilities, smooth_image
 
 _CHILD = """
 import sys
@@ -130,18 +130,22 @@ def test_rowwise_coding_matches_parallel_training_path():
     model = ContextModel(ContextConfig(iterations=3, masked=8, state=8, row=8, head=16)).eval()
     bits = (torch.rand(1, 4, 32, 5, 7) < 0.3).float() * 2 - 1
     with torch.no_grad():
-        parallel = torch.sigmoid(model(bits))[0]
-        ctx = TileContext(model, (32, 5, 7))
-        for t in range(4):
-            rows = []
-            known = (bits[0, t] > 0).to(torch.uint8).numpy()
-            ctx.iteration(lambda y, p: (rows.append(p), known[:, y])[1])
-            torch.testing.assert_close(torch.stack(rows, 1), parallel[t], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(rowwise_probabilities(model, bits), torch.sigmoid(model(bits))[0], atol=1e-5, rtol=1e-4)
 
 
 def test_empty_rows_and_word_alignment():
     with pytest.raises(FormatError):
         BitDecoder(b"\x00\x01\x02")
+
+
+def test_failed_coder1_chunk_says_the_file_may_decode_only_where_it_was_written(tiny_model, entropy_coder):
+    enc = encode(smooth_image(48, 64), iterations=3, model=tiny_model, coder=entropy_coder)
+    header, chunks = container.read(enc.data)
+    payload, crc = chunks[1]
+    bad = bytearray(payload)
+    bad[len(bad) // 2] ^= 0x10
+    with pytest.raises(FormatError, match="coder 1.*not portable.*only on the kind of machine that wrote it"):
+        decode(container.write(header, [chunks[0], (bytes(bad), crc), *chunks[2:]]))
 
 
 def test_train_entropy_runs_and_resumes(tmp_path, model_dir):

@@ -12,7 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import container
-from .entropy import BitCoder, RawCoder, arithmetic_coder, get_coder
+from .entropy import BitCoder, RawCoder, arithmetic_coder, explain_failure, get_coder
 from .entropy.arithmetic import entropy_weights_for
 from .errors import FormatError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
@@ -155,11 +155,21 @@ def decode(
     if header.iterations > model.cfg.iterations:
         raise FormatError(f"the file claims {header.iterations} iterations; its model has at most {model.cfg.iterations}")
     coder = get_coder(header.coder_id, header.entropy_id)
-    h, w = header.height, header.width
-    boxes = plan_tiles(h, w, header.tile, header.overlap)
+    boxes = plan_tiles(header.height, header.width, header.tile, header.overlap)
     payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
+    try:
+        canvas = _decode_tiles(model, coder, header, boxes, payloads, [crc for _, crc in chunks[:n_iter]], progress)
+    except FormatError as exc:
+        raise explain_failure(header.coder_id, exc) from None
+    return Decoded(_to_uint8(canvas.result()), n_iter, header.icc_profile)
+
+
+def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, boxes: list[TileBox],
+                  payloads: list[list[bytes]], chunk_crcs: list[int], progress: bool) -> Canvas:
+    """Entropy-decode and reconstruct every tile, then check each chunk's bits CRC."""
+    n_iter = len(payloads)
     crcs = [container.bits_crc(t) for t in range(n_iter)]
-    canvas = Canvas(h, w, header.overlap)
+    canvas = Canvas(header.height, header.width, header.overlap)
     bits_shape = (model.cfg.bits,)
     with torch.inference_mode():
         bar = tqdm(total=len(boxes) * n_iter, desc="decoding", unit="iteration", disable=not progress, delay=1.0)
@@ -179,9 +189,9 @@ def decode(
             canvas.add(box, recon[0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
         bar.close()
     for t in range(n_iter):
-        if crcs[t] != chunks[t][1]:
+        if crcs[t] != chunk_crcs[t]:
             raise FormatError(f"chunk {t + 1} CRC mismatch: the file is corrupt or was coded with another model")
-    return Decoded(_to_uint8(canvas.result()), n_iter, header.icc_profile)
+    return canvas
 
 
 def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, iterations: int | None = None,
