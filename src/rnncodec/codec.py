@@ -12,8 +12,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import container
-from .entropy import BitCoder, RawCoder, arithmetic_coder, explain_failure, get_coder
+from .entropy import BitCoder, RawCoder, arithmetic_coder, explain_failure, get_coder, integer_coder
 from .entropy.arithmetic import entropy_weights_for
+from .entropy.integer_model import KIND as INTEGER_KIND
 from .errors import FormatError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
@@ -33,17 +34,24 @@ class Encoded:
 
 def default_coder(model: ImageModel | None = None) -> BitCoder:
     """Arithmetic coding with a context model fitted to this image model (default: the packaged
-    one); raw bits when there is none, since a mismatched context model can cost more than raw."""
-    path = entropy_weights_for((model or load_image_model()).model_id)
+    one): the integer one (coder 2, portable) if there is one, else the float one (coder 1);
+    raw bits when there is none, since a mismatched context model can cost more than raw."""
+    model_id = (model or load_image_model()).model_id
+    if path := entropy_weights_for(model_id, INTEGER_KIND):
+        return integer_coder(path)
+    path = entropy_weights_for(model_id)
     return arithmetic_coder(path) if path else RawCoder()
 
 
 def make_coder(name: str | None, model: ImageModel) -> BitCoder:
-    """The coder a user names ("raw", "arithmetic"), or the default one for this image model."""
+    """The coder a user names ("raw", "arithmetic", "integer"), or the default one for this image
+    model. A named context model coder takes the weights fitted to the model, else the packaged."""
     if name is None:
         return default_coder(model)
     if name == "raw":
         return RawCoder()
+    if name == "integer":
+        return integer_coder(entropy_weights_for(model.model_id, INTEGER_KIND))
     return arithmetic_coder(entropy_weights_for(model.model_id))
 
 

@@ -6,7 +6,8 @@ iteration t needs only chunks 1..t).
 """
 from .arithmetic import ContextCoder, arithmetic_coder
 from .base import BitCoder, CoderSession, explain_failure, get_coder, register_coder
+from .integer import integer_coder
 from .raw import RawCoder
 
 __all__ = ["BitCoder", "CoderSession", "ContextCoder", "RawCoder", "arithmetic_coder", "explain_failure", "get_coder",
-           "register_coder"]
+           "integer_coder", "register_coder"]
