@@ -58,8 +58,8 @@ EXACT_LIMIT = 1 << 53  # float64 holds every integer below this exactly
 @dataclass(frozen=True)
 class IntegerConfig:
     context: ContextConfig = field(default_factory=ContextConfig)
-    lut_frac: int = 6  # table index i stands for i / 64
-    lut_max: int = 768  # indices clamp to ±768, i.e. ±12.0: every table is saturated there
+    lut_frac: int = 6  # table index i stands for (i − lut_max) / 64
+    lut_max: int = 768  # tables span ±12.0 (2·768 + 1 entries): every one is saturated there
     shift: int = 24  # requantisation: (acc · mult + 2^23) >> 24
     cell_frac: int = 12  # LSTM gates and cell state are value · 2^12
     cell_max: int = 1 << 20  # |c| ≤ 256.0: bounds the cell's products
