@@ -13,13 +13,18 @@ from rnncodec.testing import smooth_image  # noqa: F401  (the tests import it fr
 from rnncodec.weights import MODEL_PATH_ENV, save_weights
 
 
+def save_tiny_image_model(path: Path) -> bytes:
+    """The tiny seeded image model the tests (and tests/vectors) use; returns its id."""
+    torch.manual_seed(0)
+    net = RNNCodec(preset("tiny", iterations=6))
+    return save_weights(path, "image", net.cfg.to_json(), net.state_dict())
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     """A folder holding tiny seeded image models (saved and loaded as real weights files)."""
     d = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    net = RNNCodec(preset("tiny", iterations=6))
-    save_weights(d / "tiny.safetensors", "image", net.cfg.to_json(), net.state_dict())
+    save_tiny_image_model(d / "tiny.safetensors")
     return d
 
 
@@ -39,17 +44,77 @@ def tiny_model(model_dir) -> ImageModel:
 
 @pytest.fixture(scope="session")
 def entropy_coder(model_dir):
-    """A tiny seeded context model beside the tiny image models, so decoders find it by id.
-
-    Its weights are drawn wide so its probabilities are far from 1/2, as a trained model's are.
-    """
+    """A tiny seeded context model beside the tiny image models, so decoders find it by id."""
     from rnncodec.entropy import arithmetic_coder
+
+    net = tiny_context_model(1, iterations=6, masked=8, state=8, row=8, head=16)
+    save_weights(model_dir / "tiny-entropy.safetensors", "entropy", net.cfg.to_json(), net.state_dict())
+    return arithmetic_coder(model_dir / "tiny-entropy.safetensors")
+
+
+def tiny_context_model(seed: int, **config: int):
+    """A seeded float context model with weights drawn wide, so that its probabilities are far
+    from 1/2, as a trained model's are."""
     from rnncodec.entropy.context_model import ContextConfig, ContextModel
 
-    torch.manual_seed(1)
-    net = ContextModel(ContextConfig(iterations=6, masked=8, state=8, row=8, head=16))
+    torch.manual_seed(seed)
+    net = ContextModel(ContextConfig(**config))
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.5)
-    save_weights(model_dir / "tiny-entropy.safetensors", "entropy", net.cfg.to_json(), net.state_dict())
-    return arithmetic_coder(model_dir / "tiny-entropy.safetensors")
+    return net.eval()
+
+
+def save_tiny_integer_model(float_net, path: Path, **metadata: str) -> bytes:
+    """Coder 2's integer model of a float context model (post-training quantisation, as
+    quantise-entropy starts), with small tables to keep the file small; returns its id."""
+    from rnncodec.entropy.integer_model import IntegerConfig
+    from rnncodec.entropy.quantise import FakeQuantModel, relu_scales
+
+    bits = (torch.rand(4, 3, float_net.cfg.bits, 5, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float() * 2 - 1
+    cfg = IntegerConfig(float_net.cfg, lut_frac=4, lut_max=96)
+    return FakeQuantModel(float_net, relu_scales(float_net, bits, 1.0), cfg).export(path, **metadata)
+
+
+@pytest.fixture(scope="session")
+def integer_coder(model_dir, entropy_coder):
+    """Coder 2 with the tiny context model above, quantised; found by id like the others."""
+    from rnncodec.entropy import integer_coder
+
+    save_tiny_integer_model(entropy_coder.model, model_dir / "tiny-entropy-int.safetensors")
+    return integer_coder(model_dir / "tiny-entropy-int.safetensors")
+
+
+def entropy_bits(data: bytes) -> np.ndarray:
+    """Every tile's bits of every chunk of an .rnc file, as its payload coder decodes them (no
+    image model runs), concatenated."""
+    from rnncodec import container
+    from rnncodec.entropy import get_coder
+    from rnncodec.models.rnn_codec import STRIDE
+    from rnncodec.models.store import image_model_by_id
+    from rnncodec.tiles import plan_tiles
+
+    header, chunks = container.read(data)
+    boxes = plan_tiles(header.height, header.width, header.tile, header.overlap)
+    coder = get_coder(header.coder_id, header.entropy_id)
+    bits = image_model_by_id(header.model_id).cfg.bits
+    payloads = [container.split_segments(p, len(boxes)) for p, _ in chunks]
+    out = []
+    for i, box in enumerate(boxes):
+        session = coder.session((bits, *(-(-s // STRIDE) for s in box.shape)))
+        out += [session.decode(p[i]).reshape(-1) for p in payloads]
+    return np.concatenate(out)
+
+
+def rowwise_probabilities(model, bits: torch.Tensor) -> torch.Tensor:
+    """What a TileContext computes, row by row, for 1×T×C×h×w ±1 bits (T×C×h×w)."""
+    from rnncodec.entropy.context_model import TileContext
+
+    ctx = TileContext(model, tuple(bits.shape[2:]))
+    out = []
+    for t in range(bits.shape[1]):
+        rows = []
+        known = (bits[0, t] > 0).to(torch.uint8).numpy()
+        ctx.iteration(lambda y, p: (rows.append(p), known[:, y])[1])
+        out.append(torch.stack(rows, 1))
+    return torch.stack(out)

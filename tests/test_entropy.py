@@ -1,4 +1,6 @@
-"""Coder 1: the context model, the range coder, their determinism, and train-entropy."""
+"""Coders 1 and 2: the context models, the range coder, their determinism, and train-entropy.
+
+Coder 2's exactness across machines and its fitting are in test_portable.py."""
 import json
 import os
 import subprocess
@@ -14,11 +16,11 @@ from rnncodec.cli import main
 from rnncodec.codec import decode, default_coder, encode
 from rnncodec.entropy import RawCoder, arithmetic_coder
 from rnncodec.entropy.arithmetic import PROB_BITS, BitDecoder, encode_bits, quantise
-from rnncodec.entropy.context_model import ContextConfig, ContextModel, TileContext
+from rnncodec.entropy.context_model import ContextConfig, ContextModel
 from rnncodec.errors import FormatError, ModelError
 from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
 
-from conftest import smooth_image
+from conftest import rowwise_probabilities, smooth_image
 
 _CHILD = """
 import sys
@@ -26,16 +28,18 @@ from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
 from rnncodec.codec import decode, encode
-from rnncodec.entropy import arithmetic_coder
+from rnncodec import entropy
 from rnncodec.models.store import load_image_model
-work, models = Path(sys.argv[3]), Path(sys.argv[4])
+work, models, coder = Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
 if sys.argv[2] == "encode":
+    make_coder = getattr(entropy, f"{coder}_coder")
     enc = encode(np.load(work / "image.npy"), model=load_image_model(models / "tiny.safetensors"),
-                 coder=arithmetic_coder(models / "tiny-entropy.safetensors"), tile=48, overlap=16)
+                 coder=make_coder(models / sys.argv[6]), tile=48, overlap=16)
     (work / "file.rnc").write_bytes(enc.data)
 else:
     np.save(work / "decoded.npy", decode((work / "file.rnc").read_bytes()).pixels)
 """
+CODERS = ["entropy_coder", "integer_coder"]  # coder 1 and coder 2, tiny models (conftest)
 
 
 def _child(threads: int, *args) -> None:
@@ -43,33 +47,39 @@ def _child(threads: int, *args) -> None:
     subprocess.run([sys.executable, "-c", _CHILD, str(threads), *map(str, args)], check=True, env=env, timeout=120)
 
 
-def test_round_trip_across_processes_and_thread_counts(tiny_model, entropy_coder, model_dir, tmp_path):
+@pytest.mark.parametrize("name, weights, fixture", [("arithmetic", "tiny-entropy.safetensors", "entropy_coder"),
+                                                    ("integer", "tiny-entropy-int.safetensors", "integer_coder")])
+def test_round_trip_across_processes_and_thread_counts(tiny_model, model_dir, tmp_path, request, name, weights, fixture):
+    coder = request.getfixturevalue(fixture)
     img = smooth_image(64, 96, seed=5)
     np.save(tmp_path / "image.npy", img)
-    _child(1, "encode", tmp_path, model_dir)
-    _child(2, "decode", tmp_path, model_dir)
+    _child(1, "encode", tmp_path, model_dir, name, weights)
+    _child(2, "decode", tmp_path, model_dir, name)
     torch.set_num_threads(2)
-    here = encode(img, model=tiny_model, coder=entropy_coder, tile=48, overlap=16)
+    here = encode(img, model=tiny_model, coder=coder, tile=48, overlap=16)
     assert (tmp_path / "file.rnc").read_bytes() == here.data  # the encoder itself is thread-count independent
     torch.set_num_threads(1)
     np.testing.assert_array_equal(np.load(tmp_path / "decoded.npy"), decode(here.data).pixels)
     header, _ = container.read(here.data)
-    assert (header.coder_id, header.entropy_id) == (1, entropy_coder.model_id)
+    assert (header.coder_id, header.entropy_id) == (coder.coder_id, coder.model_id)
 
 
-def test_every_prefix_decodes(tiny_model, entropy_coder):
+@pytest.mark.parametrize("fixture", CODERS)
+def test_every_prefix_decodes(tiny_model, fixture, request):
+    coder = request.getfixturevalue(fixture)
     img = smooth_image(48, 80, seed=1)
-    enc = encode(img, model=tiny_model, coder=entropy_coder, tile=32, overlap=16)
+    enc = encode(img, model=tiny_model, coder=coder, tile=32, overlap=16)
     header, chunks = container.read(enc.data)
     for k in range(1, len(chunks) + 1):
         cut = container.write(header, chunks[:k])
-        shorter = encode(img, iterations=k, model=tiny_model, coder=entropy_coder, tile=32, overlap=16).data
+        shorter = encode(img, iterations=k, model=tiny_model, coder=coder, tile=32, overlap=16).data
         assert shorter == container.write(container.read(shorter)[0], chunks[:k])  # chunk k needs only chunks 1…k
         np.testing.assert_array_equal(decode(cut).pixels, decode(enc.data, iterations=k).pixels)
 
 
-def test_corrupt_chunk_is_a_format_error(tiny_model, entropy_coder):
-    enc = encode(smooth_image(48, 64), model=tiny_model, coder=entropy_coder)
+@pytest.mark.parametrize("fixture", CODERS)
+def test_corrupt_chunk_is_a_format_error(tiny_model, fixture, request):
+    enc = encode(smooth_image(48, 64), model=tiny_model, coder=request.getfixturevalue(fixture))
     header, chunks = container.read(enc.data)
     payload, crc = chunks[1]
     rng = np.random.default_rng(0)
@@ -130,18 +140,22 @@ def test_rowwise_coding_matches_parallel_training_path():
     model = ContextModel(ContextConfig(iterations=3, masked=8, state=8, row=8, head=16)).eval()
     bits = (torch.rand(1, 4, 32, 5, 7) < 0.3).float() * 2 - 1
     with torch.no_grad():
-        parallel = torch.sigmoid(model(bits))[0]
-        ctx = TileContext(model, (32, 5, 7))
-        for t in range(4):
-            rows = []
-            known = (bits[0, t] > 0).to(torch.uint8).numpy()
-            ctx.iteration(lambda y, p: (rows.append(p), known[:, y])[1])
-            torch.testing.assert_close(torch.stack(rows, 1), parallel[t], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(rowwise_probabilities(model, bits), torch.sigmoid(model(bits))[0], atol=1e-5, rtol=1e-4)
 
 
 def test_empty_rows_and_word_alignment():
     with pytest.raises(FormatError):
         BitDecoder(b"\x00\x01\x02")
+
+
+def test_failed_coder1_chunk_says_the_file_may_decode_only_where_it_was_written(tiny_model, entropy_coder):
+    enc = encode(smooth_image(48, 64), iterations=3, model=tiny_model, coder=entropy_coder)
+    header, chunks = container.read(enc.data)
+    payload, crc = chunks[1]
+    bad = bytearray(payload)
+    bad[len(bad) // 2] ^= 0x10
+    with pytest.raises(FormatError, match="coder 1.*not portable.*only on the kind of machine that wrote it"):
+        decode(container.write(header, [chunks[0], (bytes(bad), crc), *chunks[2:]]))
 
 
 def test_train_entropy_runs_and_resumes(tmp_path, model_dir):
@@ -184,7 +198,7 @@ def test_default_coder_needs_a_context_model_fitted_to_the_image_model(tiny_mode
     assert container.read(enc.data)[0].entropy_id == coder.model_id
 
 
-@pytest.mark.parametrize("name, coder_id", [("raw", 0), ("arithmetic", 1)])
+@pytest.mark.parametrize("name, coder_id", [("raw", 0), ("arithmetic", 1), ("integer", 2)])
 def test_cli_coder_choice(tmp_path, model_dir, name, coder_id):
     png, out = tmp_path / "in.png", tmp_path / "out.rnc"
     Image.fromarray(smooth_image(32, 48)).save(png)

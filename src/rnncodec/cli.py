@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
 from .config import CELLS, FRAMEWORKS
+from .entropy.quantise import register as register_quantise_entropy
 from .entropy.train import register as register_train_entropy
 from .eval.cli import register as register_eval
 from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
@@ -141,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
     rate.add_argument("--bpp", type=float, help="largest real rate, header included: keeps the longest prefix that fits")
     c.add_argument("--model", help="image model weights (.safetensors); default: the packaged model")
-    c.add_argument("--coder", choices=("raw", "arithmetic"), help="payload coder; default: arithmetic if an entropy model is packaged")
+    c.add_argument("--coder", choices=("raw", "arithmetic", "integer"),
+                   help="payload coder: raw bits (0), the float context model (1, not portable) or the integer one "
+                   "(2); default: the integer one, else the float one, fitted to the image model, else raw")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (multiple of 16)")
     c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output")
@@ -179,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-f", "--force", action="store_true")
     e.set_defaults(func=_export)
     register_train_entropy(sub)
+    register_quantise_entropy(sub)
     register_eval(sub)
     return p
 

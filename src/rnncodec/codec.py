@@ -11,8 +11,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import container
-from .entropy import BitCoder, RawCoder, arithmetic_coder, get_coder
+from .entropy import BitCoder, RawCoder, arithmetic_coder, explain_failure, get_coder, integer_coder
 from .entropy.arithmetic import entropy_weights_for
+from .entropy.integer_model import KIND as INTEGER_KIND
 from .errors import FormatError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
@@ -32,17 +33,24 @@ class Encoded:
 
 def default_coder(model: ImageModel | None = None) -> BitCoder:
     """Arithmetic coding with a context model fitted to this image model (default: the packaged
-    one); raw bits when there is none, since a mismatched context model can cost more than raw."""
-    path = entropy_weights_for((model or load_image_model()).model_id)
+    one): the integer one (coder 2, portable) if there is one, else the float one (coder 1);
+    raw bits when there is none, since a mismatched context model can cost more than raw."""
+    model_id = (model or load_image_model()).model_id
+    if path := entropy_weights_for(model_id, INTEGER_KIND):
+        return integer_coder(path)
+    path = entropy_weights_for(model_id)
     return arithmetic_coder(path) if path else RawCoder()
 
 
 def make_coder(name: str | None, model: ImageModel) -> BitCoder:
-    """The coder a user names ("raw", "arithmetic"), or the default one for this image model."""
+    """The coder a user names ("raw", "arithmetic", "integer"), or the default one for this image
+    model. A named context model coder takes the weights fitted to the model, else the packaged."""
     if name is None:
         return default_coder(model)
     if name == "raw":
         return RawCoder()
+    if name == "integer":
+        return integer_coder(entropy_weights_for(model.model_id, INTEGER_KIND))
     return arithmetic_coder(entropy_weights_for(model.model_id))
 
 
@@ -152,11 +160,21 @@ def decode(
     if header.iterations > model.cfg.iterations:
         raise FormatError(f"the file claims {header.iterations} iterations; its model has at most {model.cfg.iterations}")
     coder = get_coder(header.coder_id, header.entropy_id)
-    h, w = header.height, header.width
-    boxes = plan_tiles(h, w, header.tile, header.overlap)
+    boxes = plan_tiles(header.height, header.width, header.tile, header.overlap)
     payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
+    try:
+        canvas = _decode_tiles(model, coder, header, boxes, payloads, [crc for _, crc in chunks[:n_iter]], progress)
+    except FormatError as exc:
+        raise explain_failure(header.coder_id, exc) from None
+    return Decoded(_to_uint8(canvas.result()), n_iter, header.icc_profile)
+
+
+def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, boxes: list[TileBox],
+                  payloads: list[list[bytes]], chunk_crcs: list[int], progress: bool) -> Canvas:
+    """Entropy-decode and reconstruct every tile, then check each chunk's bits CRC."""
+    n_iter = len(payloads)
     crcs = [container.bits_crc(t) for t in range(n_iter)]
-    canvas = Canvas(h, w, header.overlap)
+    canvas = Canvas(header.height, header.width, header.overlap)
     bits_shape = (model.cfg.bits,)
     with torch.inference_mode():
         bar = tqdm(total=len(boxes) * n_iter, desc="decoding", unit="iteration", disable=not progress, delay=1.0)
@@ -176,9 +194,9 @@ def decode(
             canvas.add(box, recon[0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
         bar.close()
     for t in range(n_iter):
-        if crcs[t] != chunks[t][1]:
+        if crcs[t] != chunk_crcs[t]:
             raise FormatError(f"chunk {t + 1} CRC mismatch: the file is corrupt or was coded with another model")
-    return Decoded(_to_uint8(canvas.result()), n_iter, header.icc_profile)
+    return canvas
 
 
 def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, iterations: int | None = None,

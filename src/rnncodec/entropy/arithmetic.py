@@ -2,12 +2,16 @@
 
 Decoding is only correct if the decoder computes exactly the probabilities the encoder used, so
 the context model runs under fixed rules (`deterministic`) and its outputs are snapped to a grid
-of k/2^16 before the coder sees them. A mismatch that still happens shows up as the chunk's
-bits CRC failing, reported as FormatError.
+of k/2^16 before the coder sees them. That is not enough across machines: other float kernels
+(instruction sets, libraries) move a probability across a grid step now and then, so coder 1
+files are not portable, and coder 2 (integer.py) replaces it. A mismatch shows up as a chunk
+failing to decode or its bits CRC failing, reported as FormatError with that note.
+
+The range coding itself (RowSession, encode_bits, BitDecoder) serves coder 2 too.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -19,9 +23,9 @@ from safetensors import safe_open
 from torch import Tensor
 
 from ..errors import FormatError, ModelError
-from ..weights import PACKAGE_WEIGHTS, find_by_id, load_weights, weight_files
+from ..weights import PACKAGE_WEIGHTS, StoredWeights, find_by_id, load_weights, weight_files
 from .base import register_coder
-from .context_model import KIND, ContextModel, TileContext, build_context_model
+from .context_model import KIND, RowModel, TileContext, build_context_model
 
 CODER_ID = 1
 PROB_BITS = 16  # probabilities are k / 2^16 with 1 ≤ k < 2^16
@@ -74,17 +78,18 @@ class BitDecoder:
             raise FormatError("corrupt chunk: data left after the last arithmetic-coded bit")
 
 
-class _Session:
-    def __init__(self, model: ContextModel, shape: tuple[int, int, int]) -> None:
-        if shape[0] != model.cfg.bits:
-            raise ModelError(f"the entropy model codes {model.cfg.bits} bits per position, the image model {shape[0]}")
-        self.ctx = TileContext(model, shape)
+class RowSession:
+    """Range-codes one tile's iterations with the probabilities a TileContext computes row by row;
+    `to_probs` turns a row's model output into the coder's exact float64 probabilities."""
+
+    def __init__(self, ctx: TileContext, to_probs: Callable[[Tensor], np.ndarray]) -> None:
+        self.ctx, self.to_probs = ctx, to_probs
 
     def encode(self, bits: np.ndarray) -> bytes:
         probs = []
 
         def row(y: int, p: Tensor) -> np.ndarray:
-            probs.append(quantise(p))
+            probs.append(self.to_probs(p))
             return bits[:, y]
 
         with deterministic():
@@ -94,47 +99,56 @@ class _Session:
     def decode(self, data: bytes) -> np.ndarray:
         dec = BitDecoder(data)
         with deterministic():
-            bits = self.ctx.iteration(lambda y, p: dec.decode(quantise(p)).reshape(p.shape))
+            bits = self.ctx.iteration(lambda y, p: dec.decode(self.to_probs(p)).reshape(p.shape))
         dec.finish()
         return bits
 
 
-class ArithmeticCoder:
-    coder_id = CODER_ID
+class ContextCoder:
+    """A payload coder that range-codes each bit with a context model's P(1): coders 1 and 2."""
 
-    def __init__(self, model: ContextModel, model_id: bytes) -> None:
-        self.model, self.model_id = model, model_id
+    def __init__(self, coder_id: int, model: RowModel, model_id: bytes, to_probs: Callable[[Tensor], np.ndarray]) -> None:
+        self.coder_id, self.model, self.model_id, self.to_probs = coder_id, model, model_id, to_probs
 
-    def session(self, shape: tuple[int, int, int]) -> _Session:
-        return _Session(self.model, shape)
-
-
-@lru_cache(maxsize=4)
-def arithmetic_coder(path: Path | None = None) -> ArithmeticCoder:
-    """The coder with the context model in `path`, or the packaged one."""
-    path = Path(path) if path is not None else DEFAULT_ENTROPY_WEIGHTS
-    if not path.exists():
-        raise ModelError(f"no entropy model weights at {path}")
-    stored = load_weights(path)
-    return ArithmeticCoder(build_context_model(stored), stored.model_id)
+    def session(self, shape: tuple[int, int, int]) -> RowSession:
+        return RowSession(TileContext(self.model, shape), self.to_probs)
 
 
-def entropy_weights_for(image_model_id: bytes) -> Path | None:
-    """The first entropy weights ($RNNCODEC_MODEL_PATH, then the package) fitted to this image model.
+def register_context_coder(coder_id: int, kind: str, build: Callable[[StoredWeights], RowModel],
+                           to_probs: Callable[[Tensor], np.ndarray], default_weights: Path,
+                           failure_note: str = "") -> Callable[..., ContextCoder]:
+    """Register a context model coder: decoders build it from the weights a header names (found by
+    id); the returned loader builds it from a weights file (default: the packaged one)."""
+
+    def make(stored: StoredWeights) -> ContextCoder:
+        return ContextCoder(coder_id, build(stored), stored.model_id, to_probs)
+
+    @lru_cache(maxsize=4)
+    def from_file(path: Path | None = None) -> ContextCoder:
+        path = Path(path) if path is not None else default_weights
+        if not path.exists():
+            raise ModelError(f"no {kind} model weights at {path}")
+        return make(load_weights(path))
+
+    register_coder(coder_id, lru_cache(maxsize=4)(lambda model_id: make(find_by_id(model_id, kind))), failure_note)
+    return from_file
+
+
+def entropy_weights_for(image_model_id: bytes, kind: str = KIND) -> Path | None:
+    """The first context model weights of this kind ($RNNCODEC_MODEL_PATH, then the package)
+    fitted to this image model.
 
     A context model fitted to another image model's codes can cost more than raw bits.
     """
     for f in weight_files():
         with safe_open(str(f), framework="pt") as sf:
             meta = sf.metadata() or {}
-        if meta.get("kind") == KIND and meta.get("image_model") == image_model_id.hex():
+        if meta.get("kind") == kind and meta.get("image_model") == image_model_id.hex():
             return f
     return None
 
 
-@lru_cache(maxsize=4)
-def _factory(model_id: bytes) -> ArithmeticCoder:
-    return ArithmeticCoder(build_context_model(find_by_id(model_id, KIND)), model_id)
-
-
-register_coder(CODER_ID, _factory)
+arithmetic_coder = register_context_coder(
+    CODER_ID, KIND, build_context_model, quantise, DEFAULT_ENTROPY_WEIGHTS,
+    "the file was written by coder 1, whose float context model is not portable: "
+    "it may decode only on the kind of machine that wrote it")

@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ModelError
 from ..layers.cells import ConvLSTM, State
 from ..weights import StoredWeights, build_module
 
@@ -103,36 +105,72 @@ class ContextModel(nn.Module):
             out.append(logits)
         return torch.cat(out, 2).unflatten(0, (n, t_max))
 
+    # -- the row-by-row coding path (TileContext) --------------------------------------------
+    @property
+    def arch(self) -> ContextConfig:
+        return self.cfg
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.masked.weight.dtype
+
+    def begin_iteration(self, prev: Tensor, state: State | None, t: int) -> tuple[tuple[Tensor, Tensor], State]:
+        """The context of iteration t for every row, and the state for the next iteration."""
+        ctx, state = self.iteration_context(prev, state)
+        return (ctx, self.bias(t)[None, :, None, None]), state
+
+    def row_probabilities(self, known: Tensor, it: tuple[Tensor, Tensor], y: int, rows: State | None) -> tuple[Tensor, State]:
+        """P(1) of row y's C×w bits, from the 1×C×rows_above×w bits above it."""
+        ctx, bias = it
+        above = torch.tanh(self.masked(known.contiguous()))
+        logits, rows = self._logits(above, ctx[:, :, y : y + 1].contiguous(), rows, bias)
+        return torch.sigmoid(logits)[0, :, 0], rows
+
 
 RowCoder = Callable[[int, Tensor], np.ndarray]  # (row index, C×w probabilities) -> that row's C×w bits
 
 
+class RowModel(Protocol):
+    """A context model as TileContext steps it: ContextModel (float) or IntegerNet (coder 2)."""
+
+    @property
+    def arch(self) -> ContextConfig: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def begin_iteration(self, prev: Tensor, state: Any, t: int) -> tuple[Any, Any]: ...
+
+    def row_probabilities(self, known: Tensor, it: Any, y: int, rows: Any) -> tuple[Tensor, Any]: ...
+
+
 class TileContext:
-    """The model's state while one tile's iterations are coded in order, row by row.
+    """A model's state while one tile's iterations are coded in order, row by row.
 
     Encoder and decoder run this same code with the same shapes, so they compute the same
-    probabilities (under the determinism rules of the arithmetic coder).
+    probabilities (exactly for the integer model; for the float one, under the determinism
+    rules of coder 1).
     """
 
-    def __init__(self, model: ContextModel, shape: tuple[int, int, int]) -> None:
+    def __init__(self, model: RowModel, shape: tuple[int, int, int]) -> None:
+        if shape[0] != model.arch.bits:
+            raise ModelError(f"the entropy model codes {model.arch.bits} bits per position, the image model {shape[0]}")
         self.model, self.shape = model, shape
-        self.prev = torch.zeros(1, *shape)
-        self.state: State | None = None
+        self.prev = torch.zeros(1, *shape, dtype=model.dtype)
+        self.state: Any = None
         self.t = 0
 
     def iteration(self, code_row: RowCoder) -> np.ndarray:
         """Code the next iteration; `code_row` turns each row's probabilities into its bits."""
-        m, (c, h, w), k = self.model, self.shape, self.model.cfg.rows_above
-        ctx, self.state = m.iteration_context(self.prev, self.state)
-        known = torch.zeros(1, c, h + k, w)  # k rows of zeros, then the bits as they are coded
+        m, (c, h, w), k = self.model, self.shape, self.model.arch.rows_above
+        it, self.state = m.begin_iteration(self.prev, self.state, self.t)
+        known = torch.zeros(1, c, h + k, w, dtype=m.dtype)  # k rows of zeros, then the bits as they are coded
         out = np.empty(self.shape, dtype=np.uint8)
-        bias = m.bias(self.t)[None, :, None, None]
         rows = None
         for y in range(h):
-            above = torch.tanh(m.masked(known[:, :, y : y + k].contiguous()))
-            logits, rows = m._logits(above, ctx[:, :, y : y + 1].contiguous(), rows, bias)
-            out[:, y] = code_row(y, torch.sigmoid(logits)[0, :, 0])
-            known[0, :, y + k] = torch.from_numpy(out[:, y]).float() * 2 - 1
+            p, rows = m.row_probabilities(known[:, :, y : y + k], it, y, rows)
+            out[:, y] = code_row(y, p)
+            known[0, :, y + k] = torch.from_numpy(out[:, y]).to(m.dtype) * 2 - 1
         self.prev = known[:, :, k:].clone()
         self.t += 1
         return out

@@ -54,6 +54,16 @@ class EntropyTrainConfig:
     threads: int = 0
 
 
+def image_codes(image: ImageModel, x: torch.Tensor, progress: bool = True) -> torch.Tensor:
+    """The image model's bits for patches, N×T×C×h×w int8 ±1, encoded a few at a time."""
+    out = []
+    with torch.inference_mode():
+        for chunk in tqdm(x.split(4), desc="codes", disable=not progress or len(x) <= 4, leave=False):
+            bits, _ = image.net(chunk, image.cfg.iterations)
+            out.append(torch.stack(bits, 1).to(torch.int8))
+    return torch.cat(out)
+
+
 def code_length(model: ContextModel, bits: torch.Tensor) -> torch.Tensor:
     """Mean code length in bits per bit of N×T×C×h×w ±1 bits, per iteration (T values)."""
     nll = F.binary_cross_entropy_with_logits(model(bits), (bits > 0).float(), reduction="none")
@@ -91,13 +101,7 @@ class EntropyTrainer:
         self.next_fresh = 0
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """The image model's bits for patches, N×T×C×h×w int8 ±1, encoded a few at a time."""
-        out = []
-        with torch.inference_mode():
-            for chunk in tqdm(x.split(4), desc="codes", disable=not self.progress or len(x) <= 4, leave=False):
-                bits, _ = self.image.net(chunk, self.image.cfg.iterations)
-                out.append(torch.stack(bits, 1).to(torch.int8))
-        return torch.cat(out)
+        return image_codes(self.image, x, self.progress)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _load(self) -> None:
