@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rnncodec.train.loop import Trainer, TrainConfig, timed_steps
+from rnncodec.train.config import TrainConfig
+from rnncodec.train.loop import Trainer
 
 CASES = [("small", 8), ("small", 12), ("small", 16), ("fast", 12), ("fast", 16), ("paper", 8)]
 LEARN_CASES = [("fast", 8), ("fast", 16), ("small", 8), ("small", 16), ("paper", 8)]
@@ -47,7 +48,7 @@ def patches_per_second(data: Path, preset: str, unroll: int, bf16: bool, steps: 
 def learn(data: Path, preset: str, unroll: int, minutes: float, threads: int) -> tuple[int, float, float]:
     """Steps done, CPU-hours and mean validation L1 over iterations 1–8 after `minutes` of training."""
     t = trainer(data, preset, unroll, True, batch=8, crop=64, lr=8e-4, warmup=100, max_minutes=minutes, val_patches=128)
-    for _ in timed_steps(t, tqdm(disable=True)):  # the loop `train` runs, to the same time budget
+    for _ in t.timed_steps(tqdm(disable=True)):  # the loop `train` runs, to the same time budget
         pass
     t.unroll = 8
     return t.step, minutes * threads / 60, float(np.mean(t.validate()))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,7 +70,7 @@ def save_tiny_integer_model(float_net, path: Path, **metadata: str) -> bytes:
     """Coder 2's integer model of a float context model (post-training quantisation, as
     quantise-entropy starts), with small tables to keep the file small; returns its id."""
     from rnncodec.entropy.integer_model import IntegerConfig
-    from rnncodec.entropy.quantise import FakeQuantModel, relu_scales
+    from rnncodec.train.quantise import FakeQuantModel, relu_scales
 
     bits = (torch.rand(4, 3, float_net.cfg.bits, 5, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float() * 2 - 1
     cfg = IntegerConfig(float_net.cfg, lut_frac=4, lut_max=96)

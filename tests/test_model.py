@@ -141,3 +141,11 @@ def test_stored_weights_of_another_kind_or_shape_are_model_errors(tmp_path):
     misfit = StoredWeights("image", preset("fast").to_json(), stored.tensors, stored.model_id, {})
     with pytest.raises(ModelError, match="image weights do not fit their config"):
         build_module(misfit, "image", lambda config: RNNCodec(ModelConfig.from_json(config)))
+
+
+def test_fields_added_later_leave_older_model_ids_alone():
+    old = preset("small")
+    assert "priming" not in old.to_json()  # as the first release stored it
+    assert ModelConfig.from_json(old.to_json()) == old
+    primed = preset("small", priming=2)
+    assert '"priming": 2' in primed.to_json() and ModelConfig.from_json(primed.to_json()) == primed

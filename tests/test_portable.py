@@ -16,7 +16,7 @@ from rnncodec.codec import decode, default_coder, encode
 from rnncodec.entropy import arithmetic_coder, integer_coder
 from rnncodec.entropy.integer import DEFAULT_INTEGER_WEIGHTS
 from rnncodec.entropy.integer_model import IntegerConfig, IntegerNet, build_integer_net
-from rnncodec.entropy.quantise import FakeQuantModel, code_length
+from rnncodec.train.quantise import FakeQuantModel, code_length
 from rnncodec.errors import ModelError
 from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
 

@@ -14,7 +14,9 @@ from rnncodec.models.store import load_image_model
 from rnncodec.errors import ModelError
 from rnncodec.image import list_images
 from rnncodec.train.data import PatchSource, hard_corners, high_entropy_tiles, is_validation
-from rnncodec.train.loop import Trainer, TrainConfig, lr_at
+from rnncodec.train.config import TrainConfig
+from rnncodec.train.loop import Trainer
+from rnncodec.train.run import lr_at
 from rnncodec.train.losses import ResidualL1
 
 from conftest import smooth_image
@@ -187,3 +189,12 @@ def test_train_from_a_file_that_is_no_checkpoint_is_one_clean_error(data_dir, tm
                             "--preset", "tiny", "--steps", "1", flag, str(bogus)], capture_output=True, text=True)
         assert r.returncode == 5, r.stderr
         assert r.stderr.strip().count("\n") == 0 and "not a training checkpoint" in r.stderr
+
+
+def test_the_runtime_never_imports_the_trainers():
+    """The codec's packages stand below training: importing and using them loads no train/ module."""
+    code = ("import sys, rnncodec, rnncodec.codec, rnncodec.container, rnncodec.entropy, rnncodec.image, "
+            "rnncodec.tiles, rnncodec.models, rnncodec.layers, rnncodec.models.store; "
+            "bad = sorted(m for m in sys.modules if m.startswith('rnncodec.train')); print(bad); sys.exit(bool(bad))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

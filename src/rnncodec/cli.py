@@ -9,12 +9,10 @@ from pathlib import Path
 
 from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
 from .config import CELLS, FRAMEWORKS
-from .entropy.quantise import register as register_quantise_entropy
-from .entropy.train import register as register_train_entropy
 from .eval.cli import register as register_eval
 from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
 from .image import DEFAULT_MAX_PIXELS
-from .train.config import TrainConfig, add_flags, from_args
+from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
 
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
@@ -119,6 +117,35 @@ def _train(args: argparse.Namespace) -> None:
     Trainer(tc, resume=Path(args.resume_from) if args.resume_from else args.resume).run()
 
 
+def _train_entropy(args: argparse.Namespace) -> None:
+    from .train.entropy import EntropyTrainer
+
+    context = {k: getattr(args, k) for k in CONTEXT_CHANNELS if getattr(args, k) is not None}
+    EntropyTrainer(from_args(EntropyTrainConfig, args, context=context), resume=args.resume).run()
+
+
+def _quantise_entropy(args: argparse.Namespace) -> None:
+    from .train.quantise import quantise
+
+    qc = from_args(QuantiseConfig, args)
+    r = quantise(Path(args.float_model), qc)
+    print(f"{qc.output}: integer context model {r.model_id.hex()}; held-out bits per bit: float {r.float_bits_per_bit:.5f}, "
+          f"integer after PTQ {r.ptq_bits_per_bit:.5f}, after QAT {r.bits_per_bit:.5f} ({r.seconds / 60:.1f} min)")
+
+
+CONTEXT_CHANNELS = ("masked", "state", "row", "head")  # ContextConfig widths train-entropy can change
+
+
+def _run_parser(sub: argparse._SubParsersAction, name: str, help: str, cls: type[RunConfig]) -> argparse.ArgumentParser:
+    """A training subcommand: data folders, a run folder, and one flag per field of its config."""
+    t = sub.add_parser(name, help=help)
+    t.add_argument("data", nargs="+", help="folders of training images (PNG, JPEG)")
+    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.safetensors, log.jsonl")
+    add_flags(t, cls)
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    return t
+
+
 def _export(args: argparse.Namespace) -> None:
     from .train.export import export_checkpoint
 
@@ -163,26 +190,32 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("input")
     i.set_defaults(func=_info)
 
-    t = sub.add_parser("train", help="train an image model on folders of images")
-    t.add_argument("data", nargs="+", help="folders of training images (PNG, JPEG)")
-    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.safetensors, log.jsonl")
+    t = _run_parser(sub, "train", "train an image model on folders of images", TrainConfig)
     t.add_argument("--cell", choices=CELLS, help="recurrent cell of encoder and decoder (default: the preset's)")
     t.add_argument("--framework", choices=FRAMEWORKS, help="reconstruction framework (default: the preset's)")
     t.add_argument("--width", type=float, help="layer width relative to the paper's (default: the preset's)")
     t.add_argument("--model-iterations", type=int, help="most iterations a file may hold")
     t.add_argument("--priming", type=int, help="extra decoder steps on the first iteration's bits (Johnston 2018)")
-    add_flags(t, TrainConfig)
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--resume-from", metavar="CKPT", help="continue from this checkpoint (e.g. checkpoints/default.pt)")
     t.set_defaults(func=_train)
+
+    te = _run_parser(sub, "train-entropy", "train coder 1's context model on an image model's codes", EntropyTrainConfig)
+    for name in CONTEXT_CHANNELS:
+        te.add_argument(f"--{name}", type=int, help=f"context model: {name} channels")
+    te.set_defaults(func=_train_entropy)
+
+    q = sub.add_parser("quantise-entropy", help="fit coder 2's integer context model to a float context model")
+    q.add_argument("float_model", help="float context model (.safetensors from train-entropy)")
+    q.add_argument("--calib", nargs="+", required=True, help="folders of training images (PNG, JPEG)")
+    q.add_argument("-o", "--output", required=True, help="output .safetensors")
+    add_flags(q, QuantiseConfig)
+    q.set_defaults(func=_quantise_entropy)
 
     e = sub.add_parser("export", help="export a training checkpoint as fp16 release weights")
     e.add_argument("checkpoint", help="checkpoint.pt from `rnncodec train`")
     e.add_argument("-o", "--output", required=True, help="output .safetensors")
     e.add_argument("-f", "--force", action="store_true")
     e.set_defaults(func=_export)
-    register_train_entropy(sub)
-    register_quantise_entropy(sub)
     register_eval(sub)
     return p
 

@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 
 CELLS = ("lstm", "assoc_lstm", "gru", "residual_gru")
+LATER_FIELDS = {"priming": 0}  # ModelConfig fields added after the first release, with their defaults
 FRAMEWORKS = ("oneshot", "additive", "residual_scaling", "iteration_gain")
 
 
@@ -35,7 +36,10 @@ class ModelConfig:
         return max(8, int(round(paper_depth * self.width / 8)) * 8)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """The config as stored with weights (and hashed into the model id). Fields added since
+        the first release are left out at their default, so older models keep their ids."""
+        fields = {k: v for k, v in asdict(self).items() if LATER_FIELDS.get(k, object()) != v}
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":

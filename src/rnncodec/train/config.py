@@ -19,43 +19,88 @@ def opt(default: Any, help: str, **argparse_kw: Any) -> Any:
 
 
 @dataclass
-class TrainConfig:
-    """`rnncodec train`: the image model."""
+class RunConfig:
+    """What every trainer shares: data, the held-out split, the schedule and the run's cadence."""
 
     data: list[str]
     out: str
+    steps: int = opt(20000, "most steps; the schedule decays over them")
+    lr: float = opt(5e-4, "peak learning rate (Adam)")
+    min_lr_ratio: float = opt(0.05, "the cosine decay ends at this fraction of the peak learning rate")
+    warmup: int = opt(200, "steps of linear warm-up")
+    clip: float = opt(1.0, "gradient norm clip")
+    seed: int = opt(0, "seed of the crops (and of the binarizer noise)")
+    jpeg_downscale: int = opt(1, "shrink JPEG sources by F first, hiding their block artefacts", metavar="F")
+    val_fraction: float = opt(0.05, "images held back for validation (by a hash of the file name)")
+    val_every: int = opt(500, "steps between validations (the best weights are exported each time they improve)")
+    log_every: int = opt(50, "steps between log lines")
+    checkpoint_minutes: float = opt(5.0, "minutes between checkpoints")
+    max_minutes: float = opt(0.0, "training time over all resumes (0: no limit); the schedule ends there too")
+    threads: int = opt(0, "torch threads (0: torch's default)")
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """`rnncodec train`: the image model."""
+
     preset: str = opt("small", "model preset: paper (the paper's widths), small (¼), fast (⅛), tiny (tests)",
                       choices=tuple(PRESETS))
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields replaced (cell, framework, …)
     unroll: int = opt(0, "iterations unrolled in training (0: the model's own count)")
     batch: int = opt(32, "patches per step")
     crop: int = opt(32, "patch side in pixels, a multiple of 16 (the paper: 32); larger crops teach interiors, not only borders")
-    steps: int = opt(20000, "most steps; the schedule decays over them")
-    lr: float = opt(5e-4, "peak learning rate (Adam)")
-    min_lr_ratio: float = opt(0.05, "the cosine decay ends at this fraction of the peak learning rate")
-    warmup: int = opt(200, "steps of linear warm-up")
-    clip: float = opt(1.0, "gradient norm clip")
     bf16: bool = opt(False, "bf16 autocast (faster on CPUs with bf16 support)")
     binarizer: str = opt("stochastic", "training bits: stochastic (the paper) or sign, as at test time (straight-through)",
                          choices=("stochastic", "sign"))
     iteration_weights: str = opt("mean", "loss over iterations: mean (the paper), or normalised, each iteration's L1 "
                                  "divided by its running mean so late iterations weigh as much as early ones",
                                  choices=("mean", "normalised"))
-    seed: int = opt(0, "seed of the patches and the binarizer noise")
     ssim_weight: float = opt(0.0, "SSIM-weighted L1 strength (Johnston 2018); 0 = plain L1")
     high_entropy: int = opt(0, "keep per image the K 32×32 tiles PNG compresses worst", metavar="K")
     hard_crops: float = opt(0.0, "fraction of each batch cut around the crop-sized tiles PNG compresses worst "
                             "(hard-patch mining, Johnston 2018)", metavar="F")
-    jpeg_downscale: int = opt(1, "shrink JPEG sources by F first, hiding their block artefacts", metavar="F")
-    val_fraction: float = opt(0.05, "images held back for validation (by a hash of the file name)")
     val_patches: int = opt(256, "held-out patches scored at every validation")
-    val_every: int = opt(500, "steps between validations")
-    log_every: int = opt(50, "steps between log lines")
-    checkpoint_minutes: float = opt(5.0, "minutes between checkpoints")
-    max_minutes: float = opt(0.0, "training time over all resumes (0: no limit); the schedule ends there too")
-    threads: int = opt(0, "torch threads (0: torch's default)")
     init_from: str = opt("", "fine-tune: start from these weights (.safetensors or checkpoint) with a fresh optimizer "
                          "and schedule", metavar="WEIGHTS")
+
+
+@dataclass
+class EntropyTrainConfig(RunConfig):
+    """`rnncodec train-entropy`: coder 1's context model, on the codes of an image model."""
+
+    image_model: str = opt("", "image model weights whose codes to model (default: the packaged model)")
+    context: dict = field(default_factory=dict)  # ContextConfig fields replaced (channels)
+    crop: int = opt(256, "crop side in pixels, a multiple of 16")
+    batch: int = opt(8, "crops per step")
+    pool: int = opt(256, "crops whose codes are kept in memory")
+    fresh: int = opt(1, "crops re-encoded into the pool per step")
+    steps: int = opt(5000, "most steps; the schedule decays over them")
+    lr: float = opt(2e-3, "peak learning rate (Adam)")
+    warmup: int = opt(50, "steps of linear warm-up")
+    val_crops: int = opt(32, "held-out crops scored at every validation")
+    val_every: int = opt(200, "steps between validations (the best weights are exported each time they improve)")
+    log_every: int = opt(20, "steps between log lines")
+
+
+@dataclass
+class QuantiseConfig:
+    """`rnncodec quantise-entropy`: coder 2's integer context model, fitted to a float one."""
+
+    calib: list[str]  # folders of training images
+    output: str
+    image_model: str = opt("", "image model weights (default: the one the float model names, found by id)")
+    crop: int = opt(256, "crop side in pixels (as train-entropy's documented run: the row LSTM sees 16 rows)")
+    crops: int = opt(256, "training crops, their codes kept in memory")
+    val_crops: int = opt(48, "held-out crops, to pick the best model")
+    val_fraction: float = opt(0.05, "images held back for validation (by a hash of the file name)")
+    jpeg_downscale: int = opt(1, "shrink JPEG sources by F first", metavar="F")
+    relu_quantile: float = opt(0.9999, "the head's ReLU range: this quantile per channel, on the first 64 crops")
+    steps: int = opt(600, "quantisation-aware fine-tuning steps (0: PTQ only)")
+    batch: int = opt(4, "crops per step")
+    lr: float = opt(2e-4, "learning rate (Adam, cosine decay to 5 %)")
+    val_every: int = opt(100, "steps between held-out scores")
+    seed: int = opt(0, "seed of the crops")
+    threads: int = opt(1, "torch threads")
 
 
 C = TypeVar("C")

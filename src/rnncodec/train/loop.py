@@ -6,65 +6,24 @@ patches and DistributedDataParallel averages the gradients (gloo on CPU, nccl on
 from __future__ import annotations
 
 import gc
-import json
-import math
 import os
-import signal
-import time
-from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from ..config import ModelConfig, preset
 from ..errors import ModelError
 from ..models import RNNCodec
 from ..weights import load_weights, save_weights
 from .config import TrainConfig
-from ..image import list_images
-from .data import PatchSource, is_validation
+from .data import PatchSource
 from .export import load_checkpoint
 from .losses import ResidualL1
-
-
-def lr_at(step: int, tc: TrainConfig, seconds: float = 0.0) -> float:
-    """Linear warmup, then cosine decay to min_lr_ratio·lr at `steps` or at `max_minutes`, whichever comes first."""
-    if step < tc.warmup:
-        return tc.lr * (step + 1) / tc.warmup
-    progress = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
-    if tc.max_minutes:
-        progress = max(progress, min(1.0, seconds / (tc.max_minutes * 60)))
-    return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-class Steppable(Protocol):
-    tc: Any  # has steps and max_minutes
-    step: int
-    seconds: float
-
-    def train_step(self) -> float: ...
-
-
-def timed_steps(trainer: Steppable, bar: tqdm) -> Iterator[tuple[float, float]]:
-    """Run train steps, yielding (loss, monotonic time) after each, until the step budget, the
-    time budget (`max_minutes` of training time over all resumes) or a SIGTERM ends the run. The
-    time between steps (validation, checkpoints) counts as training time too."""
-    tc = trainer.tc
-    stop: list[bool] = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    last = time.monotonic()
-    while trainer.step < tc.steps and not stop and not (tc.max_minutes and trainer.seconds > tc.max_minutes * 60):
-        loss = trainer.train_step()
-        now = time.monotonic()
-        trainer.seconds += now - last
-        last = now
-        bar.update(1)
-        yield loss, now
+from .run import Run
 
 
 def _dist_setup() -> tuple[int, int, torch.device]:
@@ -80,19 +39,15 @@ def _dist_setup() -> tuple[int, int, torch.device]:
     return rank, dist.get_world_size(), torch.device("cpu")
 
 
-class Trainer:
+class Trainer(Run):
+    """The image model's trainer: L1 on the residual after every unrolled iteration."""
+
+    tc: TrainConfig
+
     def __init__(self, tc: TrainConfig, resume: bool | Path = False, progress: bool = True) -> None:
         """`resume`: True continues from OUT/checkpoint.pt if there is one; a path continues from that file."""
-        self.tc = tc
-        self.rank, self.world, self.device = _dist_setup()
-        if tc.threads:
-            torch.set_num_threads(tc.threads)
+        super().__init__(tc, progress, *_dist_setup())
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick its fastest kernels once
-        self.out = Path(tc.out)
-        self.ckpt_path = self.out / "checkpoint.pt"
-        self.progress = progress and self.rank == 0
-        torch.manual_seed(tc.seed + self.rank)
-        self.rng = np.random.default_rng(tc.seed + self.rank)
         self.cfg: ModelConfig = preset(tc.preset, **tc.model_overrides)
         self.model = RNNCodec(self.cfg).to(self.device)
         self.model.binarizer.stochastic = tc.binarizer == "stochastic"
@@ -100,7 +55,6 @@ class Trainer:
         self.loss = ResidualL1(tc.ssim_weight)
         self.loss.window = self.loss.window.to(self.device)
         self.unroll = tc.unroll or self.cfg.iterations
-        self.step, self.best_val, self.cpu_seconds, self.seconds = 0, float("inf"), 0.0, 0.0
         self.loss_scale: torch.Tensor | None = None  # running mean L1 per iteration, for normalised weights
 
         calibrate = False
@@ -112,9 +66,7 @@ class Trainer:
             calibrate = self._init_weights(Path(tc.init_from))
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
-        paths = list_images(*tc.data)
-        train_paths = [p for p in paths if not is_validation(p, tc.val_fraction)]
-        val_paths = [p for p in paths if is_validation(p, tc.val_fraction)]
+        train_paths, val_paths = self.split()
         self.train_src = PatchSource(train_paths, tc.jpeg_downscale, tc.high_entropy, self.progress, tc.crop, tc.hard_crops)
         self.val_batch = None
         if val_paths:
@@ -122,19 +74,15 @@ class Trainer:
             self.val_batch = val_src.batch(tc.val_patches, np.random.default_rng(12345)).to(self.device)
         if calibrate:
             x = self.train_src.batch(max(8, tc.batch), np.random.default_rng(tc.seed)).to(self.device)
-            self._log({"step": 0, "calibrated_gains": self.model.eval().calibrate_gains(x)})
-            self.model.train()
+            self.log({"step": 0, "calibrated_gains": self.model.eval().calibrate_gains(x)})
+        self.model.train()
 
     # -- checkpoints -------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
         ck = load_checkpoint(path)
         self._set_weights(path, ck["model_config"], ck["model"])
         self.opt.load_state_dict(ck["optimizer"])  # Adam's state follows its parameters to the device
-        self.step, self.best_val = ck["step"], ck["best_val"]
-        self.cpu_seconds, self.seconds = ck["cpu_seconds"], ck["seconds"]
-        if self.rank == 0 and "rng" in ck:
-            self.rng.bit_generator.state = ck["rng"]
-            torch.set_rng_state(ck["torch_rng"])
+        self.load_run_state(ck)
 
     def _init_weights(self, path: Path) -> bool:
         """Fine-tuning: only the weights carry over, so a new run gets its own warmup and decay.
@@ -159,34 +107,14 @@ class Trainer:
             raise ModelError(f"{path} holds another model config (preset, cell, framework)")
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
 
-    def save_checkpoint(self) -> None:
-        if self.rank != 0:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        ck = {
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.opt.state_dict(),
-            "model_config": self.cfg.to_json(),
-            "train_config": asdict(self.tc),
-            "step": self.step,
-            "best_val": self.best_val,
-            "cpu_seconds": self.cpu_seconds,
-            "seconds": self.seconds,
-            "rng": self.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        }
-        tmp = self.ckpt_path.with_suffix(".tmp")
-        torch.save(ck, tmp)
-        os.replace(tmp, self.ckpt_path)
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizer": self.opt.state_dict(), "model_config": self.cfg.to_json()}
 
     # -- steps -------------------------------------------------------------------------------
-    def _log(self, record: dict) -> None:
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with open(self.out / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def validate(self) -> list[float]:
+    def validate(self) -> list[float] | None:
+        if self.val_batch is None:
+            return None
         self.model.eval()
         with torch.no_grad():
             per_iter = []
@@ -199,8 +127,7 @@ class Trainer:
 
     def train_step(self) -> float:
         x = self.train_src.batch(self.tc.batch, self.rng).to(self.device)
-        for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.step, self.tc, self.seconds)
+        self.set_lr(self.opt)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.tc.bf16):
             _, recons = self.ddp(x, self.unroll)
             per_iteration = self.loss.per_iteration(x, [r.float() for r in recons])
@@ -220,38 +147,10 @@ class Trainer:
         self.loss_scale = current if self.loss_scale is None else 0.99 * self.loss_scale + 0.01 * current
         return (per_iteration / self.loss_scale).mean() * self.loss_scale.mean()
 
-    def run(self) -> None:
-        tc = self.tc
-        self.model.train()
-        # CPU runs count core-hours; GPU runs count device-hours (threads there only feed the GPU)
-        on_gpu = self.device.type == "cuda"
-        cores = self.world * (1 if on_gpu else torch.get_num_threads())
-        hours_key = "gpu_hours" if on_gpu else "cpu_hours"
-        last_ckpt = last_log = time.monotonic()
-        bar = tqdm(total=tc.steps, initial=self.step, disable=not self.progress, desc="train")
-        losses: list[float] = []
-        for loss, now in timed_steps(self, bar):  # a SIGTERM ends the run after the current step, with a checkpoint
-            losses.append(loss)
-            if self.step % tc.log_every == 0:
-                rate = tc.log_every * tc.batch * self.world / (now - last_log)
-                self.cpu_seconds += (now - last_log) * cores
-                last_log = now
-                bar.set_postfix(loss=f"{np.mean(losses):.4f}", patches_s=f"{rate:.0f}")
-                self._log({"step": self.step, "loss": float(np.mean(losses)), "lr": lr_at(self.step, tc, self.seconds),
-                           "patches_per_s": rate, hours_key: self.cpu_seconds / 3600})
-                losses = []
-            if self.val_batch is not None and self.step % tc.val_every == 0 and self.rank == 0:
-                val = self.validate()
-                self._log({"step": self.step, "val_loss": float(np.mean(val)), "val_per_iteration": val,
-                           hours_key: self.cpu_seconds / 3600})
-                if np.mean(val) < self.best_val:
-                    self.best_val = float(np.mean(val))
-                    self.export(self.out / "best.safetensors")
-            if now - last_ckpt > tc.checkpoint_minutes * 60:
-                self.save_checkpoint()
-                last_ckpt = now
-        bar.close()
-        self.save_checkpoint()
+    def speed(self, seconds: float) -> dict[str, float]:
+        return {"patches_per_s": self.tc.log_every * self.tc.batch * self.world / seconds}
+
+    def finish(self) -> None:
         if self.world > 1:
             # drop DDP's reducer, which holds the process group, first: left to interpreter exit, its
             # gloo threads could be torn down in the wrong order and abort the process

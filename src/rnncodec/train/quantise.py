@@ -12,11 +12,10 @@ run time imports it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +23,16 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..errors import ModelError
-from ..models.store import ImageModel, image_model_by_id, load_image_model
-from ..image import list_images
-from ..train.data import PatchSource, is_validation
-from ..weights import load_weights, save_weights
-from .context_model import ContextModel, build_context_model
-from .integer_model import (ACT, KIND, PROB_BITS, WEIGHT_MAX, IntegerConfig, IntegerNet, Layer, channels,
+from ..entropy.context_model import ContextModel, build_context_model
+from ..entropy.integer_model import (ACT, KIND, PROB_BITS, WEIGHT_MAX, IntegerConfig, IntegerNet, Layer, channels,
                             integer_tensors, layer_specs, make_tables)
-from .train import image_codes
+from ..errors import ModelError
+from ..image import list_images
+from ..models.store import ImageModel, image_model_by_id, load_image_model
+from ..weights import load_weights, save_weights
+from .config import QuantiseConfig
+from .data import PatchSource, is_validation
+from .entropy import image_codes
 
 INT32_MAX = (1 << 31) - 1
 
@@ -147,24 +147,6 @@ class _FloatProbabilities(nn.Module):
 
 
 @dataclass
-class QuantiseConfig:
-    calib: list[str]  # folders of training images
-    output: str
-    image_model: str | None = None  # default: the image model the float model names, found by id
-    crop: int = 256  # as train-entropy's documented run: the row LSTM sees 16 rows
-    crops: int = 256  # training crops, their codes kept in memory
-    val_crops: int = 48
-    val_fraction: float = 0.05
-    jpeg_downscale: int = 1
-    relu_quantile: float = 0.9999  # the head's ReLU range per channel, on the first 64 crops
-    steps: int = 600  # quantisation-aware fine-tuning steps; 0: PTQ only
-    batch: int = 4
-    lr: float = 2e-4
-    val_every: int = 100
-    seed: int = 0
-
-
-@dataclass
 class QuantiseReport:
     model_id: bytes
     float_bits_per_bit: float  # coder 1's probabilities, on the held-out crops
@@ -176,6 +158,8 @@ class QuantiseReport:
 def quantise(float_path: Path, qc: QuantiseConfig, progress: bool = True) -> QuantiseReport:
     """PTQ, then QAT of the float context model in `float_path`; writes the best (held-out) model."""
     start = time.monotonic()
+    if qc.threads:
+        torch.set_num_threads(qc.threads)
     torch.manual_seed(qc.seed)
     rng = np.random.default_rng(qc.seed)
     stored = load_weights(float_path)
@@ -219,34 +203,3 @@ def quantise(float_path: Path, qc: QuantiseConfig, progress: bool = True) -> Qua
                             quantise_config=json.dumps({k: v for k, v in asdict(qc).items() if k != "output"}), val_bits_per_bit=f"{best:.5f}",
                             float_val_bits_per_bit=f"{float_bpb:.5f}", ptq_val_bits_per_bit=f"{ptq_bpb:.5f}")
     return QuantiseReport(model_id, float_bpb, ptq_bpb, best, time.monotonic() - start)
-
-
-def _run(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    qc = QuantiseConfig(**{f.name: getattr(args, f.name) for f in fields(QuantiseConfig)})
-    r = quantise(Path(args.float_model), qc)
-    print(f"{qc.output}: {KIND} model {r.model_id.hex()}; held-out bits per bit: float {r.float_bits_per_bit:.5f}, "
-          f"integer after PTQ {r.ptq_bits_per_bit:.5f}, after QAT {r.bits_per_bit:.5f} ({r.seconds / 60:.1f} min)")
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `quantise-entropy` subcommand to the CLI."""
-    d = QuantiseConfig(calib=[], output="")
-    q = subparsers.add_parser("quantise-entropy", help="fit coder 2's integer context model to a float context model")
-    q.add_argument("float_model", help="float context model (.safetensors from train-entropy)")
-    q.add_argument("--calib", nargs="+", required=True, help="folders of training images (PNG, JPEG)")
-    q.add_argument("-o", "--output", required=True, help="output .safetensors")
-    q.add_argument("--image-model", help="image model weights; default: the one the float model names, found by id")
-    q.add_argument("--crop", type=int, default=d.crop, help="crop side in pixels (multiple of 16)")
-    q.add_argument("--crops", type=int, default=d.crops, help="training crops (their codes are kept in memory)")
-    q.add_argument("--val-crops", type=int, default=d.val_crops, help="held-out crops, to pick the best model")
-    q.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    q.add_argument("--jpeg-downscale", type=int, default=d.jpeg_downscale, metavar="F", help="shrink JPEG sources by F first")
-    q.add_argument("--relu-quantile", type=float, default=d.relu_quantile, help="the head's ReLU range: this quantile per channel")
-    q.add_argument("--steps", type=int, default=d.steps, help="quantisation-aware fine-tuning steps (0: PTQ only)")
-    q.add_argument("--batch", type=int, default=d.batch)
-    q.add_argument("--lr", type=float, default=d.lr)
-    q.add_argument("--val-every", type=int, default=d.val_every)
-    q.add_argument("--seed", type=int, default=d.seed)
-    q.add_argument("--threads", type=int, default=1)
-    q.set_defaults(func=_run)
