@@ -17,7 +17,6 @@ from rnncodec.codec import decode, encode
 from rnncodec.tiles import plan_tiles
 
 
-
 def seam_mask(h: int, w: int, tile: int, width: int = 4) -> np.ndarray:
     """True within `width` px of any seam between tiles."""
     mask = np.zeros((h, w), bool)

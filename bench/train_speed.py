@@ -62,13 +62,15 @@ def main() -> None:
     ap.add_argument("--learn-minutes", type=float, default=0.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"threads: {args.threads}\n\n| preset | unroll | fp32 patches/s | bf16 patches/s | bf16 speed-up |\n|---|---|---|---|---|")
+    print(f"threads: {args.threads}\n")
+    print("| preset | unroll | fp32 patches/s | bf16 patches/s | bf16 speed-up |\n|---|---|---|---|---|")
     for preset, unroll in CASES:
         fp32 = patches_per_second(args.data, preset, unroll, False, args.steps)
         bf16 = patches_per_second(args.data, preset, unroll, True, args.steps)
         print(f"| {preset} | {unroll} | {fp32:.0f} | {bf16:.0f} | {bf16 / fp32:.2f} |", flush=True)
     if args.learn_minutes:
-        print(f"\n| preset | unroll | steps in {args.learn_minutes:g} min | CPU-hours | val L1, iterations 1–8 |\n|---|---|---|---|---|")
+        print(f"\n| preset | unroll | steps in {args.learn_minutes:g} min | CPU-hours | val L1, iterations 1–8 |")
+        print("|---|---|---|---|---|")
         for preset, unroll in LEARN_CASES:
             steps, cpu_hours, loss = learn(args.data, preset, unroll, args.learn_minutes, args.threads)
             print(f"| {preset} | {unroll} | {steps} | {cpu_hours:.3f} | {loss:.4f} |", flush=True)

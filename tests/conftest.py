@@ -114,8 +114,13 @@ def rowwise_probabilities(model, bits: torch.Tensor) -> torch.Tensor:
     ctx = TileContext(model, tuple(bits.shape[2:]))
     out = []
     for t in range(bits.shape[1]):
-        rows = []
+        rows: list[torch.Tensor] = []
         known = (bits[0, t] > 0).to(torch.uint8).numpy()
-        ctx.iteration(lambda y, p: (rows.append(p), known[:, y])[1])
+
+        def code_row(y: int, p: torch.Tensor, rows: list = rows, known: np.ndarray = known) -> np.ndarray:
+            rows.append(p)
+            return known[:, y]
+
+        ctx.iteration(code_row)
         out.append(torch.stack(rows, 1))
     return torch.stack(out)

@@ -5,9 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import smooth_image
+from PIL import Image
 
 KODIM = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak" / "kodim01.png"
 
@@ -58,7 +57,7 @@ def test_kodak_image_at_four_iterations(tmp_path, model_dir):
 
 def _one_clean_line(r, code):
     assert r.returncode == code, (r.returncode, r.stderr)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("rnncodec: error:"), r.stderr
     assert "Traceback" not in r.stderr
 

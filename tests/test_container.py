@@ -3,12 +3,11 @@ import struct
 import zlib
 
 import pytest
+from conftest import smooth_image
 
 from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.errors import FormatError
-
-from conftest import smooth_image
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import rowwise_probabilities, smooth_image
 from PIL import Image
 
 from rnncodec import container
@@ -19,8 +20,6 @@ from rnncodec.entropy.arithmetic import PROB_BITS, BitDecoder, encode_bits, quan
 from rnncodec.entropy.context_model import ContextConfig, ContextModel
 from rnncodec.errors import FormatError, ModelError
 from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
-
-from conftest import rowwise_probabilities, smooth_image
 
 _CHILD = """
 import sys

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import smooth_image
 from PIL import Image
 
-from conftest import smooth_image
 from rnncodec.cli import main
 from rnncodec.codec import encode
 from rnncodec.eval import runner

@@ -1,15 +1,14 @@
 """tools/gpu_train.sh --dry-run: the GPU recipe's whole path on the CPU, so it works the first time a GPU is lent."""
 import json
-import sys
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import torch
-from PIL import Image
-
 from conftest import smooth_image
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "gpu_train.sh"

@@ -3,13 +3,12 @@ import io
 
 import numpy as np
 import pytest
+from conftest import smooth_image
 from PIL import Image
 
 from rnncodec import compress, decompress
 from rnncodec.errors import ImageError, Note
 from rnncodec.image import from_pil, pad_to_multiple, read_image
-
-from conftest import smooth_image
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "CMYK", "I;16", "I"])

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_image
 from PIL import Image
 from pytorch_msssim import ms_ssim
 
-from conftest import smooth_image
 from rnncodec.eval.metrics import all_metrics, bpp, ms_ssim_rgb, psnr_hvs, psnr_rgb, to_db
 
 KODIM03 = Path(__file__).resolve().parents[2] / "shared/data/kodak/kodim03.png"

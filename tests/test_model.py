@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from rnncodec.config import CELLS, FRAMEWORKS, ModelConfig, preset
-from rnncodec.layers import Binarizer
 from rnncodec.entropy.context_model import build_context_model
 from rnncodec.errors import ModelError
+from rnncodec.layers import Binarizer
 from rnncodec.models import RNNCodec
 from rnncodec.models.store import load_image_model
 from rnncodec.weights import StoredWeights, build_module, load_weights, save_weights

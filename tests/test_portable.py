@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import entropy_bits, rowwise_probabilities, smooth_image, tiny_context_model
 from PIL import Image
 
 from rnncodec import container
@@ -16,11 +17,9 @@ from rnncodec.codec import decode, default_coder, encode
 from rnncodec.entropy import arithmetic_coder, integer_coder
 from rnncodec.entropy.integer import DEFAULT_INTEGER_WEIGHTS
 from rnncodec.entropy.integer_model import IntegerConfig, IntegerNet, build_integer_net
-from rnncodec.train.quantise import FakeQuantModel, code_length
 from rnncodec.errors import ModelError
+from rnncodec.train.quantise import FakeQuantModel, code_length
 from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
-
-from conftest import entropy_bits, rowwise_probabilities, smooth_image, tiny_context_model
 
 TESTS = Path(__file__).parent
 

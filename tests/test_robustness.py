@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import smooth_image
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
@@ -14,7 +15,6 @@ from rnncodec.errors import FormatError, OutputError
 from rnncodec.fileio import atomic_write
 from rnncodec.testing import ALLOWED, _reheader, mutations
 
-from conftest import smooth_image
 
 @pytest.fixture
 def stream(tiny_model) -> bytes:

@@ -8,18 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_image
 from PIL import Image
 
-from rnncodec.models.store import load_image_model
 from rnncodec.errors import ModelError
 from rnncodec.image import list_images
-from rnncodec.train.data import PatchSource, hard_corners, high_entropy_tiles, is_validation
+from rnncodec.models.store import load_image_model
 from rnncodec.train.config import TrainConfig
+from rnncodec.train.data import PatchSource, hard_corners, high_entropy_tiles, is_validation
 from rnncodec.train.loop import Trainer
-from rnncodec.train.run import lr_at
 from rnncodec.train.losses import ResidualL1
-
-from conftest import smooth_image
+from rnncodec.train.run import lr_at
 
 
 @pytest.fixture(scope="module")

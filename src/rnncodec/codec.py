@@ -11,7 +11,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import container
-from .entropy import BitCoder, RawCoder, arithmetic_coder, explain_failure, get_coder, integer_coder
+from .entropy import BitCoder, CoderSession, RawCoder, arithmetic_coder, explain_failure, get_coder, integer_coder
 from .entropy.arithmetic import entropy_weights_for
 from .entropy.integer_model import KIND as INTEGER_KIND
 from .errors import FormatError
@@ -75,7 +75,8 @@ def _as_rgb(image: RGBImage | Image.Image | np.ndarray | str | Path) -> RGBImage
     return read_image(image)
 
 
-def _tile_bits(model: ImageModel, pixels: np.ndarray, box: TileBox, iterations: int) -> tuple[list[np.ndarray], list[torch.Tensor]]:
+def _tile_bits(model: ImageModel, pixels: np.ndarray, box: TileBox,
+               iterations: int) -> tuple[list[np.ndarray], list[torch.Tensor]]:
     """Run the encoder on one tile: per-iteration bits (C×h×w uint8) and reconstructions."""
     crop = pad_to_multiple(pixels[box.y0 : box.y1, box.x0 : box.x1], STRIDE)
     x = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 255.0 - 0.5
@@ -182,14 +183,14 @@ def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, 
             ph, pw = (-(-s // STRIDE) for s in box.shape)
             session = coder.session(bits_shape + (ph, pw))
 
-            def tile_bits() -> Iterator[torch.Tensor]:
+            def tile_bits(session: CoderSession, i: int) -> Iterator[torch.Tensor]:
                 """This tile's bits, iteration by iteration, entropy-decoded as the model asks for them."""
                 for t in range(n_iter):
                     b = session.decode(payloads[t][i])
                     crcs[t] = container.bits_crc_update(b, crcs[t])
                     yield torch.from_numpy(b)[None].float() * 2 - 1
 
-            for recon in model.net.decode(tile_bits()):
+            for recon in model.net.decode(tile_bits(session, i)):  # noqa: B007  (the last one is the tile's)
                 bar.update(1)
             canvas.add(box, recon[0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
         bar.close()

@@ -58,7 +58,8 @@ def compute_id(kind: str, config: str, tensors: dict[str, torch.Tensor]) -> byte
 
 def save_weights(path: Path, kind: str, config: str, state: dict[str, torch.Tensor], **metadata: str) -> bytes:
     """Write floating tensors as fp16 (others as they are); returns the model id."""
-    tensors = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).cpu().contiguous() for k, v in state.items()}
+    tensors = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).cpu().contiguous()
+               for k, v in state.items()}
     model_id = compute_id(kind, config, tensors)
     meta = {**metadata, "kind": kind, "config": config, "model_id": model_id.hex()}
     tmp = Path(path).with_suffix(".tmp")

@@ -46,7 +46,7 @@ class ContextConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ContextConfig":
+    def from_json(cls, text: str) -> ContextConfig:
         return cls(**json.loads(text))
 
 

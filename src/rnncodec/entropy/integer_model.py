@@ -68,7 +68,7 @@ class IntegerConfig:
         return json.dumps({**asdict(self), "context": asdict(self.context)}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "IntegerConfig":
+    def from_json(cls, text: str) -> IntegerConfig:
         d = json.loads(text)
         return cls(**{**d, "context": ContextConfig(**d["context"])})
 

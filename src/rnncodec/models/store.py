@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-
 from ..config import ModelConfig
 from ..errors import ModelError
 from ..weights import PACKAGE_WEIGHTS, StoredWeights, build_module, find_by_id, load_weights

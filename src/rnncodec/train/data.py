@@ -75,7 +75,8 @@ class PatchSource:
         images = [load_rgb(p, jpeg_downscale) for p in tqdm(paths, desc="loading", disable=not progress)]
         images = [im for im in images if im.shape[0] >= patch and im.shape[1] >= patch]
         if high_entropy:
-            self.tiles = np.concatenate([high_entropy_tiles(im, high_entropy) for im in tqdm(images, desc="tiles", disable=not progress)])
+            self.tiles = np.concatenate([high_entropy_tiles(im, high_entropy)
+                                         for im in tqdm(images, desc="tiles", disable=not progress)])
             self.images: list[np.ndarray] = []
         else:
             self.tiles = None

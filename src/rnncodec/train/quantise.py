@@ -24,8 +24,19 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..entropy.context_model import ContextModel, build_context_model
-from ..entropy.integer_model import (ACT, KIND, PROB_BITS, WEIGHT_MAX, IntegerConfig, IntegerNet, Layer, channels,
-                            integer_tensors, layer_specs, make_tables)
+from ..entropy.integer_model import (
+    ACT,
+    KIND,
+    PROB_BITS,
+    WEIGHT_MAX,
+    IntegerConfig,
+    IntegerNet,
+    Layer,
+    channels,
+    integer_tensors,
+    layer_specs,
+    make_tables,
+)
 from ..errors import ModelError
 from ..image import list_images
 from ..models.store import ImageModel, image_model_by_id, load_image_model
@@ -199,7 +210,8 @@ def quantise(float_path: Path, qc: QuantiseConfig, progress: bool = True) -> Qua
             if val_bpb < best:
                 best, best_state = val_bpb, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
+    settings = json.dumps({k: v for k, v in asdict(qc).items() if k != "output"})
     model_id = model.export(Path(qc.output), image_model=image.model_id.hex(), float_model=stored.model_id.hex(),
-                            quantise_config=json.dumps({k: v for k, v in asdict(qc).items() if k != "output"}), val_bits_per_bit=f"{best:.5f}",
+                            quantise_config=settings, val_bits_per_bit=f"{best:.5f}",
                             float_val_bits_per_bit=f"{float_bpb:.5f}", ptq_val_bits_per_bit=f"{ptq_bpb:.5f}")
     return QuantiseReport(model_id, float_bpb, ptq_bpb, best, time.monotonic() - start)

@@ -39,9 +39,8 @@ class Run:
     desc = "train"  # the progress bar's label
     loss_name = "loss"  # what log lines call the training loss (and `val_` + it, the validation)
 
-    def __init__(self, tc: RunConfig, progress: bool, rank: int = 0, world: int = 1,
-                 device: torch.device = torch.device("cpu")) -> None:
-        self.tc, self.rank, self.world, self.device = tc, rank, world, device
+    def __init__(self, tc: RunConfig, progress: bool, rank: int = 0, world: int = 1, device: torch.device | None = None) -> None:
+        self.tc, self.rank, self.world, self.device = tc, rank, world, device or torch.device("cpu")
         self.progress = progress and rank == 0
         if tc.threads:
             torch.set_num_threads(tc.threads)
