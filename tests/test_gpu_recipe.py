@@ -27,20 +27,19 @@ def test_gpu_recipe_dry_run_trains_every_run_and_packs_the_results(tmp_path):
     r = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--data", str(data), "--out", str(out)],
                        capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "base:" in r.stdout and "gain:" in r.stdout
+    runs = [line.split(":")[0] for line in r.stdout.splitlines() if " steps, " in line]
+    assert len(runs) >= 2
     parts = sorted(out.glob("results.tar.part*"))
     assert parts and all(p.stat().st_size <= 16 * 2**20 for p in parts)  # what the device tool brings back
 
     back = tmp_path / "back"
     r = subprocess.run(["bash", str(SCRIPT), "--collect", str(out), "--out", str(back)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    for run in ("base", "gain"):
+    for run in runs:
         ck = torch.load(back / "runs" / run / "checkpoint.pt", weights_only=False)
         assert ck["step"] == 3
         assert (back / "runs" / run / "best.safetensors").exists()
-    first = json.loads((back / "runs" / "gain" / "log.jsonl").read_text().splitlines()[0])
-    gains = first["calibrated_gains"]
-    assert gains[0] == 1.0 and all(g > 1 for g in gains[1:])  # later residuals are smaller, so they are scaled up
+        assert any("val_loss" in json.loads(line) for line in (back / "runs" / run / "log.jsonl").read_text().splitlines())
 
 
 def test_gpu_recipe_refuses_an_unknown_run():
