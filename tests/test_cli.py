@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import smooth_image
 from PIL import Image
@@ -41,6 +42,20 @@ def test_explicit_model_and_bpp(tmp_path, png, model_dir):
     assert r.returncode == 0, r.stderr
     assert rnc.stat().st_size * 8 / (40 * 56) <= 0.4
     assert run("decompress", rnc, "-o", tmp_path / "a.png", env={"RNNCODEC_MODEL_PATH": str(model_dir)}).returncode == 0
+
+
+def test_quality_targets(tmp_path, png):
+    from rnncodec.quality import ms_ssim_rgb, psnr_rgb
+
+    original = np.asarray(Image.open(png).convert("RGB"))
+    assert run("compress", png, "-o", tmp_path / "all.rnc").returncode == 0
+    for flag, target, score in (("--target-psnr", 24.0, psnr_rgb), ("--target-ms-ssim", 0.45, ms_ssim_rgb)):
+        rnc, out = tmp_path / f"{flag}.rnc", tmp_path / f"{flag}.png"
+        assert run("compress", png, "-o", rnc, flag, target).returncode == 0
+        assert run("decompress", rnc, "-o", out).returncode == 0
+        assert score(original, np.asarray(Image.open(out))) >= target
+        assert rnc.stat().st_size < (tmp_path / "all.rnc").stat().st_size  # it stopped before the last iteration
+    assert run("compress", png, "-o", tmp_path / "x.rnc", "--bpp", "1", "--target-psnr", "30").returncode == 2
 
 
 @pytest.mark.skipif(not KODIM.exists(), reason="shared Kodak data not present")

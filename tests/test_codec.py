@@ -7,6 +7,7 @@ from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, ModelError
+from rnncodec.quality import psnr_rgb
 from rnncodec.weights import save_weights
 
 
@@ -113,3 +114,53 @@ def test_crc_catches_a_flipped_payload_bit(tiny_model):
     data[-3] ^= 0x10
     with pytest.raises(FormatError, match="chunk 2 CRC mismatch"):
         decode(bytes(data))
+
+
+def _prefix_psnrs(img, data):
+    header, chunks = container.read(data)
+    psnrs = [psnr_rgb(img, decode(container.truncate(header, chunks, k)).pixels) for k in range(1, len(chunks) + 1)]
+    return header, chunks, psnrs
+
+
+def test_a_quality_target_stops_at_the_first_iteration_that_reaches_it(tiny_model):
+    img = smooth_image(48, 64, seed=3)
+    header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model).data)
+    for target in sorted(psnrs)[1:4]:
+        enc = encode(img, model=tiny_model, target_psnr=target)  # one tile: judged exactly, and stopped there
+        assert enc.iterations == next(k for k, p in enumerate(psnrs, 1) if p >= target)
+        assert enc.data == container.truncate(header, chunks, enc.iterations)
+    assert encode(img, model=tiny_model, target_psnr=99.0).iterations == len(chunks)  # out of reach: all
+    assert encode(img, model=tiny_model, target_ms_ssim=0.01).iterations == 1
+
+
+def test_a_quality_target_over_several_tiles_is_judged_from_the_tiles(tiny_model):
+    img = smooth_image(64, 96, seed=4)
+    header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model, tile=48, overlap=16).data)
+    target = sorted(psnrs)[2]
+    enc = encode(img, model=tiny_model, tile=48, overlap=16, target_psnr=target)
+    assert enc.data == container.truncate(header, chunks, enc.iterations)
+    assert psnrs[enc.iterations - 1] >= target - 0.5  # overlaps are counted in each tile: close, not exact
+
+
+def test_rate_options_exclude_each_other(tiny_model):
+    with pytest.raises(ValueError, match="give one of"):
+        encode(smooth_image(32, 32), model=tiny_model, bpp=0.5, target_psnr=30)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        encode(smooth_image(32, 32), model=tiny_model, target_ms_ssim=1.5)
+
+
+def test_rate_control_stops_computing_once_it_has_enough(tiny_model, monkeypatch):
+    img = smooth_image(48, 64, seed=3)
+    computed = []
+    steps = tiny_model.net.steps
+
+    def counting(x):
+        for t, out in enumerate(steps(x)):
+            computed.append(t)
+            yield out
+
+    monkeypatch.setattr(tiny_model.net, "steps", counting)
+    size_2 = container.prefix_sizes(*container.read(encode(img, iterations=2, model=tiny_model).data))[-1]
+    computed.clear()
+    enc = encode(img, model=tiny_model, bpp=size_2 * 8 / (48 * 64))
+    assert enc.iterations == 2 and len(computed) == 3  # the third did not fit, and nothing after it ran

@@ -73,3 +73,13 @@ def test_psnr_hvs_kodak_jpeg_q50_in_the_high_30s():
     a = np.asarray(Image.open(KODIM03).convert("RGB"))
     hvs, _ = psnr_hvs(a, _jpeg(a, 50))
     assert 36 < hvs < 41  # 38.3 dB; a [0, 1] input range would give ~60
+
+
+def test_ms_ssim_scores_images_of_any_size():
+    from rnncodec.quality import ms_ssim_rgb as score
+
+    rng = np.random.default_rng(0)
+    for side in (4, 64, 200):
+        a = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        noisy = np.clip(a + rng.normal(0, 20, a.shape), 0, 255).astype(np.uint8)
+        assert score(a, a) == pytest.approx(1.0) and 0 < score(a, noisy) < 1

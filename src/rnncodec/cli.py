@@ -31,7 +31,8 @@ def _compress(args: argparse.Namespace) -> None:
     model = load_image_model(args.model)
     if args.iterations is not None and args.iterations > model.cfg.iterations:
         raise OptionError(f"--iterations must be at most {model.cfg.iterations} for this model")
-    options = dict(iterations=args.iterations, bpp=args.bpp, tile=args.tile, overlap=args.overlap)
+    options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
+                   target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap)
     if src.is_dir():
         from .batch import compress_folder
 
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
     rate.add_argument("--bpp", type=float, help="largest real rate, header included: keeps the longest prefix that fits")
+    rate.add_argument("--target-psnr", type=float, metavar="DB", help="stop at the first iteration whose PSNR reaches DB")
+    rate.add_argument("--target-ms-ssim", type=float, metavar="X", help="stop at the first iteration whose MS-SSIM reaches X")
     c.add_argument("--model", help="image model weights (.safetensors); default: the packaged model")
     c.add_argument("--coder", choices=("raw", "arithmetic", "integer"),
                    help="payload coder: raw bits (0), the float context model (1, not portable) or the integer one "

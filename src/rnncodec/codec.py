@@ -1,6 +1,7 @@
 """The pipeline: image → tiles → pad → encoder → binarizer → bits → payload coder → container, and back."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from .errors import FormatError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
 from .models.store import ImageModel, image_model_by_id, load_image_model
+from .quality import ms_ssim_rgb, psnr_rgb
 from .tiles import Canvas, TileBox, plan_tiles
 
 DEFAULT_TILE = 1024  # Kodak-sized images (768×512) code as one tile, with no overlap overhead
@@ -75,13 +77,45 @@ def _as_rgb(image: RGBImage | Image.Image | np.ndarray | str | Path) -> RGBImage
     return read_image(image)
 
 
-def _tile_bits(model: ImageModel, pixels: np.ndarray, box: TileBox,
-               iterations: int) -> tuple[list[np.ndarray], list[torch.Tensor]]:
-    """Run the encoder on one tile: per-iteration bits (C×h×w uint8) and reconstructions."""
+def _tile_input(pixels: np.ndarray, box: TileBox) -> torch.Tensor:
+    """One tile, padded to the model's stride, as a 1×3×H×W tensor in [−0.5, 0.5]."""
     crop = pad_to_multiple(pixels[box.y0 : box.y1, box.x0 : box.x1], STRIDE)
-    x = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 255.0 - 0.5
-    bits, recons = model.net(x, iterations)
-    return [(b[0] > 0).to(torch.uint8).numpy() for b in bits], recons
+    return torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 255.0 - 0.5
+
+
+def _tile_pixels(recon: torch.Tensor, box: TileBox) -> np.ndarray:
+    """A tile's reconstruction without its padding, H×W×3 float in [−0.5, 0.5]."""
+    return recon[0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]]
+
+
+@dataclass(frozen=True)
+class RateControl:
+    """When encoding stops: after `iterations`, at the longest prefix whose real size (header
+    included) fits `bpp`, or at the first iteration whose reconstruction reaches `psnr` (dB) or
+    `ms_ssim`. At most one of the last three; with none, after `iterations` (default: all)."""
+
+    iterations: int | None = None
+    bpp: float | None = None
+    psnr: float | None = None
+    ms_ssim: float | None = None
+
+    def __post_init__(self) -> None:
+        if sum(v is not None for v in (self.iterations, self.bpp, self.psnr, self.ms_ssim)) > 1:
+            raise ValueError("give one of iterations, bpp, target_psnr or target_ms_ssim")
+        if self.bpp is not None and self.bpp <= 0:
+            raise ValueError("bpp must be positive")
+        if self.ms_ssim is not None and not 0 < self.ms_ssim < 1:
+            raise ValueError("a target MS-SSIM lies between 0 and 1")
+
+    def reached(self, original: np.ndarray, recon: np.ndarray) -> bool:
+        """Whether a reconstruction (8-bit) meets the quality target."""
+        if self.psnr is not None:
+            return psnr_rgb(original, recon) >= self.psnr
+        return self.ms_ssim is not None and ms_ssim_rgb(original, recon) >= self.ms_ssim
+
+    @property
+    def targets_quality(self) -> bool:
+        return self.psnr is not None or self.ms_ssim is not None
 
 
 def encode(
@@ -94,14 +128,20 @@ def encode(
     overlap: int = DEFAULT_OVERLAP,
     progress: bool = False,
     reconstruct: bool = False,
+    target_psnr: float | None = None,
+    target_ms_ssim: float | None = None,
 ) -> Encoded:
-    """Encode an image; with `bpp`, keep the longest prefix whose real file size fits that rate.
+    """Encode an image, iteration by iteration, until the rate control says stop (`RateControl`).
+
+    An image of one tile stops computing as soon as its rate or quality is reached. Over several
+    tiles every tile runs to the most iterations allowed and the file is cut after: the quality of
+    the whole is then judged from the tiles' (PSNR from their summed squared error, MS-SSIM as
+    their area-weighted mean), which is close to, not exactly, the decoded image's.
 
     With `reconstruct`, also return the encoder's own reconstruction; that keeps a full-size
     canvas per iteration, so it is off for plain compression, whose memory stays per tile.
     """
-    if iterations is not None and bpp is not None:
-        raise ValueError("give iterations or bpp, not both")
+    rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim)
     rgb = _as_rgb(image)
     model = model or load_image_model()
     coder = coder or default_coder(model)
@@ -113,25 +153,75 @@ def encode(
         raise ValueError(f"tile must be a positive multiple of {STRIDE} and overlap a smaller multiple of {STRIDE}")
     h, w = rgb.pixels.shape[:2]
     boxes = plan_tiles(h, w, tile, overlap)
+    header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile)
+    budget = None if bpp is None else bpp * w * h / 8
     segments: list[list[bytes]] = [[] for _ in range(n_iter)]
     crcs = [container.bits_crc(t) for t in range(n_iter)]
     canvases = [Canvas(h, w, overlap) for _ in range(n_iter)] if reconstruct else []
+    whole = _TiledQuality(rate, n_iter)
+    keep = n_iter
     with torch.inference_mode():
         for box in tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0):
-            bits, recons = _tile_bits(model, rgb.pixels, box, n_iter)
-            session = coder.session(bits[0].shape)
-            for t in range(n_iter):
-                segments[t].append(session.encode(bits[t]))
-                crcs[t] = container.bits_crc_update(bits[t], crcs[t])
+            session = None
+            original = rgb.pixels[box.y0 : box.y1, box.x0 : box.x1]
+            for t, (bits, recon) in enumerate(itertools.islice(model.net.steps(_tile_input(rgb.pixels, box)), n_iter)):
+                b = (bits[0] > 0).to(torch.uint8).numpy()
+                session = session or coder.session(b.shape)
+                segments[t].append(session.encode(b))
+                crcs[t] = container.bits_crc_update(b, crcs[t])
+                pixels = _tile_pixels(recon, box)
                 if reconstruct:
-                    canvases[t].add(box, recons[t][0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
-    chunks = [(container.join_segments(segments[t]), crcs[t]) for t in range(n_iter)]
-    header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile)
-    keep = n_iter
-    if bpp is not None:
-        keep = max(1, int(np.searchsorted(container.prefix_sizes(header, chunks), bpp * w * h / 8, side="right")))
+                    canvases[t].add(box, pixels)
+                if len(boxes) > 1:
+                    whole.add(t, original, pixels)
+                    continue
+                # one tile is the whole image: stop as soon as the rate control says so
+                if budget is not None and t > 0 and _size(header, segments[: t + 1]) > budget:
+                    keep = t  # this iteration does not fit: keep the ones before
+                    break
+                if rate.reached(original, _to_uint8(pixels.copy())):
+                    keep = t + 1
+                    break
+    if len(boxes) > 1 and budget is not None:
+        keep = next((t for t in range(1, n_iter) if _size(header, segments[: t + 1]) > budget), n_iter)
+    elif len(boxes) > 1 and rate.targets_quality:
+        keep = whole.first_reaching()
+    chunks = [(container.join_segments(segments[t]), crcs[t]) for t in range(keep)]
     data = container.truncate(header, chunks, keep)
     return Encoded(data, keep, _to_uint8(canvases[keep - 1].result()) if reconstruct else None)
+
+
+def _size(header: container.Header, segments: list[list[bytes]]) -> int:
+    """Bytes of the file holding these iterations' tile segments."""
+    return container.prefix_sizes(header, [(container.join_segments(seg), 0) for seg in segments])[-1]
+
+
+class _TiledQuality:
+    """The quality of the whole image after each iteration, from its tiles: PSNR from their summed
+    squared error, MS-SSIM as their area-weighted mean (overlaps counted in each tile)."""
+
+    def __init__(self, rate: RateControl, iterations: int) -> None:
+        self.rate = rate
+        self.sse, self.ms_ssim, self.pixels = np.zeros(iterations), np.zeros(iterations), np.zeros(iterations)
+
+    def add(self, t: int, original: np.ndarray, pixels: np.ndarray) -> None:
+        if not self.rate.targets_quality:
+            return
+        decoded = _to_uint8(pixels.copy())
+        area = decoded.shape[0] * decoded.shape[1]
+        self.pixels[t] += area
+        self.sse[t] += np.sum((decoded.astype(np.float64) - original) ** 2)
+        if self.rate.ms_ssim is not None:
+            self.ms_ssim[t] += ms_ssim_rgb(original, decoded) * area
+
+    def first_reaching(self) -> int:
+        """The first iteration count whose quality meets the target (else all)."""
+        if self.rate.psnr is not None:
+            quality = 10 * np.log10(255.0**2 * 3 * self.pixels / np.maximum(self.sse, 1e-9))
+            target = self.rate.psnr
+        else:
+            quality, target = self.ms_ssim / self.pixels, self.rate.ms_ssim
+        return next((t + 1 for t in range(len(quality)) if quality[t] >= target), len(quality))
 
 
 @dataclass
@@ -192,7 +282,7 @@ def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, 
 
             for recon in model.net.decode(tile_bits(session, i)):  # noqa: B007  (the last one is the tile's)
                 bar.update(1)
-            canvas.add(box, recon[0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]])
+            canvas.add(box, _tile_pixels(recon, box))
         bar.close()
     for t in range(n_iter):
         if crcs[t] != chunk_crcs[t]:
@@ -201,9 +291,13 @@ def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, 
 
 
 def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, iterations: int | None = None,
-             bpp: float | None = None, **kwargs) -> bytes:
-    """Compress an image (a path, a PIL image or an H×W×3 uint8 array) to .rnc bytes."""
-    return encode(image, iterations=iterations, bpp=bpp, **kwargs).data
+             bpp: float | None = None, target_psnr: float | None = None, target_ms_ssim: float | None = None,
+             **kwargs) -> bytes:
+    """Compress an image (a path, a PIL image or an H×W×3 uint8 array) to .rnc bytes: `iterations`
+    of 0.125 bpp each before entropy coding, or as many as fit `bpp` (real size, header included),
+    or the fewest that reach `target_psnr` (dB) or `target_ms_ssim`."""
+    return encode(image, iterations=iterations, bpp=bpp, target_psnr=target_psnr, target_ms_ssim=target_ms_ssim,
+                  **kwargs).data
 
 
 def decompress(data: bytes, iterations: int | None = None) -> Image.Image:

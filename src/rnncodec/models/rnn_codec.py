@@ -11,6 +11,7 @@ Pixels are in [−0.5, 0.5]; image sides must be multiples of 16 (the caller pad
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -136,17 +137,23 @@ class RNNCodec(nn.Module):
             out = out / gain
         return (out if self.cfg.framework == "oneshot" else recon + out), dec
 
-    def forward(self, x: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor]]:
-        """Encode x for `iterations` steps: the bits and the reconstruction after each step."""
+    def steps(self, x: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """Encode x one iteration at a time, yielding its bits and the reconstruction after it, so
+        that an encoder can stop as soon as it has what it needs."""
         enc, dec = [None] * 3, [None] * 4
         recon = torch.zeros_like(x)
-        bits_out, recons = [], []
-        for t in range(iterations):
+        for t in range(self.cfg.iterations):
             gain = self._gain(recon, t)
             residual = x - recon if gain is None else (x - recon) * gain
             code, enc = self.encoder(residual, enc)
             bits = self.binarizer(code)
             recon, dec = self._reconstruct(bits, dec, recon, gain, t)
+            yield bits, recon
+
+    def forward(self, x: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor]]:
+        """Encode x for `iterations` steps: the bits and the reconstruction after each step."""
+        bits_out, recons = [], []
+        for bits, recon in itertools.islice(self.steps(x), iterations):
             bits_out.append(bits)
             recons.append(recon)
         return bits_out, recons
