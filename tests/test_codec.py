@@ -164,3 +164,29 @@ def test_rate_control_stops_computing_once_it_has_enough(tiny_model, monkeypatch
     computed.clear()
     enc = encode(img, model=tiny_model, bpp=size_2 * 8 / (48 * 64))
     assert enc.iterations == 2 and len(computed) == 3  # the third did not fit, and nothing after it ran
+
+
+@pytest.mark.parametrize("coder_name", ["entropy_coder", "integer_coder"])
+@pytest.mark.parametrize("enc_precision,dec_precision", [("fp32", "bf16"), ("bf16", "fp32"), ("bf16", "bf16")])
+def test_every_precision_round_trips(request, tiny_model, coder_name, enc_precision, dec_precision, monkeypatch):
+    monkeypatch.setattr("rnncodec.precision.bf16_native", lambda: True)  # bf16 runs anywhere, only slower
+    coder = request.getfixturevalue(coder_name)
+    img = smooth_image(48, 64, seed=5)
+    reference = encode(img, iterations=3, model=tiny_model, coder=coder, precision="fp32", reconstruct=True)
+    enc = encode(img, iterations=3, model=tiny_model, coder=coder, precision=enc_precision, reconstruct=True)
+    dec = decode(enc.data, precision=dec_precision)  # the entropy coder must not see the autocast: chunk CRCs pass
+    assert dec.iterations == 3
+    assert np.abs(dec.pixels.astype(int) - reference.reconstruction).mean() < 2.0  # bf16 rounding, no more
+    if enc_precision == dec_precision:
+        assert np.array_equal(dec.pixels, enc.reconstruction)
+
+
+def test_bf16_falls_back_to_fp32_where_the_cpu_lacks_it(tiny_model, monkeypatch):
+    from rnncodec.errors import Note
+
+    monkeypatch.setattr("rnncodec.precision.bf16_native", lambda: False)
+    img = smooth_image(32, 32)
+    with pytest.warns(Note, match="no native bf16"):
+        forced = encode(img, iterations=2, model=tiny_model, precision="bf16")
+    assert forced.data == encode(img, iterations=2, model=tiny_model, precision="fp32").data
+    assert encode(img, iterations=2, model=tiny_model, precision="auto").data == forced.data

@@ -12,6 +12,7 @@ from .config import CELLS, FRAMEWORKS
 from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
 from .eval.cli import register as register_eval
 from .image import DEFAULT_MAX_PIXELS
+from .precision import PRECISIONS
 from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
@@ -32,7 +33,7 @@ def _compress(args: argparse.Namespace) -> None:
     if args.iterations is not None and args.iterations > model.cfg.iterations:
         raise OptionError(f"--iterations must be at most {model.cfg.iterations} for this model")
     options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
-                   target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap)
+                   target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap, precision=args.precision)
     if src.is_dir():
         from .batch import compress_folder
 
@@ -85,7 +86,7 @@ def _decompress(args: argparse.Namespace) -> None:
     if out.exists() and not args.force:
         raise OutputError(f"{out} exists (use --force to overwrite)")
     dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=sys.stderr.isatty(),
-                 max_pixels=args.max_pixels)
+                 max_pixels=args.max_pixels, precision=args.precision)
     im = Image.fromarray(dec.pixels, "RGB")
     extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}
     atomic_write(out, lambda f: im.save(f, format=fmt, **extra), args.force)
@@ -156,6 +157,11 @@ def _export(args: argparse.Namespace) -> None:
     print(f"{out}: model id {model_id.hex()}")
 
 
+def _precision_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the image model's arithmetic; auto: bf16 where the CPU has it natively, else fp32")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rnncodec", description="Lossy image compression with recurrent neural networks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="payload coder: raw bits (0), the float context model (1, not portable) or the integer one "
                    "(2); default: the integer one, else the float one, fitted to the image model, else raw")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (multiple of 16)")
+    _precision_flag(c)
     c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     c.set_defaults(func=_compress)
@@ -185,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--iterations", type=int, help="decode only the first K iterations")
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse files claiming more pixels")
     d.add_argument("--model", help="weights to decode with, if not packaged (their id must match the file)")
+    _precision_flag(d)
     d.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     d.set_defaults(func=_decompress)
 

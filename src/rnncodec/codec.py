@@ -19,6 +19,7 @@ from .errors import FormatError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
 from .models.store import ImageModel, image_model_by_id, load_image_model
+from .precision import resolve
 from .quality import ms_ssim_rgb, psnr_rgb
 from .tiles import Canvas, TileBox, plan_tiles
 
@@ -130,6 +131,7 @@ def encode(
     reconstruct: bool = False,
     target_psnr: float | None = None,
     target_ms_ssim: float | None = None,
+    precision: str = "auto",
 ) -> Encoded:
     """Encode an image, iteration by iteration, until the rate control says stop (`RateControl`).
 
@@ -140,8 +142,10 @@ def encode(
 
     With `reconstruct`, also return the encoder's own reconstruction; that keeps a full-size
     canvas per iteration, so it is off for plain compression, whose memory stays per tile.
+    `precision`: the image model's arithmetic (`precision.PRECISIONS`; auto: bf16 where native).
     """
     rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim)
+    bf16 = resolve(precision) == "bf16"
     rgb = _as_rgb(image)
     model = model or load_image_model()
     coder = coder or default_coder(model)
@@ -164,12 +168,13 @@ def encode(
         for box in tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0):
             session = None
             original = rgb.pixels[box.y0 : box.y1, box.x0 : box.x1]
-            for t, (bits, recon) in enumerate(itertools.islice(model.net.steps(_tile_input(rgb.pixels, box)), n_iter)):
+            tile_steps = model.net.steps(_tile_input(rgb.pixels, box), bf16=bf16)
+            for t, (bits, recon) in enumerate(itertools.islice(tile_steps, n_iter)):
                 b = (bits[0] > 0).to(torch.uint8).numpy()
                 session = session or coder.session(b.shape)
                 segments[t].append(session.encode(b))
                 crcs[t] = container.bits_crc_update(b, crcs[t])
-                pixels = _tile_pixels(recon, box)
+                pixels = _tile_pixels(recon.float(), box)
                 if reconstruct:
                     canvases[t].add(box, pixels)
                 if len(boxes) > 1:
@@ -237,8 +242,9 @@ def decode(
     model_lookup: Callable[[bytes], ImageModel] = image_model_by_id,
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    precision: str = "auto",
 ) -> Decoded:
-    """Decode the first `iterations` chunks (default: all the file holds)."""
+    """Decode the first `iterations` chunks (default: all the file holds); `precision` as encode's."""
     header, chunks = container.read(data)
     if header.width * header.height > max_pixels:
         raise FormatError(f"the file claims {header.width}×{header.height} pixels, over the cap of {max_pixels}")
@@ -254,14 +260,15 @@ def decode(
     boxes = plan_tiles(header.height, header.width, header.tile, header.overlap)
     payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
     try:
-        canvas = _decode_tiles(model, coder, header, boxes, payloads, [crc for _, crc in chunks[:n_iter]], progress)
+        canvas = _decode_tiles(model, coder, header, boxes, payloads, [crc for _, crc in chunks[:n_iter]], progress,
+                               resolve(precision) == "bf16")
     except FormatError as exc:
         raise explain_failure(header.coder_id, exc) from None
     return Decoded(_to_uint8(canvas.result()), n_iter, header.icc_profile)
 
 
 def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, boxes: list[TileBox],
-                  payloads: list[list[bytes]], chunk_crcs: list[int], progress: bool) -> Canvas:
+                  payloads: list[list[bytes]], chunk_crcs: list[int], progress: bool, bf16: bool) -> Canvas:
     """Entropy-decode and reconstruct every tile, then check each chunk's bits CRC."""
     n_iter = len(payloads)
     crcs = [container.bits_crc(t) for t in range(n_iter)]
@@ -280,7 +287,7 @@ def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, 
                     crcs[t] = container.bits_crc_update(b, crcs[t])
                     yield torch.from_numpy(b)[None].float() * 2 - 1
 
-            for recon in model.net.decode(tile_bits(session, i)):  # noqa: B007  (the last one is the tile's)
+            for recon in model.net.decode(tile_bits(session, i), bf16):  # noqa: B007  (the last one is the tile's)
                 bar.update(1)
             canvas.add(box, _tile_pixels(recon, box))
         bar.close()

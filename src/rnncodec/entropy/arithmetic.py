@@ -35,11 +35,12 @@ _BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
 
 @contextmanager
 def deterministic() -> Iterator[None]:
-    """One thread, no autograd: the same float32 kernels whatever the caller's thread count."""
+    """One thread, no autograd, no autocast: the same float32 kernels whatever the caller's thread
+    count or mixed precision (a bf16 autocast would round coder 2's exact integer products)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False):
             yield
     finally:
         torch.set_num_threads(threads)

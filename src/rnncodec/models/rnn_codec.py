@@ -24,6 +24,10 @@ from ..layers import Binarizer, make_cell
 STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
 
 
+def _autocast(bf16: bool) -> torch.autocast:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
 class Encoder(nn.Module):
     """A strided conv and three strided conv-RNN layers: H×W×3 -> H/16×W/16×C."""
 
@@ -137,17 +141,20 @@ class RNNCodec(nn.Module):
             out = out / gain
         return (out if self.cfg.framework == "oneshot" else recon + out), dec
 
-    def steps(self, x: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    def steps(self, x: Tensor, bf16: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
         """Encode x one iteration at a time, yielding its bits and the reconstruction after it, so
-        that an encoder can stop as soon as it has what it needs."""
+        that an encoder can stop as soon as it has what it needs. With `bf16`, the layers run in
+        bf16 (CPU autocast) while the reconstruction accumulates in fp32; the caller's code between
+        steps (an entropy coder) runs in its own precision."""
         enc, dec = [None] * 3, [None] * 4
         recon = torch.zeros_like(x)
         for t in range(self.cfg.iterations):
-            gain = self._gain(recon, t)
-            residual = x - recon if gain is None else (x - recon) * gain
-            code, enc = self.encoder(residual, enc)
-            bits = self.binarizer(code)
-            recon, dec = self._reconstruct(bits, dec, recon, gain, t)
+            with _autocast(bf16):
+                gain = self._gain(recon, t)
+                residual = x - recon if gain is None else (x - recon) * gain
+                code, enc = self.encoder(residual, enc)
+                bits = self.binarizer(code)
+                recon, dec = self._reconstruct(bits, dec, recon, gain, t)
             yield bits, recon
 
     def forward(self, x: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor]]:
@@ -158,12 +165,13 @@ class RNNCodec(nn.Module):
             recons.append(recon)
         return bits_out, recons
 
-    def decode(self, bits: Iterable[Tensor]) -> Iterator[Tensor]:
-        """Replay the decoder over each iteration's bits, yielding x̂_1, x̂_2, …"""
+    def decode(self, bits: Iterable[Tensor], bf16: bool = False) -> Iterator[Tensor]:
+        """Replay the decoder over each iteration's bits, yielding x̂_1, x̂_2, … (`bf16`: as in `steps`)."""
         dec: list = [None] * 4
         recon = None
-        for t, b in enumerate(bits):
+        for t, b in enumerate(bits):  # the bits are drawn (entropy-decoded) outside the autocast
             if recon is None:
-                recon = b.new_zeros(b.shape[0], 3, b.shape[2] * STRIDE, b.shape[3] * STRIDE)
-            recon, dec = self._reconstruct(b, dec, recon, self._gain(recon, t), t)
+                recon = b.new_zeros(b.shape[0], 3, b.shape[2] * STRIDE, b.shape[3] * STRIDE, dtype=torch.float32)
+            with _autocast(bf16):
+                recon, dec = self._reconstruct(b, dec, recon, self._gain(recon, t), t)
             yield recon
