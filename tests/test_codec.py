@@ -154,8 +154,8 @@ def test_rate_control_stops_computing_once_it_has_enough(tiny_model, monkeypatch
     computed = []
     steps = tiny_model.net.steps
 
-    def counting(x):
-        for t, out in enumerate(steps(x)):
+    def counting(x, **kw):
+        for t, out in enumerate(steps(x, **kw)):
             computed.append(t)
             yield out
 
