@@ -21,10 +21,13 @@ def stream(tiny_model) -> bytes:
     return encode(smooth_image(24, 40), iterations=3, model=tiny_model, tile=32, overlap=16, coder=RawCoder()).data
 
 
-@pytest.mark.parametrize("coder", ["raw", "entropy_coder", "integer_coder"])
+@pytest.mark.parametrize("coder", ["raw", "entropy_coder", "integer_coder", "raw+alpha"])
 def test_fuzzed_streams_fail_only_with_the_projects_error(tiny_model, request, coder):
-    stream = encode(smooth_image(24, 40), iterations=3, model=tiny_model, tile=32, overlap=16,
-                    coder=RawCoder() if coder == "raw" else request.getfixturevalue(coder)).data
+    image = smooth_image(24, 40)
+    if coder == "raw+alpha":
+        image = np.dstack([image, smooth_image(24, 40, seed=1)[..., 0]])
+    stream = encode(image, iterations=3, model=tiny_model, tile=32, overlap=16,
+                    coder=request.getfixturevalue(coder) if coder.endswith("_coder") else RawCoder()).data
 
     @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(mutations(stream))

@@ -11,7 +11,7 @@ from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
 from .config import CELLS, FRAMEWORKS
 from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
 from .eval.cli import register as register_eval
-from .image import DEFAULT_MAX_PIXELS
+from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS
 from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
@@ -32,17 +32,17 @@ def _compress(args: argparse.Namespace) -> None:
     if args.iterations is not None and args.iterations > model.cfg.iterations:
         raise OptionError(f"--iterations must be at most {model.cfg.iterations} for this model")
     options = dict(iterations=args.iterations, bpp=args.bpp, tile=args.tile, overlap=args.overlap)
+    reading = dict(max_pixels=args.max_pixels, alpha=args.alpha, background=args.background)
     if src.is_dir():
         from .batch import compress_folder
 
-        failures = compress_folder(src, out, args.jobs, args.force, args.model, args.coder, max_pixels=args.max_pixels,
-                                   **options)
+        failures = compress_folder(src, out, args.jobs, args.force, args.model, args.coder, reading, **options)
         if failures:
             raise BatchError(f"{failures} file(s) failed")
         return
     if out.exists() and not args.force:
         raise OutputError(f"{out} exists (use --force to overwrite)")
-    enc = encode(read_image(src, args.max_pixels), model=model, coder=make_coder(args.coder, model), progress=sys.stderr.isatty(),
+    enc = encode(read_image(src, **reading), model=model, coder=make_coder(args.coder, model), progress=sys.stderr.isatty(),
                  **options)
     atomic_write(out, lambda f: f.write(enc.data), args.force)
 
@@ -85,8 +85,8 @@ def _decompress(args: argparse.Namespace) -> None:
         raise OutputError(f"{out} exists (use --force to overwrite)")
     dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=sys.stderr.isatty(),
                  max_pixels=args.max_pixels)
-    im = Image.fromarray(dec.pixels, "RGB")
-    extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}
+    im = dec.to_pil()  # RGBA when the file holds an alpha plane
+    extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}  # not every plugin reads im.info's
     atomic_write(out, lambda f: im.save(f, format=fmt, **extra), args.force)
 
 
@@ -97,7 +97,9 @@ def _info(args: argparse.Namespace) -> None:
     header, chunks = container.read(data)
     pixels = header.width * header.height
     print(f"file:        {args.input} ({len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp)")
-    print(f"image:       {header.width}×{header.height}{', ICC profile' if header.icc_profile else ''}")
+    extras = ([", ICC profile"] if header.icc_profile else []) + ([f", alpha plane ({len(header.alpha)} bytes)"]
+                                                                 if header.alpha else [])
+    print(f"image:       {header.width}×{header.height}{''.join(extras)}")
     print(f"model id:    {header.model_id.hex()}")
     print(f"coder:       {header.coder_id} (entropy model {header.entropy_id.hex()})")
     print(f"tiles:       {header.tile} px, overlap {header.overlap} px")
@@ -173,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(2); default: the integer one, else the float one, fitted to the image model, else raw")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (multiple of 16)")
     c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
+    c.add_argument("--alpha", choices=ALPHA_CHOICES, default="keep",
+                   help="transparency: keep codes it losslessly beside the colour; drop flattens onto --background")
+    c.add_argument("--background", default="white", help="colour under transparent pixels with --alpha drop (a name or #rrggbb)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     c.set_defaults(func=_compress)
 
