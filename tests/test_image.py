@@ -58,6 +58,14 @@ def test_transparency_becomes_an_alpha_plane_in_every_mode():
     assert plane.tolist() == np.where(np.arange(16) == 2, 0, 255).reshape(4, 4).tolist()
 
 
+def test_fully_transparent_pixels_take_the_background():
+    rgba = rgba_image()
+    alpha = np.asarray(rgba.getchannel("A"))
+    rgb = from_pil(rgba, background="black")
+    assert (rgb.pixels[alpha == 0] == 0).all()  # invisible: a flat colour is cheaper to code
+    assert np.array_equal(rgb.pixels[alpha > 0], np.asarray(rgba.convert("RGB"))[alpha > 0])
+
+
 def test_alpha_drop_flattens_onto_the_background():
     rgba = rgba_image()
     for background in ("white", "#102030", (200, 0, 0)):

@@ -83,7 +83,8 @@ def _check_alpha_options(alpha: str, background: str | tuple[int, ...]) -> tuple
 
 def from_pil(im: Image.Image, alpha: str = "keep", background: str | tuple[int, ...] = "white") -> RGBImage:
     """A Pillow image as RGB and its alpha plane: EXIF orientation applied, first frame of an
-    animation; with `alpha="drop"`, transparency flattened onto `background` (a Pillow colour)."""
+    animation. Fully transparent pixels take the `background` colour (a Pillow colour); with
+    `alpha="drop"`, the whole image is flattened onto it and no plane is kept."""
     background = _check_alpha_options(alpha, background)
     if getattr(im, "n_frames", 1) > 1:
         warnings.warn("animated image: only the first frame is coded", Note, stacklevel=2)
@@ -91,9 +92,13 @@ def from_pil(im: Image.Image, alpha: str = "keep", background: str | tuple[int, 
     icc = im.info.get("icc_profile")
     im = ImageOps.exif_transpose(im)
     rgb, plane = _to_rgb(im), _alpha_plane(im)
-    if plane is not None and alpha == "drop":
-        rgb, plane = Image.composite(rgb, Image.new("RGB", rgb.size, background), Image.fromarray(plane, "L")), None
-    return RGBImage(np.asarray(rgb, dtype=np.uint8), icc or None, plane)
+    if plane is None:
+        return RGBImage(np.asarray(rgb, dtype=np.uint8), icc or None)
+    # drop: blend onto the background. keep: only the invisible colour of fully transparent pixels
+    # becomes the background, since a flat colour costs fewer bits than whatever lay there.
+    mask = Image.fromarray(plane, "L") if alpha == "drop" else Image.fromarray((plane > 0).astype(np.uint8) * 255, "L")
+    rgb = Image.composite(rgb, Image.new("RGB", rgb.size, background), mask)
+    return RGBImage(np.asarray(rgb, dtype=np.uint8), icc or None, None if alpha == "drop" else plane)
 
 
 def read_image(path: str | Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS, alpha: str = "keep",
