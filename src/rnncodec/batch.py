@@ -1,11 +1,12 @@
 """Compressing many images in parallel: one bad file is reported, the others go on.
 
 The work runs on any `concurrent.futures.Executor`: local processes by default, or a Dask
-cluster's (`client.get_executor()`, docs/RESULTS.md "Scale-out on Dask"). Each worker process
+cluster's (`client.get_executor(pure=False)`, README "On a Dask cluster"). Each worker process
 loads the model once (`load_image_model` caches it) and writes each output atomically.
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -18,6 +19,8 @@ import torch
 from .errors import Note, RNNCodecError
 from .fileio import atomic_write, output_name
 from .image import list_images, read_image
+
+_LOADING = threading.Lock()  # a worker's threads share one model: the first loads it, the others wait for it
 
 
 def _init_worker() -> None:
@@ -43,8 +46,10 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Note)
         try:
-            model = load_image_model(model_path)
-            enc = encode(read_image(src, **reading), model=model, coder=make_coder(coder, model), **options)
+            with _LOADING:
+                model = load_image_model(model_path)
+                bit_coder = make_coder(coder, model)
+            enc = encode(read_image(src, **reading), model=model, coder=bit_coder, **options)
             dst.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(dst, lambda f: f.write(enc.data), force)
             error = None
@@ -53,12 +58,14 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
     return error, [str(w.message) for w in caught if issubclass(w.category, Note)]
 
 
-def compress_files(tasks: list[tuple[Path, Path]], force: bool, model_path: str | None, coder: str | None,
-                   reading: dict, options: dict, processes: int = 1,
+def compress_files(tasks: list[tuple[Path, Path]], *, force: bool = False, model_path: str | None = None,
+                   coder: str | None = None, reading: dict | None = None, options: dict | None = None, processes: int = 1,
                    executor: Executor | None = None) -> Iterator[tuple[Path, str | None]]:
     """Compress each (source, output) pair; yields each source with None or its one-line error, in
     the order they finish. `reading` holds read_image's options (max_pixels, alpha, background),
-    `options` encode's. Without an `executor`, `processes` local processes do the work."""
+    `options` encode's (iterations, bpp, tile, overlap). Without an `executor`, `processes` local
+    processes do the work."""
+    reading, options = reading or {}, options or {}
     with ExitStack() as stack:
         if executor is None:
             executor = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=get_context("spawn"),

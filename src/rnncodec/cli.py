@@ -88,7 +88,8 @@ def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> 
         raise OptionError("a folder compresses into a folder, not to standard output")
     tasks, skipped = plan_folder(src, Path(args.output) if args.output else output_name(src.resolve()))
     failures = 0
-    results = compress_files(tasks, args.force, args.model, args.coder, reading, options, args.jobs)
+    results = compress_files(tasks, force=args.force, model_path=args.model, coder=args.coder, reading=reading,
+                             options=options, processes=args.jobs)
     for _, error in tqdm(results, total=len(tasks), desc="compressing", unit="image", delay=1.0,
                          disable=not _progress(args)):
         if error:
