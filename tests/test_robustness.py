@@ -97,6 +97,7 @@ def test_folder_names_never_collide_and_skipped_files_are_told(tmp_path, model_d
         image.save(src / name)
     Image.fromarray(np.dstack([smooth_image(16, 16), np.full((16, 16), 128, np.uint8)])).save(src / "alpha.webp",
                                                                                                  lossless=True)
+    Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 257).save(src / "deep.png")  # 16-bit: a note
     (src / "notes.txt").write_text("not an image")
     (src / "README").write_text("no extension")
     cmd = [sys.executable, "-m", "rnncodec.cli", "compress", str(src), "--iterations", "1",
@@ -104,10 +105,11 @@ def test_folder_names_never_collide_and_skipped_files_are_told(tmp_path, model_d
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "photos.rnc"  # the default: the folder's name plus .rnc, beside it
-    assert sorted(p.name for p in out.iterdir()) == ["Hopper.TIF.rnc", "alpha.webp.rnc", "hopper.bmp.rnc", "hopper.gif.rnc",
-                                                     "hopper.jpg.rnc", "hopper.png.rnc"]
+    assert sorted(p.name for p in out.iterdir()) == ["Hopper.TIF.rnc", "alpha.webp.rnc", "deep.png.rnc", "hopper.bmp.rnc",
+                                                     "hopper.gif.rnc", "hopper.jpg.rnc", "hopper.png.rnc"]
     assert decode((out / "alpha.webp.rnc").read_bytes()).alpha.min() == 128
-    assert r.stderr.strip() == "rnncodec: note: skipped 2 file(s) that are not images (-v lists them)"
-    r = subprocess.run([*cmd, "-o", str(tmp_path / "again"), "-v"], capture_output=True, text=True, timeout=300)
+    deep = f"rnncodec: note: {src / 'deep.png'}: I;16 image converted to 8 bits per channel"  # from a worker process
+    assert r.stderr.splitlines() == [deep, "rnncodec: note: skipped 2 file(s) that are not images (-v lists them)"]
+    r = subprocess.run([*cmd, "-o", str(tmp_path / "again"), "-v", "-q"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stderr.splitlines() == [f"rnncodec: skipped (not an image file): {src / name}" for name in ("README", "notes.txt")]

@@ -20,7 +20,9 @@ from .errors import Note, RNNCodecError
 from .fileio import atomic_write, output_name
 from .image import list_images, read_image
 
-_LOADING = threading.Lock()  # a worker's threads share one model: the first loads it, the others wait for it
+# What a worker's threads share: the model cache (the first thread loads, the others wait) and
+# the warnings machinery, which catch_warnings changes for the whole process.
+_SHARED = threading.Lock()
 
 
 def _init_worker() -> None:
@@ -43,18 +45,19 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
     from .codec import encode, make_coder
     from .models.store import load_image_model
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", Note)
-        try:
-            with _LOADING:
-                model = load_image_model(model_path)
-                bit_coder = make_coder(coder, model)
-            enc = encode(read_image(src, **reading), model=model, coder=bit_coder, **options)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(dst, lambda f: f.write(enc.data), force)
-            error = None
-        except (RNNCodecError, ValueError, OSError) as exc:
-            error = f"{src}: {exc}" if str(src) not in str(exc) else str(exc)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with _SHARED, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Note)
+            model = load_image_model(model_path)
+            bit_coder = make_coder(coder, model)
+            image = read_image(src, **reading)  # where notes arise (16-bit, animated)
+        enc = encode(image, model=model, coder=bit_coder, **options)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(dst, lambda f: f.write(enc.data), force)
+        error = None
+    except (RNNCodecError, ValueError, OSError) as exc:
+        error = f"{src}: {exc}" if str(src) not in str(exc) else str(exc)
     return error, [str(w.message) for w in caught if issubclass(w.category, Note)]
 
 
