@@ -1,5 +1,6 @@
 """Input images: every Pillow mode becomes RGB or is refused clearly; orientation and ICC are kept."""
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -140,9 +141,33 @@ def test_pixel_cap(tmp_path):
 def test_animated_first_frame(tmp_path):
     frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
-    with pytest.warns(Note, match="first frame"):
+    with pytest.warns(Note, match="2 frames or layers: only the image as opened"):
         px = read_image(tmp_path / "a.gif").pixels
     assert abs(int(px.mean()) - 10) < 3
+
+
+def _psd(layers: int, side: int = 4) -> bytes:
+    """A minimal RGB Photoshop file with `layers` layers, all black (Pillow reads PSD, never writes it)."""
+    plane = bytes(side * side)
+    channel = struct.pack(">H", 0) + plane  # raw, not RLE
+    record = (struct.pack(">4iH", 0, 0, side, side, 3) + b"".join(struct.pack(">hI", c, len(channel)) for c in range(3))
+              + b"8BIMnorm" + bytes([255, 0, 0, 0]) + struct.pack(">I", 0))  # blend mode, opacity…, no extra data
+    info = struct.pack(">h", layers) + record * layers + channel * 3 * layers
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, side, side, 8, 3)  # version, channels, h, w, depth, RGB
+    return (header + struct.pack(">II", 0, 0) + struct.pack(">II", len(info) + 4, len(info)) + info
+            + struct.pack(">H", 0) + plane * 3)
+
+
+def test_layered_psd_codes_its_composite(tmp_path):
+    """A PSD's frames are its layers, numbered from 1: a seek to 0 would fail."""
+    from PIL import PsdImagePlugin
+
+    psd = tmp_path / "two_layers.psd"
+    psd.write_bytes(_psd(layers=2))
+    with Image.open(psd) as im:
+        assert isinstance(im, PsdImagePlugin.PsdImageFile) and im.n_frames == 2
+    with pytest.warns(Note, match="layers"):
+        assert read_image(psd).pixels.shape[2] == 3
 
 
 def test_pad_to_multiple_replicates_edges():

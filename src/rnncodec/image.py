@@ -83,12 +83,11 @@ def _check_alpha_options(alpha: str, background: str | tuple[int, ...]) -> tuple
 
 def from_pil(im: Image.Image, alpha: str = "keep", background: str | tuple[int, ...] = "white") -> RGBImage:
     """A Pillow image as RGB and its alpha plane: EXIF orientation applied, first frame of an
-    animation. Fully transparent pixels take the `background` colour (a Pillow colour); with
+    animation as opened. Fully transparent pixels take the `background` colour (a Pillow colour); with
     `alpha="drop"`, the whole image is flattened onto it and no plane is kept."""
     background = _check_alpha_options(alpha, background)
-    if getattr(im, "n_frames", 1) > 1:
-        warnings.warn("animated image: only the first frame is coded", Note, stacklevel=2)
-        im.seek(0)
+    if getattr(im, "n_frames", 1) > 1:  # coded as it opens: the first frame, or a PSD's composite (not a seek to 0)
+        warnings.warn(f"{im.n_frames} frames or layers: only the image as opened is coded", Note, stacklevel=2)
     icc = im.info.get("icc_profile")
     im = ImageOps.exif_transpose(im)
     rgb, plane = _to_rgb(im), _alpha_plane(im)
@@ -120,7 +119,7 @@ def read_image(path: str | Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS
         raise ImageError(f"{name}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: exceeds the pixel cap of {max_pixels}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, NotImplementedError) as exc:  # Pillow's ways to fail a decode
         raise ImageError(f"{name}: cannot decode image ({exc})") from None
 
 
