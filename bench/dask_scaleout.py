@@ -42,16 +42,19 @@ def measure(images: list[Path], workers: int, iterations: int, rounds: int) -> d
         threads = client.run(_warm)
         load_s = time.perf_counter() - start
         tasks = [(p, Path(tmp) / str(r) / f"{p.name}.rnc") for r in range(rounds) for p in images]
+        cpu = sum(client.run(time.process_time).values())
         start = time.perf_counter()
         errors = [error for _, error in compress_files(tasks, options={"iterations": iterations},
                                                         executor=client.get_executor(pure=False)) if error]
         seconds = time.perf_counter() - start
+        cpu = sum(client.run(time.process_time).values()) - cpu
         out_bytes = sum(dst.stat().st_size for _, dst in tasks if dst.exists())
     if errors:
         raise SystemExit("\n".join(errors))
     pixels = sum(_pixels(p) for p in images) * rounds
     return {"workers": workers, "torch_threads": sorted(set(threads.values())), "load_s": load_s, "files": len(tasks),
             "seconds": seconds, "images_per_s": len(tasks) / seconds, "mp_per_s": pixels / 1e6 / seconds,
+            "cpu_per_image": cpu / len(tasks), "cores": cpu / seconds,
             "bpp": out_bytes * 8 / pixels, "load_average": os.getloadavg()[0]}
 
 
@@ -64,15 +67,16 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {len(args.images)} images × "
           f"{args.rounds} at {args.iterations} iterations")
-    print(f"{os.cpu_count()} cores; the load average (1 min) is read after each measurement: above the worker count, "
-          "other processes shared the cores")
-    print("| workers | torch threads each | model load s | files | wall s | images/s | MP/s | bpp | load average |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"{os.cpu_count()} cores. Workers' CPU s per image, and the cores they got (their CPU s over wall s); the "
+          "load average (1 min) after each run: above the worker count, other processes shared the cores")
+    print("| workers | torch threads each | model load s | files | wall s | images/s | MP/s | CPU s/image | cores got | bpp "
+          "| load average |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.workers:
         r = measure(args.images, n, args.iterations, args.rounds)
         print(f"| {r['workers']} | {','.join(map(str, r['torch_threads']))} | {r['load_s']:.2f} | {r['files']} | "
-              f"{r['seconds']:.1f} | {r['images_per_s']:.3f} | {r['mp_per_s']:.3f} | {r['bpp']:.3f} | "
-              f"{r['load_average']:.1f} |", flush=True)
+              f"{r['seconds']:.1f} | {r['images_per_s']:.3f} | {r['mp_per_s']:.3f} | {r['cpu_per_image']:.2f} | "
+              f"{r['cores']:.2f} | {r['bpp']:.3f} | {r['load_average']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 
 from .errors import Note, RNNCodecError
 from .fileio import atomic_write, output_name
-from .image import list_images, read_image
+from .image import list_images, pillow_opens, read_image
 
 # What a worker's threads share: the model cache (the first thread loads, the others wait) and
 # the warnings machinery, which catch_warnings changes for the whole process.
@@ -30,12 +30,14 @@ def _init_worker() -> None:
 
 
 def plan_folder(src_dir: Path, out_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(source, output) pairs for every file below `src_dir` with an extension Pillow opens, at the
-    same relative path below `out_dir`; and the other files, which are skipped."""
-    images = list_images(src_dir)
-    known = set(images)
-    others = sorted(p for p in Path(src_dir).rglob("*") if p.is_file() and p not in known)
-    return [(p, out_dir / output_name(p.relative_to(src_dir))) for p in images], others
+    """(source, output) pairs for every image file below `src_dir` (an extension Pillow opens, or
+    content Pillow recognises), at the same relative path below `out_dir`; and the other files,
+    which are skipped."""
+    named = set(list_images(src_dir))
+    files = sorted(p for p in Path(src_dir).rglob("*") if p.is_file())
+    images = [p for p in files if p in named or pillow_opens(p)]
+    skipped = sorted(set(files) - set(images))
+    return [(p, out_dir / output_name(p.relative_to(src_dir))) for p in images], skipped
 
 
 def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, coder: str | None, reading: dict,

@@ -39,6 +39,22 @@ def list_images(*roots: str | Path, lossless: bool = False) -> list[Path]:
     return sorted(p for root in roots for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
+def pillow_opens(path: str | Path) -> bool:
+    """Whether Pillow recognises a file's content as an image, whatever its name says (the MPO,
+    SPIDER or XV thumbnail files that no registered extension names). An .rnc file is not
+    counted: it is this codec's output, which Pillow opens only through rnncodec's plugin."""
+    Image.init()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path, formats=[f for f in Image.OPEN if f != "RNC"]):
+                return True
+    except UnidentifiedImageError:
+        return False
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return True  # recognised but refused (unreadable, too large): compressing it says why
+
+
 @dataclass
 class RGBImage:
     pixels: np.ndarray  # H×W×3 uint8
