@@ -146,7 +146,7 @@ def _decompress(args: argparse.Namespace) -> None:
     _write_output(out, lambda f: im.save(f, format=fmt, **extra), args.force)
 
 
-def describe(data: bytes) -> dict:
+def _describe(data: bytes) -> dict:
     """What `info` shows of an .rnc stream: header fields, optional sections, and each chunk with
     the size and rate of the file cut after it (a prefix, as --iterations K writes it)."""
     from . import container
@@ -162,7 +162,7 @@ def describe(data: bytes) -> dict:
 
 
 def _info(args: argparse.Namespace) -> None:
-    d = {"file": args.input, **describe(_read_stream(args.input))}
+    d = {"file": args.input, **_describe(_read_stream(args.input))}
     if args.json:
         print(json.dumps(d, indent=1))
         return
@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
     c.add_argument("--alpha", choices=ALPHA_CHOICES, default="keep",
                    help="transparency: keep codes it losslessly beside the colour; drop flattens onto --background")
-    c.add_argument("--background", default="white", help="colour under transparent pixels with --alpha drop (a name or #rrggbb)")
+    c.add_argument("--background", default="white", help="colour (a name or #rrggbb) that fully transparent pixels take, "
+                   "and that --alpha drop flattens onto")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     c.set_defaults(func=_compress)
 
