@@ -1,5 +1,8 @@
 """The command line end to end, through a subprocess, as a user runs it."""
+import io
+import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +104,98 @@ def test_wrong_model_is_refused(tmp_path, png, model_dir):
     r = run("decompress", rnc, "-o", tmp_path / "x.png", "--model", model_dir / "tiny.safetensors")
     _one_clean_line(r, 5)
     assert "needs" in r.stderr
+
+
+def test_default_names_never_overwrite(tmp_path, png):
+    r = run("compress", png.name, "--iterations", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rnc = tmp_path / "in.png.rnc"
+    assert rnc.exists()
+    _one_clean_line(run("compress", png.name, cwd=tmp_path), 6)  # in.png.rnc exists
+    before = png.read_bytes()
+    _one_clean_line(run("decompress", rnc.name, cwd=tmp_path), 6)  # it would write in.png: the original
+    assert png.read_bytes() == before
+    assert run("decompress", rnc.name, "--force", cwd=tmp_path).returncode == 0
+    assert Image.open(png).size == (56, 40) and png.read_bytes() != before
+    rnc.rename(tmp_path / "x.rnc")
+    assert run("decompress", "x.rnc", cwd=tmp_path).returncode == 0
+    assert Image.open(tmp_path / "x.png").size == (56, 40)
+
+
+def test_standard_input_and_output(tmp_path, png):
+    r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "compress", "-", "-o", "-", "--iterations", "2"],
+                       input=png.read_bytes(), capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout[:4] == b"RNC\x1a"
+    d = subprocess.run([sys.executable, "-m", "rnncodec.cli", "decompress", "-"], input=r.stdout, capture_output=True,
+                       timeout=300)
+    assert d.returncode == 0, d.stderr
+    assert Image.open(io.BytesIO(d.stdout)).size == (56, 40)
+    bad = subprocess.run([sys.executable, "-m", "rnncodec.cli", "decompress", "-", "-o", "-"], input=r.stdout[:-3],
+                         capture_output=True, timeout=300)
+    assert bad.returncode == 3 and bad.stdout == b""  # nothing half-written to standard output either
+
+
+def test_binary_output_is_refused_on_a_terminal(png):
+    primary, secondary = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "compress", str(png), "-o", "-"], stdout=secondary,
+                           stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert r.returncode == 6 and "terminal" in r.stderr
+
+
+def test_version_names_the_packaged_models():
+    from rnncodec import __version__
+    from rnncodec.models.store import load_image_model
+
+    r = run("--version")
+    assert r.returncode == 0, r.stderr
+    assert f"rnncodec {__version__}" in r.stdout and load_image_model().model_id.hex() in r.stdout
+    assert "coder 2" in r.stdout
+
+
+def test_info_json_and_notes(tmp_path, png):
+    from rnncodec import container
+
+    rnc = tmp_path / "a.rnc"
+    assert run("compress", png, "-o", rnc, "--iterations", "3").returncode == 0
+    r = run("info", "--json", rnc)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    header, chunks = container.read(rnc.read_bytes())
+    assert (info["width"], info["height"], info["iterations"], info["bytes"]) == (56, 40, 3, rnc.stat().st_size)
+    assert [c["prefix_bytes"] for c in info["chunks"]] == [len(container.truncate(header, chunks, k)) for k in (1, 2, 3)]
+    assert info["chunks"][-1]["prefix_bpp"] == pytest.approx(info["bpp"])
+    r = run("decompress", rnc, "-o", tmp_path / "a.png", "--iterations", "20")
+    assert r.returncode == 0 and r.stderr.strip() == "rnncodec: note: 20 iterations asked for, the file holds 3: decoded 3"
+    r = run("decompress", rnc, "-o", tmp_path / "b.png", "--iterations", "20", "-q")
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def test_alpha_through_the_command_line(tmp_path):
+    alpha = np.zeros((40, 56), np.uint8)
+    alpha[4:30, 6:50] = np.linspace(0, 255, 44, dtype=np.uint8)
+    Image.fromarray(np.dstack([smooth_image(40, 56), alpha]), "RGBA").save(tmp_path / "t.png")
+    assert run("compress", "t.png", "--iterations", "2", cwd=tmp_path).returncode == 0
+    assert run("decompress", "t.png.rnc", "-o", "out.png", cwd=tmp_path).returncode == 0
+    out = Image.open(tmp_path / "out.png")
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out.getchannel("A")), alpha)
+    r = run("compress", "t.png", "-o", "flat.rnc", "--alpha", "drop", "--background", "#000000", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert run("decompress", "flat.rnc", cwd=tmp_path).returncode == 0
+    assert Image.open(tmp_path / "flat.png").mode == "RGB"
+    assert run("compress", "t.png", "-o", "x.rnc", "--alpha", "drop", "--background", "nope", cwd=tmp_path).returncode == 1
+
+
+def test_output_flag_is_the_same_everywhere():
+    from rnncodec.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["train", "data"], ["train-entropy", "data"], ["eval", "data"], ["plot", "results"]):
+        for flag in ("-o", "--output", "--out"):
+            assert parser.parse_args([*argv, flag, "somewhere"]).out == "somewhere", (argv, flag)
+    for argv in (["export", "ck.pt"], ["quantise-entropy", "m", "--calib", "d"], ["compress", "a"], ["decompress", "a"]):
+        assert parser.parse_args([*argv, "-o", "x"]).output == "x"

@@ -1,7 +1,9 @@
 """The container refuses every malformed stream with FormatError and a clear message."""
 import struct
 import zlib
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from conftest import smooth_image
 
@@ -16,9 +18,45 @@ def stream(tiny_model) -> bytes:
 
 
 def test_header_round_trip():
-    h = container.Header(0, b"abcdefgh", bytes(8), 10, 20, 512, 16, 4, b"icc-bytes")
+    h = container.Header(0, b"abcdefgh", bytes(8), 10, 20, 512, 16, 4, b"icc-bytes", b"alpha-bytes")
     parsed, chunks = container.read(container.write(h, [(b"xy", 7)]))
     assert parsed == h and chunks == [(b"xy", 7)]
+
+
+@pytest.fixture
+def alpha_stream(tiny_model) -> bytes:
+    rgba = np.dstack([smooth_image(32, 48), np.tile(np.arange(48, dtype=np.uint8) * 5, (32, 1))])
+    return encode(rgba, iterations=3, model=tiny_model).data
+
+
+def _with_alpha(stream: bytes, alpha: bytes) -> bytes:
+    """The stream with its alpha section replaced and the header CRC made right again."""
+    header, chunks = container.read(stream)
+    return container.write(replace(header, alpha=alpha), chunks)
+
+
+def test_alpha_plane_is_lossless_and_in_every_prefix(alpha_stream):
+    header, chunks = container.read(alpha_stream)
+    ramp = np.tile(np.arange(48, dtype=np.uint8) * 5, (32, 1))
+    assert np.array_equal(container.alpha_plane(header), ramp)
+    assert len(header.alpha) < 100  # a ramp filters to constants: deflate codes it in a few bytes
+    assert container.prefix_sizes(header, chunks)[0] == len(container.truncate(header, chunks, 1))
+    assert np.array_equal(decode(container.truncate(header, chunks, 1)).alpha, ramp)
+
+
+def test_corrupt_alpha_section(alpha_stream):
+    n = len(container.read(alpha_stream)[0].alpha)
+    bad = bytearray(alpha_stream)
+    bad[container._FIXED.size + 4 + n // 2] ^= 1  # inside the alpha data: the header CRC catches it
+    with pytest.raises(FormatError, match="header CRC"):
+        decode(bytes(bad))
+    with pytest.raises(FormatError, match="truncated header"):
+        decode(alpha_stream[: container._FIXED.size + 4 + n // 2])
+    plane = np.zeros((32, 48), np.uint8)
+    for alpha in (b"not deflate", zlib.compress(plane.tobytes())[:-1], zlib.compress(plane[:-1].tobytes()),
+                  zlib.compress(plane.tobytes()) + b"!", zlib.compress(bytes(1 << 26))):  # … a zip bomb stops at H×W
+        with pytest.raises(FormatError, match="corrupt alpha plane"):
+            decode(_with_alpha(alpha_stream, alpha))
 
 
 def test_bad_magic(stream):
@@ -70,11 +108,12 @@ def test_trailing_bytes(stream):
         decode(stream + b"\0" * 9)
 
 
-def test_wrong_version(stream):
+@pytest.mark.parametrize("offset,value,message", [(4, 9, "version 9"), (6, 4, "unknown header flags 0x04")])
+def test_a_newer_format_is_refused(stream, offset, value, message):
     bad = bytearray(stream[: container._FIXED.size])
-    bad[4] = 9
+    bad[offset] = value
     bad += struct.pack(">I", zlib.crc32(bytes(bad)))
-    with pytest.raises(FormatError, match="version 9"):
+    with pytest.raises(FormatError, match=message):
         container.read(bytes(bad))
 
 

@@ -21,10 +21,13 @@ def stream(tiny_model) -> bytes:
     return encode(smooth_image(24, 40), iterations=3, model=tiny_model, tile=32, overlap=16, coder=RawCoder()).data
 
 
-@pytest.mark.parametrize("coder", ["raw", "entropy_coder", "integer_coder"])
+@pytest.mark.parametrize("coder", ["raw", "entropy_coder", "integer_coder", "raw+alpha"])
 def test_fuzzed_streams_fail_only_with_the_projects_error(tiny_model, request, coder):
-    stream = encode(smooth_image(24, 40), iterations=3, model=tiny_model, tile=32, overlap=16,
-                    coder=RawCoder() if coder == "raw" else request.getfixturevalue(coder)).data
+    image = smooth_image(24, 40)
+    if coder == "raw+alpha":
+        image = np.dstack([image, smooth_image(24, 40, seed=1)[..., 0]])
+    stream = encode(image, iterations=3, model=tiny_model, tile=32, overlap=16,
+                    coder=request.getfixturevalue(coder) if coder.endswith("_coder") else RawCoder()).data
 
     @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(mutations(stream))
@@ -80,6 +83,36 @@ def test_folder_compress_goes_on_past_a_bad_file(tmp_path, model_dir):
                         "--iterations", "2", "--model", str(model_dir / "tiny.safetensors")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 7
-    assert "broken.png" in r.stderr and "Traceback" not in r.stderr
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.rnc")) == ["a.rnc", "sub/b.rnc"]
-    assert decode((out / "a.rnc").read_bytes()).pixels.shape == (20, 30, 3)
+    assert "broken.png" in r.stderr and "1 of 3 file(s) failed" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.png.rnc", "sub", "sub/b.png.rnc"]
+    assert decode((out / "a.png.rnc").read_bytes()).pixels.shape == (20, 30, 3)
+
+
+def test_folder_names_never_collide_and_skipped_files_are_told(tmp_path, model_dir, tiny_model):
+    """Pillow's own test folder holds hopper.png, hopper.jpg and hopper.bmp side by side."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    image = Image.fromarray(smooth_image(16, 16))
+    for name in ("hopper.png", "hopper.jpg", "hopper.bmp", "hopper.gif", "Hopper.TIF"):
+        image.save(src / name)
+    Image.fromarray(np.dstack([smooth_image(16, 16), np.full((16, 16), 128, np.uint8)])).save(src / "alpha.webp",
+                                                                                                 lossless=True)
+    Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 257).save(src / "deep.png")  # 16-bit: a note
+    image.save(src / "scan.data", format="PNG")  # no image extension, but Pillow knows the content
+    (src / "notes.txt").write_text("not an image")
+    (src / "README").write_text("no extension")
+    (src / "earlier.rnc").write_bytes(encode(smooth_image(16, 16), iterations=1, model=tiny_model).data)  # an output
+    cmd = [sys.executable, "-m", "rnncodec.cli", "compress", str(src), "--iterations", "1",
+           "--model", str(model_dir / "tiny.safetensors")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "photos.rnc"  # the default: the folder's name plus .rnc, beside it
+    assert sorted(p.name for p in out.iterdir()) == ["Hopper.TIF.rnc", "alpha.webp.rnc", "deep.png.rnc", "hopper.bmp.rnc",
+                                                     "hopper.gif.rnc", "hopper.jpg.rnc", "hopper.png.rnc", "scan.data.rnc"]
+    assert decode((out / "alpha.webp.rnc").read_bytes()).alpha.min() == 128
+    deep = f"rnncodec: note: {src / 'deep.png'}: I;16 image converted to 8 bits per channel"  # from a worker process
+    assert r.stderr.splitlines() == [deep, "rnncodec: note: skipped 3 file(s) that are not images (-v lists them)"]
+    r = subprocess.run([*cmd, "-o", str(tmp_path / "again"), "-v", "-q"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"rnncodec: skipped (not an image file): {src / name}"
+                                     for name in ("README", "earlier.rnc", "notes.txt")]

@@ -193,7 +193,8 @@ def test_train_from_a_file_that_is_no_checkpoint_is_one_clean_error(data_dir, tm
 def test_the_runtime_never_imports_the_trainers():
     """The codec's packages stand below training: importing and using them loads no train/ module."""
     code = ("import sys, rnncodec, rnncodec.codec, rnncodec.container, rnncodec.entropy, rnncodec.image, "
-            "rnncodec.tiles, rnncodec.models, rnncodec.layers, rnncodec.models.store; "
+            "rnncodec.tiles, rnncodec.models, rnncodec.layers, rnncodec.models.store, rnncodec.batch, "
+            "rnncodec.pillow_plugin; "
             "bad = sorted(m for m in sys.modules if m.startswith('rnncodec.train')); print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -3,9 +3,21 @@
     data = rnncodec.compress("photo.png", iterations=4)   # .rnc bytes, 0.5 bpp before entropy coding
     data = rnncodec.compress("photo.png", target_ms_ssim=0.95)  # the fewest iterations that reach it
     image = rnncodec.decompress(data, iterations=2)         # any prefix decodes, at lower quality
+
+Importing the package registers the Pillow plugin (`Image.open("photo.rnc")`) and nothing heavier:
+torch and the codec load when `compress` or `decompress` is first used.
 """
-from .codec import compress, decompress
+from . import pillow_plugin  # noqa: F401  (registers .rnc with Pillow)
 from .errors import FormatError, ImageError, ModelError, RNNCodecError
 
 __all__ = ["compress", "decompress", "RNNCodecError", "FormatError", "ImageError", "ModelError"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`compress` and `decompress`, imported from the codec on first use."""
+    if name in ("compress", "decompress"):
+        from . import codec
+
+        return getattr(codec, name)
+    raise AttributeError(f"module 'rnncodec' has no attribute {name!r}")

@@ -1,52 +1,89 @@
-"""Compressing a folder of images in parallel: one bad file is reported, the others go on."""
+"""Compressing many images in parallel: one bad file is reported, the others go on.
+
+The work runs on any `concurrent.futures.Executor`: local processes by default, or a Dask
+cluster's (`client.get_executor(pure=False)`, README "On a Dask cluster"). Each worker process
+loads the model once (`load_image_model` caches it) and writes each output atomically.
+"""
 from __future__ import annotations
 
-import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import threading
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from multiprocessing import get_context
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from .errors import RNNCodecError
-from .fileio import atomic_write
-from .image import list_images, read_image
+from .errors import Note, RNNCodecError
+from .fileio import atomic_write, output_name
+from .image import list_images, pillow_opens, read_image
+
+# What a worker's threads share: the model cache (the first thread loads, the others wait) and
+# the warnings machinery, which catch_warnings changes for the whole process.
+_SHARED = threading.Lock()
 
 
 def _init_worker() -> None:
     torch.set_num_threads(1)  # N processes × 1 thread each: no oversubscription
 
 
-def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, coder: str | None,
-                  kwargs: dict) -> str | None:
-    """Returns None on success, else a one-line error."""
+def plan_folder(src_dir: Path, out_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """(source, output) pairs for every image file below `src_dir` (an extension Pillow opens, or
+    content Pillow recognises), at the same relative path below `out_dir`; and the other files,
+    which are skipped."""
+    named = set(list_images(src_dir))
+    files = sorted(p for p in Path(src_dir).rglob("*") if p.is_file())
+    images = [p for p in files if p in named or pillow_opens(p)]
+    skipped = sorted(set(files) - set(images))
+    return [(p, out_dir / output_name(p.relative_to(src_dir))) for p in images], skipped
+
+
+def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, coder: str | None, reading: dict,
+                  options: dict) -> tuple[str | None, list[str]]:
+    """Compress one file: None or a one-line error, and the notes raised on the way (a worker's
+    notes go back to the parent, which shows them as its own)."""
     from .codec import encode, make_coder
     from .models.store import load_image_model
 
+    caught: list[warnings.WarningMessage] = []
     try:
-        max_pixels = kwargs.pop("max_pixels")
-        model = load_image_model(model_path)
-        enc = encode(read_image(src, max_pixels), model=model, coder=make_coder(coder, model), **kwargs)
+        with _SHARED, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Note)
+            model = load_image_model(model_path)
+            bit_coder = make_coder(coder, model)
+            image = read_image(src, **reading)  # where notes arise (16-bit, animated)
+        enc = encode(image, model=model, coder=bit_coder, **options)
         dst.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(dst, lambda f: f.write(enc.data), force)
+        error = None
     except (RNNCodecError, ValueError, OSError) as exc:
-        return f"{src}: {exc}" if str(src) not in str(exc) else str(exc)
-    return None
+        error = f"{src}: {exc}" if str(src) not in str(exc) else str(exc)
+    return error, [str(w.message) for w in caught if issubclass(w.category, Note)]
 
 
-def compress_folder(src_dir: Path, out_dir: Path, jobs: int, force: bool, model_path: str | None, coder: str | None,
-                    **kwargs) -> int:
-    """Compress every image under src_dir into out_dir (same relative paths, .rnc); returns failures."""
-    files = list_images(src_dir)
-    failures = 0
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = [pool.submit(_compress_one, f, out_dir / f.relative_to(src_dir).with_suffix(".rnc"), force,
-                               model_path, coder, dict(kwargs)) for f in files]
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="compressing", unit="image", delay=1.0,
-                        disable=None):  # None: only on a terminal
-            error = fut.result()
-            if error:
-                failures += 1
-                tqdm.write(f"rnncodec: error: {error}", file=sys.stderr)
-    return failures
+def compress_files(tasks: list[tuple[Path, Path]], *, force: bool = False, model_path: str | None = None,
+                   coder: str | None = None, reading: dict | None = None, options: dict | None = None, processes: int = 1,
+                   executor: Executor | None = None) -> Iterator[tuple[Path, str | None]]:
+    """Compress each (source, output) pair; yields each source with None or its one-line error, in
+    the order they finish. `reading` holds read_image's options (max_pixels, alpha, background),
+    `options` encode's (iterations, bpp, tile, overlap). Without an `executor`, `processes` local
+    processes do the work."""
+    reading, options = reading or {}, options or {}
+    with ExitStack() as stack:
+        if executor is None:
+            executor = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=get_context("spawn"),
+                                           initializer=_init_worker)
+            stack.callback(executor.shutdown, cancel_futures=True)  # stopped early (^C): no file waits its turn
+        futures: dict[Future, Path] = {executor.submit(_compress_one, src, dst, force, model_path, coder, reading, options): src
+                                       for src, dst in tasks}
+        for future in as_completed(futures):
+            src = futures[future]
+            try:
+                error, notes = future.result()
+            except Exception as exc:  # the worker died or a bug: still this file's error, and the others go on
+                error, notes = f"{src}: {type(exc).__name__}: {exc}", []
+            for note in notes:
+                warnings.warn(f"{src}: {note}", Note, stacklevel=2)
+            yield src, error

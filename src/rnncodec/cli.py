@@ -2,25 +2,59 @@
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
 from .config import CELLS, FRAMEWORKS
 from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
 from .eval.cli import register as register_eval
-from .image import DEFAULT_MAX_PIXELS
+from .fileio import atomic_write, decoded_name, output_name
+from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS
 from .precision import PRECISIONS
 from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
 
 
+STDIO = "-"  # as input: standard input; as output: standard output
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal, and not with -q."""
+    return sys.stderr.isatty() and not args.quiet
+
+
+def _check_output(out: str | Path, force: bool) -> None:
+    """Refuse an output before any work is done: an existing file (without --force), or binary
+    data bound for a terminal."""
+    if str(out) == STDIO:
+        if sys.stdout.isatty():
+            raise OutputError("refusing to write binary data to a terminal (redirect standard output, or use -o FILE)")
+    elif Path(out).exists() and not force:
+        raise OutputError(f"{out} exists (use --force to overwrite)")
+
+
+def _write_output(out: str | Path, write: Callable[[BinaryIO], None], force: bool) -> None:
+    """Write a file atomically, or standard output in one piece once the data is complete, so an
+    error never leaves half an output behind either way."""
+    if str(out) != STDIO:
+        atomic_write(out, write, force)
+        return
+    buf = io.BytesIO()
+    write(buf)
+    sys.stdout.buffer.write(buf.getvalue())
+    sys.stdout.buffer.flush()
+
+
 def _compress(args: argparse.Namespace) -> None:
     from .codec import encode, make_coder
-    from .fileio import atomic_write
     from .image import read_image
     from .models.store import load_image_model
 
@@ -28,25 +62,47 @@ def _compress(args: argparse.Namespace) -> None:
         raise OptionError("--iterations must be at least 1")
     if args.bpp is not None and args.bpp <= 0:
         raise OptionError("--bpp must be positive")
-    src, out = Path(args.input), Path(args.output)
     model = load_image_model(args.model)
     if args.iterations is not None and args.iterations > model.cfg.iterations:
         raise OptionError(f"--iterations must be at most {model.cfg.iterations} for this model")
     options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
                    target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap, precision=args.precision)
-    if src.is_dir():
-        from .batch import compress_folder
-
-        failures = compress_folder(src, out, args.jobs, args.force, args.model, args.coder, max_pixels=args.max_pixels,
-                                   **options)
-        if failures:
-            raise BatchError(f"{failures} file(s) failed")
+    reading = dict(max_pixels=args.max_pixels, alpha=args.alpha, background=args.background)
+    if args.input != STDIO and Path(args.input).is_dir():
+        _compress_folder(args, reading, options)
         return
-    if out.exists() and not args.force:
-        raise OutputError(f"{out} exists (use --force to overwrite)")
-    enc = encode(read_image(src, args.max_pixels), model=model, coder=make_coder(args.coder, model), progress=sys.stderr.isatty(),
+    out = args.output or (STDIO if args.input == STDIO else output_name(Path(args.input)))
+    _check_output(out, args.force)
+    src = sys.stdin.buffer if args.input == STDIO else Path(args.input)
+    enc = encode(read_image(src, **reading), model=model, coder=make_coder(args.coder, model), progress=_progress(args),
                  **options)
-    atomic_write(out, lambda f: f.write(enc.data), args.force)
+    _write_output(out, lambda f: f.write(enc.data), args.force)
+
+
+def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> None:
+    """Every image below the folder, into OUTPUT (default: the folder's name plus .rnc, beside it)."""
+    from tqdm import tqdm
+
+    from .batch import compress_files, plan_folder
+
+    src = Path(args.input)
+    if args.output == STDIO:
+        raise OptionError("a folder compresses into a folder, not to standard output")
+    tasks, skipped = plan_folder(src, Path(args.output) if args.output else output_name(src.resolve()))
+    failures = 0
+    results = compress_files(tasks, force=args.force, model_path=args.model, coder=args.coder, reading=reading,
+                             options=options, processes=args.jobs)
+    for _, error in tqdm(results, total=len(tasks), desc="compressing", unit="image", delay=1.0,
+                         disable=not _progress(args)):
+        if error:
+            failures += 1
+            tqdm.write(f"rnncodec: error: {error}", file=sys.stderr)
+    for path in skipped if args.verbose else []:
+        print(f"rnncodec: skipped (not an image file): {path}", file=sys.stderr)
+    if skipped and not args.verbose:
+        warnings.warn(f"skipped {len(skipped)} file(s) that are not images (-v lists them)", Note, stacklevel=1)
+    if failures:
+        raise BatchError(f"{failures} of {len(tasks)} file(s) failed")
 
 
 def _model_lookup(path: str | None):
@@ -67,6 +123,8 @@ def _model_lookup(path: str | None):
 def _read_stream(path: str) -> bytes:
     from .fileio import reading
 
+    if path == STDIO:
+        return sys.stdin.buffer.read()
     with reading(path, FormatError):
         return Path(path).read_bytes()
 
@@ -75,37 +133,51 @@ def _decompress(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from .codec import decode
-    from .fileio import atomic_write
 
     if args.iterations is not None and args.iterations < 1:
         raise OptionError("--iterations must be at least 1")
-    out = Path(args.output)
-    fmt = Image.registered_extensions().get(out.suffix.lower())
+    out = args.output or (STDIO if args.input == STDIO else decoded_name(Path(args.input)))
+    fmt = "PNG" if out == STDIO else Image.registered_extensions().get(Path(out).suffix.lower())
     if fmt is None:
         raise OutputError(f"{out}: unknown image file extension (use .png)")
-    if out.exists() and not args.force:
-        raise OutputError(f"{out} exists (use --force to overwrite)")
-    dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=sys.stderr.isatty(),
+    _check_output(out, args.force)
+    dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=_progress(args),
                  max_pixels=args.max_pixels, precision=args.precision)
-    im = Image.fromarray(dec.pixels, "RGB")
-    extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}
-    atomic_write(out, lambda f: im.save(f, format=fmt, **extra), args.force)
+    im = dec.to_pil()  # RGBA when the file holds an alpha plane
+    extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}  # not every plugin reads im.info's
+    _write_output(out, lambda f: im.save(f, format=fmt, **extra), args.force)
+
+
+def _describe(data: bytes) -> dict:
+    """What `info` shows of an .rnc stream: header fields, optional sections, and each chunk with
+    the size and rate of the file cut after it (a prefix, as --iterations K writes it)."""
+    from . import container
+
+    header, chunks = container.read(data)
+    pixels = header.width * header.height
+    return {"bytes": len(data), "bpp": len(data) * 8 / pixels, "width": header.width, "height": header.height,
+            "model_id": header.model_id.hex(), "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(),
+            "tile": header.tile, "overlap": header.overlap, "iterations": header.iterations,
+            "icc_profile_bytes": len(header.icc_profile or b""), "alpha_bytes": len(header.alpha or b""),
+            "chunks": [{"iteration": t, "bytes": len(payload), "prefix_bytes": size, "prefix_bpp": size * 8 / pixels}
+                       for t, ((payload, _), size) in enumerate(zip(chunks, container.prefix_sizes(header, chunks)), 1)]}
 
 
 def _info(args: argparse.Namespace) -> None:
-    from . import container
-
-    data = _read_stream(args.input)
-    header, chunks = container.read(data)
-    pixels = header.width * header.height
-    print(f"file:        {args.input} ({len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp)")
-    print(f"image:       {header.width}×{header.height}{', ICC profile' if header.icc_profile else ''}")
-    print(f"model id:    {header.model_id.hex()}")
-    print(f"coder:       {header.coder_id} (entropy model {header.entropy_id.hex()})")
-    print(f"tiles:       {header.tile} px, overlap {header.overlap} px")
-    print(f"iterations:  {len(chunks)} of {header.iterations} written")
-    for t, ((payload, _), size) in enumerate(zip(chunks, container.prefix_sizes(header, chunks)), 1):
-        print(f"  {t:2d}: {len(payload):8d} bytes   prefix {size:8d} bytes = {size * 8 / pixels:.4f} bpp")
+    d = {"file": args.input, **_describe(_read_stream(args.input))}
+    if args.json:
+        print(json.dumps(d, indent=1))
+        return
+    sections = "".join(f", {name} ({d[key]} bytes)" for name, key in (("ICC profile", "icc_profile_bytes"),
+                                                                        ("alpha plane", "alpha_bytes")) if d[key])
+    print(f"file:        {d['file']} ({d['bytes']} bytes, {d['bpp']:.4f} bpp)")
+    print(f"image:       {d['width']}×{d['height']}{sections}")
+    print(f"model id:    {d['model_id']}")
+    print(f"coder:       {d['coder_id']} (entropy model {d['entropy_id']})")
+    print(f"tiles:       {d['tile']} px, overlap {d['overlap']} px")
+    print(f"iterations:  {len(d['chunks'])} of {d['iterations']} written")
+    for c in d["chunks"]:
+        print(f"  {c['iteration']:2d}: {c['bytes']:8d} bytes   prefix {c['prefix_bytes']:8d} bytes = {c['prefix_bpp']:.4f} bpp")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -141,7 +213,8 @@ def _run_parser(sub: argparse._SubParsersAction, name: str, help: str, cls: type
     """A training subcommand: data folders, a run folder, and one flag per field of its config."""
     t = sub.add_parser(name, help=help)
     t.add_argument("data", nargs="+", help="folders of training images (PNG, JPEG)")
-    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.safetensors, log.jsonl")
+    t.add_argument("-o", "--output", "--out", dest="out", required=True,
+                   help="run folder: checkpoint.pt, best.safetensors, log.jsonl")
     add_flags(t, cls)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     return t
@@ -164,12 +237,15 @@ def _precision_flag(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rnncodec", description="Lossy image compression with recurrent neural networks.")
+    p.add_argument("--version", action=_Version, help="show the version and the packaged models' ids, and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="compress an image to .rnc")
-    c.add_argument("input", help="image file (PNG, JPEG, …), or a folder of them")
-    c.add_argument("-o", "--output", required=True, help="output .rnc file (a folder when the input is one)")
+    c.add_argument("input", help="image file (any format Pillow opens), - for standard input, or a folder of images")
+    c.add_argument("-o", "--output", help="output .rnc file, - for standard output (default: INPUT.rnc beside the input, "
+                   "e.g. photo.png.rnc; standard output for -); for a folder, the output folder (default: FOLDER.rnc)")
     c.add_argument("-j", "--jobs", type=int, default=1, help="parallel processes for a folder")
+    c.add_argument("-v", "--verbose", action="store_true", help="for a folder: list the files skipped as not images")
     c.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)")
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
@@ -183,12 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (multiple of 16)")
     _precision_flag(c)
     c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
+    c.add_argument("--alpha", choices=ALPHA_CHOICES, default="keep",
+                   help="transparency: keep codes it losslessly beside the colour; drop flattens onto --background")
+    c.add_argument("--background", default="white", help="colour (a name or #rrggbb) that fully transparent pixels take, "
+                   "and that --alpha drop flattens onto")
     c.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     c.set_defaults(func=_compress)
 
     d = sub.add_parser("decompress", help="decompress an .rnc file to an image")
-    d.add_argument("input")
-    d.add_argument("-o", "--output", required=True, help="output image (.png recommended)")
+    d.add_argument("input", help=".rnc file, or - for standard input")
+    d.add_argument("-o", "--output", help="output image (.png recommended), - for PNG on standard output (default: INPUT "
+                   "without .rnc, as .png: photo.rnc and photo.png.rnc give photo.png; standard output for -)")
     d.add_argument("--iterations", type=int, help="decode only the first K iterations")
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse files claiming more pixels")
     d.add_argument("--model", help="weights to decode with, if not packaged (their id must match the file)")
@@ -197,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_decompress)
 
     i = sub.add_parser("info", help="describe an .rnc file")
-    i.add_argument("input")
+    i.add_argument("input", help=".rnc file, or - for standard input")
+    i.add_argument("--json", action="store_true", help="machine-readable: header fields, sections, chunks and prefixes")
     i.set_defaults(func=_info)
 
     t = _run_parser(sub, "train", "train an image model on folders of images", TrainConfig)
@@ -227,7 +309,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-f", "--force", action="store_true")
     e.set_defaults(func=_export)
     register_eval(sub)
+    for command in sub.choices.values():
+        command.add_argument("-q", "--quiet", action="store_true", help="no notes or progress bars, only errors")
     return p
+
+
+class _Version(argparse.Action):
+    """--version: the package version and the ids of the models it ships, read only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_) -> None:
+        from . import __version__
+        from .weights import packaged_weights
+
+        print(f"rnncodec {__version__}")
+        weights = packaged_weights()
+        for kind, label in _KINDS.items():
+            for path, meta in weights:
+                if meta.get("kind") == kind:
+                    print(f"  {label}: {meta.get('model_id')} ({path.name})")
+        parser.exit()
+
+
+_KINDS = {"image": "image model", "entropy": "context model, coder 1 (float)", "entropy-int": "context model, coder 2 (integer)"}
 
 
 def _show_note(message, category, filename, lineno, file=None, line=None) -> None:
@@ -244,6 +350,7 @@ _show_warning = warnings.showwarning
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_note
+    warnings.simplefilter("ignore" if args.quiet else "always", Note)
     try:
         args.func(args)
     except RNNCodecError as exc:

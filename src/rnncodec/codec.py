@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from . import container
 from .entropy import BitCoder, CoderSession, RawCoder, arithmetic_coder, explain_failure, get_coder, integer_coder
 from .entropy.arithmetic import entropy_weights_for
 from .entropy.integer_model import KIND as INTEGER_KIND
-from .errors import FormatError
+from .errors import FormatError, Note
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
 from .models.store import ImageModel, image_model_by_id, load_image_model
@@ -66,16 +67,17 @@ def _to_uint8(recon: np.ndarray) -> np.ndarray:
     return recon.astype(np.uint8)
 
 
-def _as_rgb(image: RGBImage | Image.Image | np.ndarray | str | Path) -> RGBImage:
+def _as_rgb(image: RGBImage | Image.Image | np.ndarray | str | Path, alpha: str = "keep",
+            background: str | tuple[int, ...] = "white") -> RGBImage:
     if isinstance(image, RGBImage):
         return image
-    if isinstance(image, Image.Image):
-        return from_pil(image)
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError("arrays must be H×W×3 uint8")
-        return RGBImage(image)
-    return read_image(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError("arrays must be H×W×3 (RGB) or H×W×4 (RGBA) uint8")
+        image = Image.fromarray(image)
+    if isinstance(image, Image.Image):
+        return from_pil(image, alpha, background)
+    return read_image(image, alpha=alpha, background=background)
 
 
 def _tile_input(pixels: np.ndarray, box: TileBox) -> torch.Tensor:
@@ -157,7 +159,8 @@ def encode(
         raise ValueError(f"tile must be a positive multiple of {STRIDE} and overlap a smaller multiple of {STRIDE}")
     h, w = rgb.pixels.shape[:2]
     boxes = plan_tiles(h, w, tile, overlap)
-    header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile)
+    header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile,
+                              None if rgb.alpha is None else container.pack_alpha(rgb.alpha))
     budget = None if bpp is None else bpp * w * h / 8
     segments: list[list[bytes]] = [[] for _ in range(n_iter)]
     crcs = [container.bits_crc(t) for t in range(n_iter)]
@@ -234,6 +237,17 @@ class Decoded:
     pixels: np.ndarray  # H×W×3 uint8
     iterations: int
     icc_profile: bytes | None
+    alpha: np.ndarray | None = None  # H×W uint8, lossless; None for an opaque image
+
+    def to_pil(self) -> Image.Image:
+        """RGB, or RGBA when the file holds an alpha plane, with the ICC profile in `info`."""
+        if self.alpha is None:
+            im = Image.fromarray(self.pixels, "RGB")
+        else:
+            im = Image.fromarray(np.dstack([self.pixels, self.alpha]), "RGBA")
+        if self.icc_profile:
+            im.info["icc_profile"] = self.icc_profile
+        return im
 
 
 def decode(
@@ -253,6 +267,9 @@ def decode(
     if iterations is not None and not 1 <= iterations:
         raise ValueError("iterations must be at least 1")
     n_iter = len(chunks) if iterations is None else min(iterations, len(chunks))
+    if n_iter < (iterations or 0):
+        warnings.warn(f"{iterations} iterations asked for, the file holds {n_iter}: decoded {n_iter}", Note, stacklevel=2)
+    alpha = container.alpha_plane(header)
     model = model_lookup(header.model_id)
     if header.iterations > model.cfg.iterations:
         raise FormatError(f"the file claims {header.iterations} iterations; its model has at most {model.cfg.iterations}")
@@ -264,7 +281,7 @@ def decode(
                                resolve(precision) == "bf16")
     except FormatError as exc:
         raise explain_failure(header.coder_id, exc) from None
-    return Decoded(_to_uint8(canvas.result()), n_iter, header.icc_profile)
+    return Decoded(_to_uint8(canvas.result()), n_iter, header.icc_profile, alpha)
 
 
 def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, boxes: list[TileBox],
@@ -299,18 +316,16 @@ def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, 
 
 def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, iterations: int | None = None,
              bpp: float | None = None, target_psnr: float | None = None, target_ms_ssim: float | None = None,
-             **kwargs) -> bytes:
-    """Compress an image (a path, a PIL image or an H×W×3 uint8 array) to .rnc bytes: `iterations`
+             alpha: str = "keep", background: str | tuple[int, ...] = "white", **kwargs) -> bytes:
+    """Compress an image (a path, a PIL image or an H×W×3 or ×4 uint8 array) to .rnc bytes: `iterations`
     of 0.125 bpp each before entropy coding, or as many as fit `bpp` (real size, header included),
-    or the fewest that reach `target_psnr` (dB) or `target_ms_ssim`."""
-    return encode(image, iterations=iterations, bpp=bpp, target_psnr=target_psnr, target_ms_ssim=target_ms_ssim,
-                  **kwargs).data
+    or the fewest that reach `target_psnr` (dB) or `target_ms_ssim`. Transparency is kept
+    losslessly, or with `alpha="drop"` flattened onto `background`."""
+    return encode(_as_rgb(image, alpha, background), iterations=iterations, bpp=bpp, target_psnr=target_psnr,
+                  target_ms_ssim=target_ms_ssim, **kwargs).data
 
 
 def decompress(data: bytes, iterations: int | None = None) -> Image.Image:
-    """Decode .rnc bytes to a PIL RGB image; `iterations` decodes a prefix at lower quality."""
-    dec = decode(data, iterations)
-    im = Image.fromarray(dec.pixels, "RGB")
-    if dec.icc_profile:
-        im.info["icc_profile"] = dec.icc_profile
-    return im
+    """Decode .rnc bytes to a PIL image (RGB, or RGBA if the file holds an alpha plane);
+    `iterations` decodes a prefix at lower quality."""
+    return decode(data, iterations).to_pil()

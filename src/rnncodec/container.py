@@ -2,6 +2,8 @@
 
 A file cut at a chunk boundary is a valid file with fewer iterations. Each chunk carries a CRC32
 of the bits it decodes to, so corruption and any encoder/decoder desync surface as FormatError.
+Optional header sections (an ICC profile, a lossless alpha plane) sit under the header's CRC, so
+every prefix of a file keeps them.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ VERSION = 1
 MAX_SIDE = 1 << 20  # a header claiming more is refused before anything is allocated
 MAX_ITERATIONS = 64
 FLAG_ICC = 1
+FLAG_ALPHA = 2
+_SECTIONS = ((FLAG_ICC, "icc_profile"), (FLAG_ALPHA, "alpha"))  # optional header sections, in file order
 _FIXED = struct.Struct(">4sBBBB8s8sIIHHB")  # magic ver coder flags reserved model entropy w h tile overlap iters
 _CHUNK = struct.Struct(">II")  # payload length, CRC32 of the decoded bits
 CHUNK_OVERHEAD = _CHUNK.size
@@ -34,13 +38,13 @@ class Header:
     overlap: int
     iterations: int
     icc_profile: bytes | None = None
+    alpha: bytes | None = None  # the alpha plane as `pack_alpha` stores it; None: opaque
 
     def to_bytes(self) -> bytes:
-        flags = FLAG_ICC if self.icc_profile else 0
-        out = _FIXED.pack(MAGIC, VERSION, self.coder_id, flags, 0, self.model_id, self.entropy_id,
-                          self.width, self.height, self.tile, self.overlap, self.iterations)
-        if self.icc_profile:
-            out += struct.pack(">I", len(self.icc_profile)) + self.icc_profile
+        sections = [(flag, getattr(self, name)) for flag, name in _SECTIONS if getattr(self, name)]
+        out = _FIXED.pack(MAGIC, VERSION, self.coder_id, sum(flag for flag, _ in sections), 0, self.model_id,
+                          self.entropy_id, self.width, self.height, self.tile, self.overlap, self.iterations)
+        out += b"".join(struct.pack(">I", len(data)) + data for _, data in sections)
         return out + struct.pack(">I", zlib.crc32(out))
 
 
@@ -81,16 +85,19 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
     magic, version, coder, flags, _, model_id, entropy_id, w, h, tile, overlap, iters = _FIXED.unpack_from(data)
     if version != VERSION:
         raise FormatError(f"unsupported .rnc format version {version} (this rnncodec reads {VERSION})")
+    if flags & ~(FLAG_ICC | FLAG_ALPHA):
+        raise FormatError(f"unknown header flags {flags:#04x}: the file needs a newer rnncodec, or is corrupt")
     pos = _FIXED.size
-    icc = None
-    if flags & FLAG_ICC:
-        if len(data) < pos + 4:
-            raise FormatError("truncated header")
-        (n,) = struct.unpack_from(">I", data, pos)
-        if len(data) < pos + 4 + n + 4:
-            raise FormatError("truncated header")
-        icc = data[pos + 4 : pos + 4 + n]
-        pos += 4 + n
+    sections = {}
+    for flag, name in _SECTIONS:
+        if flags & flag:
+            if len(data) < pos + 4:
+                raise FormatError("truncated header")
+            (n,) = struct.unpack_from(">I", data, pos)
+            if len(data) < pos + 4 + n + 4:
+                raise FormatError("truncated header")
+            sections[name] = data[pos + 4 : pos + 4 + n]
+            pos += 4 + n
     if len(data) < pos + 4:
         raise FormatError("truncated header")
     (crc,) = struct.unpack_from(">I", data, pos)
@@ -101,7 +108,7 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
         raise FormatError(f"invalid image size {w}×{h}")
     if not 1 <= iters <= MAX_ITERATIONS or tile % 16 or tile == 0 or overlap % 16 or overlap >= tile:
         raise FormatError("invalid header fields (iterations, tile or overlap)")
-    header = Header(coder, model_id, entropy_id, w, h, tile, overlap, iters, icc)
+    header = Header(coder, model_id, entropy_id, w, h, tile, overlap, iters, **sections)
     chunks = []
     while pos < len(data):
         if len(chunks) == iters:
@@ -156,3 +163,27 @@ def split_segments(payload: bytes, count: int) -> list[bytes]:
 def bits_crc_update(bits: np.ndarray, crc: int) -> int:
     """Fold one tile's bits (a uint8 0/1 array) into an iteration's CRC, in tile order."""
     return zlib.crc32(np.packbits(bits.reshape(-1)).tobytes(), crc)
+
+
+def pack_alpha(plane: np.ndarray) -> bytes:
+    """An H×W uint8 alpha plane, lossless: each row as differences from the left neighbour
+    (mod 256, PNG's Sub filter: flat runs become zeros, ramps constants), deflated by zlib."""
+    return zlib.compress(np.diff(plane, axis=1, prepend=np.uint8(0)).tobytes(), 9)
+
+
+def alpha_plane(header: Header) -> np.ndarray | None:
+    """The header's alpha plane (H×W uint8), or None for an opaque image; never inflates more
+    than the H×W bytes the header allows (a zip bomb stops there)."""
+    if header.alpha is None:
+        return None
+    size = header.width * header.height
+    inflate = zlib.decompressobj()
+    try:
+        raw = inflate.decompress(header.alpha, size)
+        extra = inflate.decompress(inflate.unconsumed_tail, 1)  # only the stream's end may follow
+        complete = inflate.eof and not extra and not inflate.unused_data
+    except zlib.error:
+        complete = False
+    if not complete or len(raw) != size:
+        raise FormatError("corrupt alpha plane")
+    return np.cumsum(np.frombuffer(raw, np.uint8).reshape(header.height, header.width), axis=1, dtype=np.uint8)

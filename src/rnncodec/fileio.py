@@ -1,4 +1,5 @@
-"""Writing outputs safely: never over an existing file without force, never a partial file."""
+"""Writing outputs safely: never over an existing file without force, never a partial file; and
+the names outputs take by default."""
 from __future__ import annotations
 
 import os
@@ -51,3 +52,16 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], force: boo
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
+
+
+def output_name(path: Path) -> Path:
+    """Where `path` compresses to by default: its whole name plus .rnc, so that hopper.png and
+    hopper.jpg never collide (hopper.png.rnc, hopper.jpg.rnc); a folder: its name plus .rnc."""
+    return path.with_name(path.name + ".rnc")
+
+
+def decoded_name(path: Path) -> Path:
+    """Where `decompress path` writes by default: the name without .rnc, as PNG (photo.rnc and
+    photo.png.rnc: photo.png; photo.jpg.rnc: photo.jpg.png, never a second lossy JPEG)."""
+    name = path.name[: -len(".rnc")] if path.name.lower().endswith(".rnc") else path.name
+    return path.with_name(name if name.lower().endswith(".png") else name + ".png")

@@ -1,23 +1,27 @@
-"""Reading input images as 8-bit RGB, and the padding the model needs.
+"""Reading input images as 8-bit RGB plus an optional alpha plane, and the padding the model needs.
 
-Every Pillow mode either becomes RGB or is refused with a clear message: alpha is kept only when
-it is fully opaque (so dropping it loses nothing); otherwise the image is refused, since rnncodec
-codes colour only. 16-bit and 32-bit integer images are scaled to 8 bits, with a note.
+Every Pillow mode either becomes RGB or is refused with a clear message. Transparency becomes an
+8-bit alpha plane, which the container stores losslessly beside the lossy colour; a fully opaque
+one is dropped (nothing is lost), and `alpha="drop"` flattens the image onto a background colour
+instead. 16-bit and 32-bit integer images are scaled to 8 bits, with a note.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, Note
 from .fileio import reading
 
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP: larger inputs are refused as possible decompression bombs
 LOSSLESS_SUFFIXES = frozenset({".png", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp", ".tif", ".tiff"})
+ALPHA_CHOICES = ("keep", "drop")  # code transparency losslessly, or flatten onto a background colour
+_INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def image_suffixes() -> frozenset[str]:
@@ -35,20 +39,45 @@ def list_images(*roots: str | Path, lossless: bool = False) -> list[Path]:
     return sorted(p for root in roots for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
+def pillow_opens(path: str | Path) -> bool:
+    """Whether Pillow recognises a file's content as an image, whatever its name says (the MPO,
+    SPIDER or XV thumbnail files that no registered extension names). An .rnc file is not
+    counted: it is this codec's output, which Pillow opens only through rnncodec's plugin."""
+    Image.init()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path, formats=[f for f in Image.OPEN if f != "RNC"]):
+                return True
+    except UnidentifiedImageError:
+        return False
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return True  # recognised but refused (unreadable, too large): compressing it says why
+
+
 @dataclass
 class RGBImage:
     pixels: np.ndarray  # H×W×3 uint8
     icc_profile: bytes | None = None
+    alpha: np.ndarray | None = None  # H×W uint8; None when every pixel is opaque
+
+
+def _alpha_plane(im: Image.Image) -> np.ndarray | None:
+    """The image's transparency as an 8-bit plane, or None if it is fully opaque."""
+    if not im.has_transparency_data:
+        return None
+    if im.mode in _INTEGER_MODES:  # a transparent grey level (PNG tRNS); Pillow's RGBA would clip the rest
+        plane = np.where(np.asarray(im) == im.info["transparency"], 0, 255).astype(np.uint8)
+    else:
+        plane = np.asarray(im.convert("RGBA").getchannel("A"))
+    return None if plane.min() == 255 else plane
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
     mode = im.mode
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        if rgba.getextrema()[3][0] < 255:
-            raise ImageError("the image has transparency; rnncodec codes colour only (flatten or drop the alpha first)")
-        return rgba.convert("RGB")
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        return im.convert("RGBA").convert("RGB")  # through RGBA: premultiplied modes are divided out
+    if mode in _INTEGER_MODES:
         warnings.warn(f"{mode} image converted to 8 bits per channel", Note, stacklevel=2)
         a = np.asarray(im, dtype=np.float64)
         scale = 257.0 if mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
@@ -61,33 +90,53 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     raise ImageError(f"unsupported image mode {mode}")
 
 
-def from_pil(im: Image.Image) -> RGBImage:
-    """A Pillow image as RGB: EXIF orientation applied, first frame of an animation."""
-    if getattr(im, "n_frames", 1) > 1:
-        warnings.warn("animated image: only the first frame is coded", Note, stacklevel=2)
-        im.seek(0)
+def _check_alpha_options(alpha: str, background: str | tuple[int, ...]) -> tuple[int, ...]:
+    """The background as an RGB tuple; an unknown alpha choice or colour name is a ValueError."""
+    if alpha not in ALPHA_CHOICES:
+        raise ValueError(f"alpha must be one of {ALPHA_CHOICES}")
+    return ImageColor.getrgb(background) if isinstance(background, str) else tuple(background)
+
+
+def from_pil(im: Image.Image, alpha: str = "keep", background: str | tuple[int, ...] = "white") -> RGBImage:
+    """A Pillow image as RGB and its alpha plane: EXIF orientation applied, first frame of an
+    animation as opened. Fully transparent pixels take the `background` colour (a Pillow colour); with
+    `alpha="drop"`, the whole image is flattened onto it and no plane is kept."""
+    background = _check_alpha_options(alpha, background)
+    if getattr(im, "n_frames", 1) > 1:  # coded as it opens: the first frame, or a PSD's composite (not a seek to 0)
+        warnings.warn(f"{im.n_frames} frames or layers: only the image as opened is coded", Note, stacklevel=2)
     icc = im.info.get("icc_profile")
     im = ImageOps.exif_transpose(im)
-    return RGBImage(np.asarray(_to_rgb(im), dtype=np.uint8), icc or None)
+    rgb, plane = _to_rgb(im), _alpha_plane(im)
+    if plane is None:
+        return RGBImage(np.asarray(rgb, dtype=np.uint8), icc or None)
+    # drop: blend onto the background. keep: only the invisible colour of fully transparent pixels
+    # becomes the background, since a flat colour costs fewer bits than whatever lay there.
+    mask = Image.fromarray(plane, "L") if alpha == "drop" else Image.fromarray((plane > 0).astype(np.uint8) * 255, "L")
+    rgb = Image.composite(rgb, Image.new("RGB", rgb.size, background), mask)
+    return RGBImage(np.asarray(rgb, dtype=np.uint8), icc or None, None if alpha == "drop" else plane)
 
 
-def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> RGBImage:
-    """Open an image file with a clear error for anything unreadable or too large."""
+def read_image(path: str | Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS, alpha: str = "keep",
+               background: str | tuple[int, ...] = "white") -> RGBImage:
+    """Open an image file (or a binary stream: "-" on the command line) with a clear error for
+    anything unreadable or too large; `alpha` and `background` as `from_pil`."""
+    _check_alpha_options(alpha, background)  # a bad option is a ValueError, not an unreadable image
     Image.MAX_IMAGE_PIXELS = max_pixels
+    name = path if isinstance(path, str | Path) else getattr(path, "name", "stream")  # sys.stdin.buffer: <stdin>
     try:
-        with reading(path, ImageError), warnings.catch_warnings():
+        with reading(name, ImageError), warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if im.width * im.height > max_pixels:
-                    raise ImageError(f"{path}: {im.width}×{im.height} exceeds the pixel cap of {max_pixels}")
+                    raise ImageError(f"{name}: {im.width}×{im.height} exceeds the pixel cap of {max_pixels}")
                 im.load()
-                return from_pil(im)
+                return from_pil(im, alpha, background)
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
+        raise ImageError(f"{name}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: exceeds the pixel cap of {max_pixels}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: cannot decode image ({exc})") from None
+        raise ImageError(f"{name}: exceeds the pixel cap of {max_pixels}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, NotImplementedError) as exc:  # Pillow's ways to fail a decode
+        raise ImageError(f"{name}: cannot decode image ({exc})") from None
 
 
 def pad_to_multiple(pixels: np.ndarray, multiple: int) -> np.ndarray:

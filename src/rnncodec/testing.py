@@ -19,11 +19,12 @@ ALLOWED = (FormatError, ModelError)  # the only ways a decode may fail
 
 def _reheader(data: bytes, offset: int, fmt: str, value: int) -> bytes:
     """Overwrite a fixed header field and fix the header CRC, so the bad value gets past the CRC."""
-    size = container._FIXED.size
+    size = end = container._FIXED.size
+    for flag, _ in container._SECTIONS:  # the optional sections (ICC profile, alpha) the stream holds
+        if data[6] & flag:
+            end += 4 + struct.unpack_from(">I", data, end)[0]
     head = bytearray(data[:size])
     struct.pack_into(fmt, head, offset, value)
-    flags = head[6]
-    end = size + (4 + struct.unpack_from(">I", data, size)[0] if flags & container.FLAG_ICC else 0)
     body = bytes(head) + data[size:end]
     return body + struct.pack(">I", zlib.crc32(body)) + data[end + 4 :]
 

@@ -68,10 +68,15 @@ def save_weights(path: Path, kind: str, config: str, state: dict[str, torch.Tens
     return model_id
 
 
+def read_metadata(path: Path) -> dict[str, str]:
+    """A weights file's metadata (kind, config, model id, …), without loading its tensors."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
 def load_weights(path: Path) -> StoredWeights:
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta = read_metadata(path)
         tensors = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise ModelError(f"cannot read weights {path}: {exc}") from None
@@ -85,6 +90,11 @@ def search_paths() -> list[Path]:
     return extra + [PACKAGE_WEIGHTS]
 
 
+def packaged_weights() -> list[tuple[Path, dict[str, str]]]:
+    """The weights shipped in the package, each with its metadata (kind, model id, …)."""
+    return [(f, read_metadata(f)) for f in sorted(PACKAGE_WEIGHTS.glob("*.safetensors"))]
+
+
 def weight_files() -> list[Path]:
     return [f for d in search_paths() if d.is_dir() for f in sorted(d.glob("*.safetensors"))]
 
@@ -92,8 +102,7 @@ def weight_files() -> list[Path]:
 def find_by_id(model_id: bytes, kind: str) -> StoredWeights:
     """The weights whose id a file names, from the package or RNNCODEC_MODEL_PATH."""
     for f in weight_files():
-        with safe_open(str(f), framework="pt") as sf:
-            meta = sf.metadata() or {}
+        meta = read_metadata(f)
         if meta.get("model_id") == model_id.hex() and meta.get("kind") == kind:
             stored = load_weights(f)
             if stored.model_id != model_id:

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `eval` and `plot` to the rnncodec command line."""
     e = sub.add_parser("eval", help="rate–distortion of rnncodec and classical codecs over a folder of images")
     e.add_argument("dataset", help="folder of lossless images (e.g. Kodak PNGs)")
-    e.add_argument("--out", default="runs/eval", help="results folder (its cache/ makes a rerun resume)")
+    e.add_argument("-o", "--output", "--out", dest="out", default="runs/eval",
+                   help="results folder (its cache/ makes a rerun resume)")
     e.add_argument("--codecs", help="comma-separated subset (default: rnncodec and every available classical codec)")
     e.add_argument("--model", help="rnncodec image model weights (.safetensors); default: the packaged model")
     e.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
@@ -55,5 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="RD plots and BD-rate / AUC tables from `rnncodec eval` results")
     p.add_argument("results", help="folder holding the <codec>.json results")
     p.add_argument("--anchors", default=DEFAULT_ANCHORS, help="folder of published kodak_*.csv curves to overlay")
-    p.add_argument("--out", help="where to write the PNGs and summary.md (default: the results folder)")
+    p.add_argument("-o", "--output", "--out", dest="out",
+                   help="where to write the PNGs and summary.md (default: the results folder)")
     p.set_defaults(func=_plot)
