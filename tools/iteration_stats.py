@@ -25,7 +25,8 @@ def main() -> None:
     for weights in args.weights:
         net = load_image_model(weights).net
         activations: list[float] = []
-        hook = net.binarizer.conv.register_forward_hook(lambda m, i, out: activations.append(out.tanh().abs().mean().item()))
+        hook = net.binarizer.conv.register_forward_hook(
+            lambda m, i, out, seen=activations: seen.append(out.tanh().abs().mean().item()))
         with torch.no_grad():
             _, recons = net(x, net.cfg.iterations)
         hook.remove()
