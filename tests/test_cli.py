@@ -59,6 +59,10 @@ def test_quality_targets(tmp_path, png):
         assert score(original, np.asarray(Image.open(out))) >= target
         assert rnc.stat().st_size < (tmp_path / "all.rnc").stat().st_size  # it stopped before the last iteration
     assert run("compress", png, "-o", tmp_path / "x.rnc", "--bpp", "1", "--target-psnr", "30").returncode == 2
+    r = run("compress", png, "-o", tmp_path / "tiny.rnc", "--bpp", "0.001")
+    assert r.returncode == 1 and "below what one iteration costs" in r.stderr and not (tmp_path / "tiny.rnc").exists()
+    r = run("compress", png, "-o", tmp_path / "far.rnc", "--target-psnr", "90")
+    assert r.returncode == 0 and "out of reach: stopped at 16 iterations" in r.stderr
 
 
 @pytest.mark.skipif(not KODIM.exists(), reason="shared Kodak data not present")

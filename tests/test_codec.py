@@ -6,7 +6,7 @@ from conftest import smooth_image
 from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
-from rnncodec.errors import FormatError, ModelError
+from rnncodec.errors import FormatError, ModelError, Note
 from rnncodec.quality import psnr_rgb
 from rnncodec.weights import save_weights
 
@@ -129,7 +129,8 @@ def test_a_quality_target_stops_at_the_first_iteration_that_reaches_it(tiny_mode
         enc = encode(img, model=tiny_model, target_psnr=target)  # one tile: judged exactly, and stopped there
         assert enc.iterations == next(k for k, p in enumerate(psnrs, 1) if p >= target)
         assert enc.data == container.truncate(header, chunks, enc.iterations)
-    assert encode(img, model=tiny_model, target_psnr=99.0).iterations == len(chunks)  # out of reach: all
+    with pytest.warns(Note, match="out of reach"):
+        assert encode(img, model=tiny_model, target_psnr=99.0).iterations == len(chunks)  # all it can give
     assert encode(img, model=tiny_model, target_ms_ssim=0.01).iterations == 1
 
 
@@ -190,3 +191,17 @@ def test_bf16_falls_back_to_fp32_where_the_cpu_lacks_it(tiny_model, monkeypatch)
         forced = encode(img, iterations=2, model=tiny_model, precision="bf16")
     assert forced.data == encode(img, iterations=2, model=tiny_model, precision="fp32").data
     assert encode(img, iterations=2, model=tiny_model, precision="auto").data == forced.data
+
+
+def test_edges_of_rate_control(tiny_model):
+    from rnncodec.errors import OptionError
+
+    img = smooth_image(48, 64, seed=3)
+    with pytest.raises(OptionError, match="below what one iteration costs"):
+        encode(img, model=tiny_model, bpp=0.001)  # no silent file over the budget
+    with pytest.raises(OptionError, match="positive"):
+        encode(img, model=tiny_model, target_psnr=-3)
+    with pytest.warns(Note, match=r"out of reach: stopped at 6 iterations at"):
+        encode(img, model=tiny_model, target_psnr=99.0)
+    with pytest.warns(Note, match="out of reach"):
+        encode(smooth_image(64, 96), model=tiny_model, tile=48, overlap=16, target_ms_ssim=0.9999)

@@ -16,7 +16,7 @@ from . import container
 from .entropy import BitCoder, CoderSession, RawCoder, arithmetic_coder, explain_failure, get_coder, integer_coder
 from .entropy.arithmetic import entropy_weights_for
 from .entropy.integer_model import KIND as INTEGER_KIND
-from .errors import FormatError, Note
+from .errors import FormatError, Note, OptionError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
 from .models.store import ImageModel, image_model_by_id, load_image_model
@@ -104,21 +104,38 @@ class RateControl:
 
     def __post_init__(self) -> None:
         if sum(v is not None for v in (self.iterations, self.bpp, self.psnr, self.ms_ssim)) > 1:
-            raise ValueError("give one of iterations, bpp, target_psnr or target_ms_ssim")
+            raise OptionError("give one of iterations, bpp, target_psnr or target_ms_ssim")
         if self.bpp is not None and self.bpp <= 0:
-            raise ValueError("bpp must be positive")
+            raise OptionError("bpp must be positive")
         if self.ms_ssim is not None and not 0 < self.ms_ssim < 1:
-            raise ValueError("a target MS-SSIM lies between 0 and 1")
+            raise OptionError("a target MS-SSIM lies between 0 and 1")
+        if self.psnr is not None and not self.psnr > 0:
+            raise OptionError("a target PSNR is a positive number of dB")
 
-    def reached(self, original: np.ndarray, recon: np.ndarray) -> bool:
-        """Whether a reconstruction (8-bit) meets the quality target."""
-        if self.psnr is not None:
-            return psnr_rgb(original, recon) >= self.psnr
-        return self.ms_ssim is not None and ms_ssim_rgb(original, recon) >= self.ms_ssim
+    @property
+    def target(self) -> float | None:
+        return self.psnr if self.psnr is not None else self.ms_ssim
 
     @property
     def targets_quality(self) -> bool:
-        return self.psnr is not None or self.ms_ssim is not None
+        return self.target is not None
+
+    def measure(self, original: np.ndarray, recon: np.ndarray) -> float:
+        """The targeted quality of an 8-bit reconstruction."""
+        return psnr_rgb(original, recon) if self.psnr is not None else ms_ssim_rgb(original, recon)
+
+    def check_reached(self, iterations: int, quality: float) -> None:
+        """A target the model cannot reach is no error: the file has all it can give, and says so."""
+        if quality < self.target:
+            name = "PSNR" if self.psnr is not None else "MS-SSIM"
+            warnings.warn(f"target {name} {self.target:g} out of reach: stopped at {iterations} iterations at "
+                          f"{quality:.4f}", Note, stacklevel=3)
+
+    def check_budget(self, size: int, pixels: int) -> None:
+        """A budget below one iteration is an error: no file can meet it."""
+        if size * 8 / pixels > self.bpp:
+            raise OptionError(f"{self.bpp:g} bpp is below what one iteration costs for this image "
+                              f"({size * 8 / pixels:.3f} bpp)")
 
 
 def encode(
@@ -154,9 +171,9 @@ def encode(
     max_iter = model.cfg.iterations
     n_iter = max_iter if iterations is None else iterations
     if not 1 <= n_iter <= max_iter:
-        raise ValueError(f"iterations must be between 1 and {max_iter} for this model")
+        raise OptionError(f"iterations must be between 1 and {max_iter} for this model")
     if tile % STRIDE or tile <= 0 or overlap % STRIDE or overlap >= tile:
-        raise ValueError(f"tile must be a positive multiple of {STRIDE} and overlap a smaller multiple of {STRIDE}")
+        raise OptionError(f"tile must be a positive multiple of {STRIDE} and overlap a smaller multiple of {STRIDE}")
     h, w = rgb.pixels.shape[:2]
     boxes = plan_tiles(h, w, tile, overlap)
     header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile,
@@ -166,7 +183,7 @@ def encode(
     crcs = [container.bits_crc(t) for t in range(n_iter)]
     canvases = [Canvas(h, w, overlap) for _ in range(n_iter)] if reconstruct else []
     whole = _TiledQuality(rate, n_iter)
-    keep = n_iter
+    keep, quality = n_iter, 0.0
     with torch.inference_mode():
         for box in tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0):
             session = None
@@ -184,16 +201,23 @@ def encode(
                     whole.add(t, original, pixels)
                     continue
                 # one tile is the whole image: stop as soon as the rate control says so
-                if budget is not None and t > 0 and _size(header, segments[: t + 1]) > budget:
+                if budget is not None and _size(header, segments[: t + 1]) > budget:
+                    if t == 0:
+                        rate.check_budget(_size(header, segments[:1]), w * h)
                     keep = t  # this iteration does not fit: keep the ones before
                     break
-                if rate.reached(original, _to_uint8(pixels.copy())):
-                    keep = t + 1
-                    break
+                if rate.targets_quality:
+                    quality = rate.measure(original, _to_uint8(pixels.copy()))
+                    if quality >= rate.target:
+                        keep = t + 1
+                        break
     if len(boxes) > 1 and budget is not None:
+        rate.check_budget(_size(header, segments[:1]), w * h)
         keep = next((t for t in range(1, n_iter) if _size(header, segments[: t + 1]) > budget), n_iter)
     elif len(boxes) > 1 and rate.targets_quality:
-        keep = whole.first_reaching()
+        keep, quality = whole.first_reaching()
+    if rate.targets_quality:
+        rate.check_reached(keep, quality)
     chunks = [(container.join_segments(segments[t]), crcs[t]) for t in range(keep)]
     data = container.truncate(header, chunks, keep)
     return Encoded(data, keep, _to_uint8(canvases[keep - 1].result()) if reconstruct else None)
@@ -222,14 +246,14 @@ class _TiledQuality:
         if self.rate.ms_ssim is not None:
             self.ms_ssim[t] += ms_ssim_rgb(original, decoded) * area
 
-    def first_reaching(self) -> int:
-        """The first iteration count whose quality meets the target (else all)."""
+    def first_reaching(self) -> tuple[int, float]:
+        """The first iteration count whose quality meets the target (else all), with that quality."""
         if self.rate.psnr is not None:
             quality = 10 * np.log10(255.0**2 * 3 * self.pixels / np.maximum(self.sse, 1e-9))
-            target = self.rate.psnr
         else:
-            quality, target = self.ms_ssim / self.pixels, self.rate.ms_ssim
-        return next((t + 1 for t in range(len(quality)) if quality[t] >= target), len(quality))
+            quality = self.ms_ssim / self.pixels
+        keep = next((t + 1 for t in range(len(quality)) if quality[t] >= self.rate.target), len(quality))
+        return keep, float(quality[keep - 1])
 
 
 @dataclass

@@ -25,8 +25,9 @@ class OutputError(RNNCodecError):
     """An output file cannot be written (exists, permission, disk full)."""
 
 
-class OptionError(RNNCodecError):
-    """An option has a value that cannot work (a rate of zero, more iterations than the model has)."""
+class OptionError(RNNCodecError, ValueError):
+    """An option has a value that cannot work (a rate of zero, more iterations than the model has);
+    a ValueError too, as Python code that passes a bad value expects."""
 
 
 class BatchError(RNNCodecError):
