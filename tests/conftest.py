@@ -10,8 +10,8 @@ import torch
 from rnncodec.config import preset
 from rnncodec.models import RNNCodec
 from rnncodec.models.store import ImageModel, _reset_caches, load_image_model
+from rnncodec.stored import MODEL_PATH_ENV, save_weights
 from rnncodec.testing import smooth_image  # noqa: F401  (the tests import it from here)
-from rnncodec.weights import MODEL_PATH_ENV, save_weights
 
 
 def save_tiny_image_model(path: Path) -> bytes:

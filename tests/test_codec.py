@@ -8,7 +8,7 @@ from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, ModelError
 from rnncodec.quality import psnr_rgb
-from rnncodec.weights import save_weights
+from rnncodec.stored import save_weights
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (17, 33), (333, 517)])

@@ -19,7 +19,7 @@ from rnncodec.entropy import RawCoder, arithmetic_coder
 from rnncodec.entropy.arithmetic import PROB_BITS, BitDecoder, encode_bits, quantise
 from rnncodec.entropy.context_model import ContextConfig, ContextModel
 from rnncodec.errors import FormatError, ModelError
-from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
+from rnncodec.stored import MODEL_PATH_ENV, load_weights, save_weights
 
 _CHILD = """
 import sys

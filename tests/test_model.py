@@ -10,7 +10,7 @@ from rnncodec.errors import ModelError
 from rnncodec.layers import Binarizer
 from rnncodec.models import RNNCodec
 from rnncodec.models.store import load_image_model
-from rnncodec.weights import StoredWeights, build_module, load_weights, save_weights
+from rnncodec.stored import StoredWeights, build_module, load_weights, save_weights
 
 
 @pytest.mark.parametrize("cell,framework", list(itertools.product(CELLS, FRAMEWORKS)))

@@ -18,8 +18,8 @@ from rnncodec.entropy import arithmetic_coder, integer_coder
 from rnncodec.entropy.integer import DEFAULT_INTEGER_WEIGHTS
 from rnncodec.entropy.integer_model import IntegerConfig, IntegerNet, build_integer_net
 from rnncodec.errors import ModelError
+from rnncodec.stored import MODEL_PATH_ENV, load_weights, save_weights
 from rnncodec.train.quantise import FakeQuantModel, code_length
-from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
 
 TESTS = Path(__file__).parent
 

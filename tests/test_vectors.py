@@ -23,7 +23,7 @@ from rnncodec.codec import decode, encode
 from rnncodec.entropy import integer_coder
 from rnncodec.entropy.integer_model import build_integer_net
 from rnncodec.models.store import load_image_model
-from rnncodec.weights import MODEL_PATH_ENV, load_weights
+from rnncodec.stored import MODEL_PATH_ENV, load_weights
 
 VECTORS = Path(__file__).parent / "vectors"
 MODEL = VECTORS / "tiny-entropy-int.safetensors"

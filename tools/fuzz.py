@@ -21,8 +21,8 @@ from rnncodec.config import preset
 from rnncodec.entropy import RawCoder, arithmetic_coder
 from rnncodec.models import RNNCodec
 from rnncodec.models.store import load_image_model
+from rnncodec.stored import MODEL_PATH_ENV, save_weights
 from rnncodec.testing import ALLOWED, mutations, smooth_image
-from rnncodec.weights import MODEL_PATH_ENV, save_weights
 
 
 def main() -> None:

@@ -322,7 +322,7 @@ class _Version(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, *_) -> None:
         from . import __version__
-        from .weights import packaged_weights
+        from .stored import packaged_weights
 
         print(f"rnncodec {__version__}")
         weights = packaged_weights()

@@ -23,7 +23,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from ..errors import FormatError, ModelError
-from ..weights import PACKAGE_WEIGHTS, StoredWeights, find_by_id, load_weights, weight_files
+from ..stored import PACKAGE_WEIGHTS, StoredWeights, find_by_id, load_weights, weight_files
 from .base import register_coder
 from .context_model import KIND, RowModel, TileContext, build_context_model
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from ..layers.cells import ConvLSTM, State
-from ..weights import StoredWeights, build_module
+from ..stored import StoredWeights, build_module
 
 KIND = "entropy"
 

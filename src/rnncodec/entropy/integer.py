@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from ..weights import PACKAGE_WEIGHTS
+from ..stored import PACKAGE_WEIGHTS
 from .arithmetic import register_context_coder
 from .integer_model import KIND, PROB_BITS, build_integer_net
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import ModelConfig
 from ..errors import ModelError
-from ..weights import PACKAGE_WEIGHTS, StoredWeights, build_module, find_by_id, load_weights
+from ..stored import PACKAGE_WEIGHTS, StoredWeights, build_module, find_by_id, load_weights
 from .rnn_codec import RNNCodec
 
 DEFAULT_IMAGE_WEIGHTS = PACKAGE_WEIGHTS / "default.safetensors"
