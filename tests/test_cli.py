@@ -149,7 +149,7 @@ def test_binary_output_is_refused_on_a_terminal(png):
 
 def test_version_names_the_packaged_models():
     from rnncodec import __version__
-    from rnncodec.models.store import load_image_model
+    from rnncodec.zoo import load_image_model
 
     r = run("--version")
     assert r.returncode == 0, r.stderr

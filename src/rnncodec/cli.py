@@ -54,9 +54,9 @@ def _write_output(out: str | Path, write: Callable[[BinaryIO], None], force: boo
 
 
 def _compress(args: argparse.Namespace) -> None:
-    from .codec import encode, make_coder
+    from .codec import encode
     from .image import read_image
-    from .models.store import load_image_model
+    from .zoo import load_image_model, make_coder
 
     if args.iterations is not None and args.iterations < 1:
         raise OptionError("--iterations must be at least 1")
@@ -106,7 +106,7 @@ def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> 
 
 
 def _model_lookup(path: str | None):
-    from .models.store import image_model_by_id, load_image_model
+    from .zoo import image_model_by_id, load_image_model
 
     if path is None:
         return image_model_by_id
@@ -322,7 +322,7 @@ class _Version(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, *_) -> None:
         from . import __version__
-        from .stored import packaged_weights
+        from .zoo import packaged_weights
 
         print(f"rnncodec {__version__}")
         weights = packaged_weights()
