@@ -199,3 +199,13 @@ def test_output_flag_is_the_same_everywhere():
             assert parser.parse_args([*argv, flag, "somewhere"]).out == "somewhere", (argv, flag)
     for argv in (["export", "ck.pt"], ["quantise-entropy", "m", "--calib", "d"], ["compress", "a"], ["decompress", "a"]):
         assert parser.parse_args([*argv, "-o", "x"]).output == "x"
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress", "info", "train", "train-entropy", "quantise-entropy", "export",
+                                     "eval", "plot"])
+def test_every_command_has_help(command, capsys):
+    from rnncodec.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([command, "--help"])
+    assert exit_.value.code == 0 and "usage: rnncodec " + command in capsys.readouterr().out

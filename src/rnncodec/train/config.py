@@ -121,7 +121,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in fields(cls):
         if "help" not in f.metadata:
             continue
-        kw = dict(f.metadata)
+        kw = {**f.metadata, "help": f.metadata["help"].replace("%", "%%")}  # argparse formats help with %
         flag = "--" + f.name.replace("_", "-")
         if hints[f.name] is bool:
             parser.add_argument(flag, action="store_true", **kw)
