@@ -21,7 +21,7 @@ from dask.distributed import Client, LocalCluster
 from PIL import Image
 
 from rnncodec.batch import compress_files
-from rnncodec.models.store import load_image_model
+from rnncodec.zoo import load_image_model
 
 
 def _warm() -> int:

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from rnncodec import container
-from rnncodec.codec import decode, encode, make_coder
+from rnncodec.codec import decode, encode
 from rnncodec.entropy import BitCoder, RawCoder
 from rnncodec.image import list_images, read_image
 from rnncodec.models.rnn_codec import STRIDE
-from rnncodec.models.store import load_image_model
 from rnncodec.tiles import plan_tiles
+from rnncodec.zoo import load_image_model, make_coder
 
 PREFIXES = (2, 4, 8, 16)
 CODER_NAMES = {"arithmetic": "coder 1 (float)", "integer": "coder 2 (integer)"}

@@ -37,8 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from rnncodec import codec, container
 from rnncodec.image import read_image
 from rnncodec.models.rnn_codec import STRIDE
-from rnncodec.models.store import ImageModel, load_image_model
 from rnncodec.tiles import plan_tiles
+from rnncodec.zoo import ImageModel, coder_by_id, default_coder, load_image_model
 
 FLOP_CROP = 256
 _DONE = object()
@@ -138,7 +138,7 @@ def child(args: argparse.Namespace) -> dict:
         rgb = read_image(args.input)
         clock.add("io", start)
         start = time.perf_counter()
-        enc = codec.encode(rgb, iterations=iterations, model=model, coder=TimedCoder(codec.default_coder(model), clock))
+        enc = codec.encode(rgb, iterations=iterations, model=model, coder=TimedCoder(default_coder(model), clock))
         clock.add("codec", start)
         start = time.perf_counter()
         Path(args.output).write_bytes(enc.data)
@@ -148,10 +148,8 @@ def child(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         data = Path(args.input).read_bytes()
         clock.add("io", start)
-        get_coder = codec.get_coder
-        codec.get_coder = lambda *a: TimedCoder(get_coder(*a), clock)
         start = time.perf_counter()
-        dec = codec.decode(data, model_lookup=lambda _: model)
+        dec = codec.decode(data, model_lookup=lambda _: model, coder_lookup=lambda *ids: TimedCoder(coder_by_id(*ids), clock))
         clock.add("codec", start)
         start = time.perf_counter()
         Image.fromarray(dec.pixels).save(args.output)

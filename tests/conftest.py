@@ -9,9 +9,9 @@ import torch
 
 from rnncodec.config import preset
 from rnncodec.models import RNNCodec
-from rnncodec.models.store import ImageModel, _reset_caches, load_image_model
+from rnncodec.stored import save_weights
 from rnncodec.testing import smooth_image  # noqa: F401  (the tests import it from here)
-from rnncodec.weights import MODEL_PATH_ENV, save_weights
+from rnncodec.zoo import MODEL_PATH_ENV, ImageModel, clear_caches, load_image_model
 
 
 def save_tiny_image_model(path: Path) -> bytes:
@@ -33,9 +33,9 @@ def model_dir(tmp_path_factory) -> Path:
 def _model_path(model_dir, monkeypatch):
     """Let decoders find the test models by id, as they find packaged ones."""
     monkeypatch.setenv(MODEL_PATH_ENV, str(model_dir))
-    _reset_caches()
+    clear_caches()
     yield
-    _reset_caches()
+    clear_caches()
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def tiny_model(model_dir) -> ImageModel:
 @pytest.fixture(scope="session")
 def entropy_coder(model_dir):
     """A tiny seeded context model beside the tiny image models, so decoders find it by id."""
-    from rnncodec.entropy import arithmetic_coder
+    from rnncodec.zoo import arithmetic_coder
 
     net = tiny_context_model(1, iterations=6, masked=8, state=8, row=8, head=16)
     save_weights(model_dir / "tiny-entropy.safetensors", "entropy", net.cfg.to_json(), net.state_dict())
@@ -80,7 +80,7 @@ def save_tiny_integer_model(float_net, path: Path, **metadata: str) -> bytes:
 @pytest.fixture(scope="session")
 def integer_coder(model_dir, entropy_coder):
     """Coder 2 with the tiny context model above, quantised; found by id like the others."""
-    from rnncodec.entropy import integer_coder
+    from rnncodec.zoo import integer_coder
 
     save_tiny_integer_model(entropy_coder.model, model_dir / "tiny-entropy-int.safetensors")
     return integer_coder(model_dir / "tiny-entropy-int.safetensors")
@@ -90,14 +90,13 @@ def entropy_bits(data: bytes) -> np.ndarray:
     """Every tile's bits of every chunk of an .rnc file, as its payload coder decodes them (no
     image model runs), concatenated."""
     from rnncodec import container
-    from rnncodec.entropy import get_coder
     from rnncodec.models.rnn_codec import STRIDE
-    from rnncodec.models.store import image_model_by_id
     from rnncodec.tiles import plan_tiles
+    from rnncodec.zoo import coder_by_id, image_model_by_id
 
     header, chunks = container.read(data)
     boxes = plan_tiles(header.height, header.width, header.tile, header.overlap)
-    coder = get_coder(header.coder_id, header.entropy_id)
+    coder = coder_by_id(header.coder_id, header.entropy_id)
     bits = image_model_by_id(header.model_id).cfg.bits
     payloads = [container.split_segments(p, len(boxes)) for p, _ in chunks]
     out = []

@@ -153,7 +153,7 @@ def test_binary_output_is_refused_on_a_terminal(png):
 
 def test_version_names_the_packaged_models():
     from rnncodec import __version__
-    from rnncodec.models.store import load_image_model
+    from rnncodec.zoo import load_image_model
 
     r = run("--version")
     assert r.returncode == 0, r.stderr
@@ -203,3 +203,13 @@ def test_output_flag_is_the_same_everywhere():
             assert parser.parse_args([*argv, flag, "somewhere"]).out == "somewhere", (argv, flag)
     for argv in (["export", "ck.pt"], ["quantise-entropy", "m", "--calib", "d"], ["compress", "a"], ["decompress", "a"]):
         assert parser.parse_args([*argv, "-o", "x"]).output == "x"
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress", "info", "train", "train-entropy", "quantise-entropy", "export",
+                                     "eval", "plot"])
+def test_every_command_has_help(command, capsys):
+    from rnncodec.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([command, "--help"])
+    assert exit_.value.code == 0 and "usage: rnncodec " + command in capsys.readouterr().out

@@ -8,7 +8,7 @@ from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, ModelError, Note
 from rnncodec.quality import psnr_rgb
-from rnncodec.weights import save_weights
+from rnncodec.stored import save_weights
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (17, 33), (333, 517)])
@@ -101,9 +101,9 @@ def test_model_file_with_wrong_hash_is_refused(tiny_model, tmp_path, monkeypatch
     save_file(tensors, str(path), metadata={"kind": "image", "config": tiny_model.cfg.to_json(),
                                             "model_id": tiny_model.model_id.hex()})
     monkeypatch.setenv("RNNCODEC_MODEL_PATH", str(tmp_path))
-    from rnncodec.models.store import _reset_caches
+    from rnncodec.zoo import clear_caches
 
-    _reset_caches()
+    clear_caches()
     data = encode(smooth_image(16, 16), iterations=1, model=tiny_model).data
     with pytest.raises(ModelError, match="hash"):
         decode(data)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from rnncodec import batch
 from rnncodec.codec import decode
-from rnncodec.models.store import load_image_model
+from rnncodec.zoo import load_image_model
 
 distributed = pytest.importorskip("distributed")
 

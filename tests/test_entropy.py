@@ -14,12 +14,13 @@ from PIL import Image
 
 from rnncodec import container
 from rnncodec.cli import main
-from rnncodec.codec import decode, default_coder, encode
-from rnncodec.entropy import RawCoder, arithmetic_coder
+from rnncodec.codec import decode, encode
+from rnncodec.entropy import RawCoder
 from rnncodec.entropy.arithmetic import PROB_BITS, BitDecoder, encode_bits, quantise
 from rnncodec.entropy.context_model import ContextConfig, ContextModel
 from rnncodec.errors import FormatError, ModelError
-from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
+from rnncodec.stored import load_weights, save_weights
+from rnncodec.zoo import MODEL_PATH_ENV, arithmetic_coder, default_coder
 
 _CHILD = """
 import sys
@@ -27,12 +28,11 @@ from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
 from rnncodec.codec import decode, encode
-from rnncodec import entropy
-from rnncodec.models.store import load_image_model
+from rnncodec import zoo
 work, models, coder = Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
 if sys.argv[2] == "encode":
-    make_coder = getattr(entropy, f"{coder}_coder")
-    enc = encode(np.load(work / "image.npy"), model=load_image_model(models / "tiny.safetensors"),
+    make_coder = getattr(zoo, f"{coder}_coder")
+    enc = encode(np.load(work / "image.npy"), model=zoo.load_image_model(models / "tiny.safetensors"),
                  coder=make_coder(models / sys.argv[6]), tile=48, overlap=16)
     (work / "file.rnc").write_bytes(enc.data)
 else:

@@ -9,8 +9,8 @@ from rnncodec.entropy.context_model import build_context_model
 from rnncodec.errors import ModelError
 from rnncodec.layers import Binarizer
 from rnncodec.models import RNNCodec
-from rnncodec.models.store import load_image_model
-from rnncodec.weights import StoredWeights, build_module, load_weights, save_weights
+from rnncodec.stored import StoredWeights, build_module, load_weights, save_weights
+from rnncodec.zoo import load_image_model
 
 
 @pytest.mark.parametrize("cell,framework", list(itertools.product(CELLS, FRAMEWORKS)))

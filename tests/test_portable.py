@@ -13,13 +13,12 @@ from PIL import Image
 
 from rnncodec import container
 from rnncodec.cli import main
-from rnncodec.codec import decode, default_coder, encode
-from rnncodec.entropy import arithmetic_coder, integer_coder
-from rnncodec.entropy.integer import DEFAULT_INTEGER_WEIGHTS
+from rnncodec.codec import decode, encode
 from rnncodec.entropy.integer_model import IntegerConfig, IntegerNet, build_integer_net
 from rnncodec.errors import ModelError
+from rnncodec.stored import load_weights, save_weights
 from rnncodec.train.quantise import FakeQuantModel, code_length
-from rnncodec.weights import MODEL_PATH_ENV, load_weights, save_weights
+from rnncodec.zoo import DEFAULT_WEIGHTS, MODEL_PATH_ENV, arithmetic_coder, default_coder, integer_coder
 
 TESTS = Path(__file__).parent
 
@@ -48,7 +47,7 @@ def test_probabilities_do_not_depend_on_the_thread_count(packaged):
 
 
 def test_fast_path_equals_the_int64_reference():
-    stored = load_weights(DEFAULT_INTEGER_WEIGHTS)
+    stored = load_weights(DEFAULT_WEIGHTS["entropy-int"])
     bits = random_bits((2, 4, 32, 6, 9), 1)
     fast, reference = build_integer_net(stored), build_integer_net(stored, reference=True)
     assert torch.equal(fast.forward(bits), reference.forward(bits).double())

@@ -13,12 +13,12 @@ from PIL import Image
 
 from rnncodec.errors import ModelError
 from rnncodec.image import list_images
-from rnncodec.models.store import load_image_model
 from rnncodec.train.config import TrainConfig
 from rnncodec.train.data import PatchSource, hard_corners, high_entropy_tiles, is_validation
 from rnncodec.train.loop import Trainer
 from rnncodec.train.losses import ResidualL1
 from rnncodec.train.run import lr_at
+from rnncodec.zoo import load_image_model
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_train_from_a_file_that_is_no_checkpoint_is_one_clean_error(data_dir, tm
 def test_the_runtime_never_imports_the_trainers():
     """The codec's packages stand below training: importing and using them loads no train/ module."""
     code = ("import sys, rnncodec, rnncodec.codec, rnncodec.container, rnncodec.entropy, rnncodec.image, "
-            "rnncodec.tiles, rnncodec.models, rnncodec.layers, rnncodec.models.store, rnncodec.batch, "
+            "rnncodec.tiles, rnncodec.models, rnncodec.layers, rnncodec.stored, rnncodec.zoo, rnncodec.batch, "
             "rnncodec.pillow_plugin; "
             "bad = sorted(m for m in sys.modules if m.startswith('rnncodec.train')); print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

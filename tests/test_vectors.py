@@ -20,10 +20,9 @@ import torch
 from conftest import entropy_bits, save_tiny_image_model, save_tiny_integer_model, smooth_image, tiny_context_model
 
 from rnncodec.codec import decode, encode
-from rnncodec.entropy import integer_coder
 from rnncodec.entropy.integer_model import build_integer_net
-from rnncodec.models.store import load_image_model
-from rnncodec.weights import MODEL_PATH_ENV, load_weights
+from rnncodec.stored import load_weights
+from rnncodec.zoo import MODEL_PATH_ENV, integer_coder, load_image_model
 
 VECTORS = Path(__file__).parent / "vectors"
 MODEL = VECTORS / "tiny-entropy-int.safetensors"

@@ -11,7 +11,7 @@ import argparse
 import torch
 
 from rnncodec.image import pad_to_multiple, read_image
-from rnncodec.models.store import load_image_model
+from rnncodec.zoo import load_image_model
 
 
 def main() -> None:

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 
 from rnncodec.codec import decode, encode
 from rnncodec.config import preset
-from rnncodec.entropy import RawCoder, arithmetic_coder
+from rnncodec.entropy import RawCoder
 from rnncodec.models import RNNCodec
-from rnncodec.models.store import load_image_model
+from rnncodec.stored import save_weights
 from rnncodec.testing import ALLOWED, mutations, smooth_image
-from rnncodec.weights import MODEL_PATH_ENV, save_weights
+from rnncodec.zoo import MODEL_PATH_ENV, arithmetic_coder, load_image_model
 
 
 def main() -> None:

@@ -44,8 +44,8 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
                   options: dict) -> tuple[str | None, list[str]]:
     """Compress one file: None or a one-line error, and the notes raised on the way (a worker's
     notes go back to the parent, which shows them as its own)."""
-    from .codec import encode, make_coder
-    from .models.store import load_image_model
+    from .codec import encode
+    from .zoo import load_image_model, make_coder
 
     caught: list[warnings.WarningMessage] = []
     try:

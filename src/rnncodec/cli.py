@@ -54,9 +54,9 @@ def _write_output(out: str | Path, write: Callable[[BinaryIO], None], force: boo
 
 
 def _compress(args: argparse.Namespace) -> None:
-    from .codec import encode, make_coder
+    from .codec import encode
     from .image import read_image
-    from .models.store import load_image_model
+    from .zoo import load_image_model, make_coder
 
     if args.iterations is not None and args.iterations < 1:
         raise OptionError("--iterations must be at least 1")
@@ -106,7 +106,7 @@ def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> 
 
 
 def _model_lookup(path: str | None):
-    from .models.store import image_model_by_id, load_image_model
+    from .zoo import image_model_by_id, load_image_model
 
     if path is None:
         return image_model_by_id
@@ -230,9 +230,32 @@ def _export(args: argparse.Namespace) -> None:
     print(f"{out}: model id {model_id.hex()}")
 
 
+# Options that several commands take, each written once.
 def _precision_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the image model's arithmetic; auto: bf16 where the CPU has it natively, else fp32")
+
+
+def _model_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="image model weights (.safetensors); default: the packaged model, or when decompressing "
+                   "the one the file names (found by id; weights given must be that model)")
+
+
+def _max_pixels_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse images of more pixels, read or claimed by an .rnc file (decompression bombs)")
+
+
+def _force_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+
+
+def _rnc_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help=".rnc file, or - for standard input")
+
+
+def _weights_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, help="output .safetensors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,13 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. photo.png.rnc; standard output for -); for a folder, the output folder (default: FOLDER.rnc)")
     c.add_argument("-j", "--jobs", type=int, default=1, help="parallel processes for a folder")
     c.add_argument("-v", "--verbose", action="store_true", help="for a folder: list the files skipped as not images")
-    c.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)")
+    _max_pixels_flag(c)
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
     rate.add_argument("--bpp", type=float, help="largest real rate, header included: keeps the longest prefix that fits")
     rate.add_argument("--target-psnr", type=float, metavar="DB", help="stop at the first iteration whose PSNR reaches DB")
     rate.add_argument("--target-ms-ssim", type=float, metavar="X", help="stop at the first iteration whose MS-SSIM reaches X")
-    c.add_argument("--model", help="image model weights (.safetensors); default: the packaged model")
+    _model_flag(c)
     c.add_argument("--coder", choices=("raw", "arithmetic", "integer"),
                    help="payload coder: raw bits (0), the float context model (1, not portable) or the integer one "
                    "(2); default: the integer one, else the float one, fitted to the image model, else raw")
@@ -263,22 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="transparency: keep codes it losslessly beside the colour; drop flattens onto --background")
     c.add_argument("--background", default="white", help="colour (a name or #rrggbb) that fully transparent pixels take, "
                    "and that --alpha drop flattens onto")
-    c.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    _force_flag(c)
     c.set_defaults(func=_compress)
 
     d = sub.add_parser("decompress", help="decompress an .rnc file to an image")
-    d.add_argument("input", help=".rnc file, or - for standard input")
+    _rnc_input(d)
     d.add_argument("-o", "--output", help="output image (.png recommended), - for PNG on standard output (default: INPUT "
                    "without .rnc, as .png: photo.rnc and photo.png.rnc give photo.png; standard output for -)")
     d.add_argument("--iterations", type=int, help="decode only the first K iterations")
-    d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse files claiming more pixels")
-    d.add_argument("--model", help="weights to decode with, if not packaged (their id must match the file)")
+    _max_pixels_flag(d)
+    _model_flag(d)
     _precision_flag(d)
-    d.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    _force_flag(d)
     d.set_defaults(func=_decompress)
 
     i = sub.add_parser("info", help="describe an .rnc file")
-    i.add_argument("input", help=".rnc file, or - for standard input")
+    _rnc_input(i)
     i.add_argument("--json", action="store_true", help="machine-readable: header fields, sections, chunks and prefixes")
     i.set_defaults(func=_info)
 
@@ -299,14 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantise-entropy", help="fit coder 2's integer context model to a float context model")
     q.add_argument("float_model", help="float context model (.safetensors from train-entropy)")
     q.add_argument("--calib", nargs="+", required=True, help="folders of training images (PNG, JPEG)")
-    q.add_argument("-o", "--output", required=True, help="output .safetensors")
+    _weights_output(q)
     add_flags(q, QuantiseConfig)
     q.set_defaults(func=_quantise_entropy)
 
     e = sub.add_parser("export", help="export a training checkpoint as fp16 release weights")
     e.add_argument("checkpoint", help="checkpoint.pt from `rnncodec train`")
-    e.add_argument("-o", "--output", required=True, help="output .safetensors")
-    e.add_argument("-f", "--force", action="store_true")
+    _weights_output(e)
+    _force_flag(e)
     e.set_defaults(func=_export)
     register_eval(sub)
     for command in sub.choices.values():
@@ -322,7 +345,7 @@ class _Version(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, *_) -> None:
         from . import __version__
-        from .weights import packaged_weights
+        from .zoo import packaged_weights
 
         print(f"rnncodec {__version__}")
         weights = packaged_weights()

@@ -13,16 +13,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import container
-from .entropy import BitCoder, CoderSession, RawCoder, arithmetic_coder, explain_failure, get_coder, integer_coder
-from .entropy.arithmetic import entropy_weights_for
-from .entropy.integer_model import KIND as INTEGER_KIND
+from .entropy import BitCoder, CoderSession, explain_failure
 from .errors import FormatError, Note, OptionError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
-from .models.store import ImageModel, image_model_by_id, load_image_model
 from .precision import resolve
 from .quality import ms_ssim_rgb, psnr_rgb
 from .tiles import Canvas, TileBox, plan_tiles
+from .zoo import ImageModel, coder_by_id, default_coder, image_model_by_id, load_image_model
 
 DEFAULT_TILE = 1024  # Kodak-sized images (768×512) code as one tile, with no overlap overhead
 DEFAULT_OVERLAP = 16
@@ -33,29 +31,6 @@ class Encoded:
     data: bytes
     iterations: int
     reconstruction: np.ndarray | None  # H×W×3 uint8 a decoder of `data` must produce (if asked for)
-
-
-def default_coder(model: ImageModel | None = None) -> BitCoder:
-    """Arithmetic coding with a context model fitted to this image model (default: the packaged
-    one): the integer one (coder 2, portable) if there is one, else the float one (coder 1);
-    raw bits when there is none, since a mismatched context model can cost more than raw."""
-    model_id = (model or load_image_model()).model_id
-    if path := entropy_weights_for(model_id, INTEGER_KIND):
-        return integer_coder(path)
-    path = entropy_weights_for(model_id)
-    return arithmetic_coder(path) if path else RawCoder()
-
-
-def make_coder(name: str | None, model: ImageModel) -> BitCoder:
-    """The coder a user names ("raw", "arithmetic", "integer"), or the default one for this image
-    model. A named context model coder takes the weights fitted to the model, else the packaged."""
-    if name is None:
-        return default_coder(model)
-    if name == "raw":
-        return RawCoder()
-    if name == "integer":
-        return integer_coder(entropy_weights_for(model.model_id, INTEGER_KIND))
-    return arithmetic_coder(entropy_weights_for(model.model_id))
 
 
 def _to_uint8(recon: np.ndarray) -> np.ndarray:
@@ -278,11 +253,15 @@ def decode(
     data: bytes,
     iterations: int | None = None,
     model_lookup: Callable[[bytes], ImageModel] = image_model_by_id,
+    coder_lookup: Callable[[int, bytes], BitCoder] = coder_by_id,
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     precision: str = "auto",
 ) -> Decoded:
-    """Decode the first `iterations` chunks (default: all the file holds); `precision` as encode's."""
+    """Decode the first `iterations` chunks (default: all the file holds); `precision` as encode's.
+
+    The lookups turn the header's ids into the image model (by model id) and the payload coder (by
+    coder id and entropy model id); by default zoo's, which find the weights by id."""
     header, chunks = container.read(data)
     if header.width * header.height > max_pixels:
         raise FormatError(f"the file claims {header.width}×{header.height} pixels, over the cap of {max_pixels}")
@@ -297,7 +276,7 @@ def decode(
     model = model_lookup(header.model_id)
     if header.iterations > model.cfg.iterations:
         raise FormatError(f"the file claims {header.iterations} iterations; its model has at most {model.cfg.iterations}")
-    coder = get_coder(header.coder_id, header.entropy_id)
+    coder = coder_lookup(header.coder_id, header.entropy_id)
     boxes = plan_tiles(header.height, header.width, header.tile, header.overlap)
     payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
     try:

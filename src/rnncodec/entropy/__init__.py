@@ -1,13 +1,14 @@
 """Payload coders: how one iteration's bits of one tile become bytes, and back.
 
-A coder is chosen by the id in the .rnc header. A session codes one tile's iterations in order,
-so a coder may use the earlier iterations' bits as context (progressive decoding stays intact:
-iteration t needs only chunks 1..t).
+A coder is chosen by the id in the .rnc header; the registry (base.py) says how to build it from
+the stored weights of its context model, which zoo.py finds. A session codes one tile's
+iterations in order, so a coder may use the earlier iterations' bits as context (progressive
+decoding stays intact: iteration t needs only chunks 1..t).
 """
-from .arithmetic import ContextCoder, arithmetic_coder
-from .base import BitCoder, CoderSession, explain_failure, get_coder, register_coder
-from .integer import integer_coder
+from . import integer  # noqa: F401  (registers coder 2)
+from .arithmetic import ContextCoder
+from .base import NO_MODEL, BitCoder, CoderSession, CoderSpec, coder_spec, explain_failure, register_coder
 from .raw import RawCoder
 
-__all__ = ["BitCoder", "CoderSession", "ContextCoder", "RawCoder", "arithmetic_coder", "explain_failure", "get_coder",
-           "integer_coder", "register_coder"]
+__all__ = ["NO_MODEL", "BitCoder", "CoderSession", "CoderSpec", "ContextCoder", "RawCoder", "coder_spec", "explain_failure",
+           "register_coder"]

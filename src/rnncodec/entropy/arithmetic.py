@@ -13,23 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
-from pathlib import Path
 
 import constriction
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import Tensor
 
-from ..errors import FormatError, ModelError
-from ..weights import PACKAGE_WEIGHTS, StoredWeights, find_by_id, load_weights, weight_files
-from .base import register_coder
+from ..errors import FormatError
+from ..stored import StoredWeights
+from .base import CoderSpec, register_coder
 from .context_model import KIND, RowModel, TileContext, build_context_model
 
 CODER_ID = 1
 PROB_BITS = 16  # probabilities are k / 2^16 with 1 ≤ k < 2^16
-DEFAULT_ENTROPY_WEIGHTS = PACKAGE_WEIGHTS / "default-entropy.safetensors"
 _BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
 
 
@@ -115,41 +111,18 @@ class ContextCoder:
         return RowSession(TileContext(self.model, shape), self.to_probs)
 
 
-def register_context_coder(coder_id: int, kind: str, build: Callable[[StoredWeights], RowModel],
-                           to_probs: Callable[[Tensor], np.ndarray], default_weights: Path,
-                           failure_note: str = "") -> Callable[..., ContextCoder]:
-    """Register a context model coder: decoders build it from the weights a header names (found by
-    id); the returned loader builds it from a weights file (default: the packaged one)."""
+def context_coder_spec(coder_id: int, kind: str, build: Callable[[StoredWeights], RowModel],
+                       to_probs: Callable[[Tensor], np.ndarray], failure_note: str = "") -> CoderSpec:
+    """A context model coder: `build` makes its model from stored weights of `kind`, `to_probs`
+    turns the model's row outputs into the range coder's probabilities."""
 
     def make(stored: StoredWeights) -> ContextCoder:
         return ContextCoder(coder_id, build(stored), stored.model_id, to_probs)
 
-    @lru_cache(maxsize=4)
-    def from_file(path: Path | None = None) -> ContextCoder:
-        path = Path(path) if path is not None else default_weights
-        if not path.exists():
-            raise ModelError(f"no {kind} model weights at {path}")
-        return make(load_weights(path))
-
-    register_coder(coder_id, lru_cache(maxsize=4)(lambda model_id: make(find_by_id(model_id, kind))), failure_note)
-    return from_file
+    return CoderSpec(kind, make, failure_note)
 
 
-def entropy_weights_for(image_model_id: bytes, kind: str = KIND) -> Path | None:
-    """The first context model weights of this kind ($RNNCODEC_MODEL_PATH, then the package)
-    fitted to this image model.
-
-    A context model fitted to another image model's codes can cost more than raw bits.
-    """
-    for f in weight_files():
-        with safe_open(str(f), framework="pt") as sf:
-            meta = sf.metadata() or {}
-        if meta.get("kind") == kind and meta.get("image_model") == image_model_id.hex():
-            return f
-    return None
-
-
-arithmetic_coder = register_context_coder(
-    CODER_ID, KIND, build_context_model, quantise, DEFAULT_ENTROPY_WEIGHTS,
+register_coder(CODER_ID, context_coder_spec(
+    CODER_ID, KIND, build_context_model, quantise,
     "the file was written by coder 1, whose float context model is not portable: "
-    "it may decode only on the kind of machine that wrote it")
+    "it may decode only on the kind of machine that wrote it"))

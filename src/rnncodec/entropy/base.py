@@ -1,7 +1,8 @@
-"""The coder interface and the registry that maps a header's coder id to a coder."""
+"""The coder interface, and the registry that says how a header's coder id becomes a coder."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -26,24 +27,32 @@ class BitCoder(Protocol):
     def session(self, shape: tuple[int, int, int]) -> CoderSession: ...
 
 
-_REGISTRY: dict[int, Callable[[bytes], BitCoder]] = {}
-_FAILURE_NOTES: dict[int, str] = {}
+@dataclass(frozen=True)
+class CoderSpec:
+    """How to build a coder: `build(stored)` from the stored weights of `kind` (its context model),
+    or, for a coder without a model (`kind` None), `build()`, and its files name NO_MODEL.
+
+    Finding the weights is zoo.py's business: this package never looks for files."""
+
+    kind: str | None
+    build: Callable[..., BitCoder]
+    failure_note: str = ""  # what else than corruption a chunk of this coder that fails to decode may mean
 
 
-def register_coder(coder_id: int, factory: Callable[[bytes], BitCoder], failure_note: str = "") -> None:
-    """Register a factory that builds the coder for a header's entropy model id. `failure_note`
-    tells users what else than corruption a chunk of this coder that fails to decode may mean."""
-    _REGISTRY[coder_id] = factory
-    _FAILURE_NOTES[coder_id] = failure_note
+_REGISTRY: dict[int, CoderSpec] = {}
 
 
-def get_coder(coder_id: int, model_id: bytes) -> BitCoder:
+def register_coder(coder_id: int, spec: CoderSpec) -> None:
+    _REGISTRY[coder_id] = spec
+
+
+def coder_spec(coder_id: int) -> CoderSpec:
     if coder_id not in _REGISTRY:
         raise FormatError(f"unknown payload coder id {coder_id}")
-    return _REGISTRY[coder_id](model_id)
+    return _REGISTRY[coder_id]
 
 
 def explain_failure(coder_id: int, error: FormatError) -> FormatError:
     """A chunk's decoding or CRC error, with the coder's note if it has one (still one line)."""
-    note = _FAILURE_NOTES.get(coder_id, "")
+    note = _REGISTRY[coder_id].failure_note if coder_id in _REGISTRY else ""
     return FormatError(f"{error}; {note}") if note else error

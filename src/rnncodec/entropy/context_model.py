@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from ..layers.cells import ConvLSTM, State
-from ..weights import StoredWeights, build_module
+from ..stored import StoredWeights, build_module
 
 KIND = "entropy"
 
@@ -54,10 +54,7 @@ class RowLSTM(ConvLSTM):
     """A conv-LSTM whose kernels span one row (1×3): one step reads and updates one row."""
 
     def __init__(self, in_ch: int, hidden: int) -> None:
-        nn.Module.__init__(self)
-        self.hidden = hidden
-        self.conv_x = nn.Conv2d(in_ch, 4 * hidden, (1, 3), padding=(0, 1))
-        self.conv_h = nn.Conv2d(hidden, 4 * hidden, (1, 3), padding=(0, 1), bias=False)
+        super().__init__(in_ch, hidden, k_in=(1, 3), k_hidden=(1, 3))
 
 
 class ContextModel(nn.Module):
@@ -67,7 +64,7 @@ class ContextModel(nn.Module):
         c = cfg.bits
         self.masked = nn.Conv2d(c, cfg.masked, (cfg.rows_above, cfg.kernel_w), padding=(0, cfg.kernel_w // 2))
         self.iter_in = nn.Conv2d(c, cfg.state, 3, padding=1)
-        self.iter_lstm = ConvLSTM(cfg.state, cfg.state, 1, 1)
+        self.iter_lstm = ConvLSTM(cfg.state, cfg.state, k_in=1, k_hidden=1)
         self.iter_out = nn.Conv2d(cfg.state, cfg.state, 3, padding=1)
         self.row_lstm = RowLSTM(cfg.masked + cfg.state, cfg.row)
         self.head = nn.Sequential(nn.Conv2d(cfg.row + cfg.masked + cfg.state, cfg.head, 1), nn.ReLU(),

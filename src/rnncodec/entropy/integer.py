@@ -9,12 +9,11 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from ..weights import PACKAGE_WEIGHTS
-from .arithmetic import register_context_coder
+from .arithmetic import context_coder_spec
+from .base import register_coder
 from .integer_model import KIND, PROB_BITS, build_integer_net
 
 CODER_ID = 2
-DEFAULT_INTEGER_WEIGHTS = PACKAGE_WEIGHTS / "default-entropy-int.safetensors"
 
 
 def probabilities(k: Tensor) -> np.ndarray:
@@ -22,4 +21,4 @@ def probabilities(k: Tensor) -> np.ndarray:
     return k.numpy().reshape(-1) * 2.0**-PROB_BITS
 
 
-integer_coder = register_context_coder(CODER_ID, KIND, build_integer_net, probabilities, DEFAULT_INTEGER_WEIGHTS)
+register_coder(CODER_ID, context_coder_spec(CODER_ID, KIND, build_integer_net, probabilities))

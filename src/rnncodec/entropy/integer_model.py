@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ModelError
-from ..weights import StoredWeights
+from ..stored import StoredWeights
 from .context_model import ContextConfig
 
 KIND = "entropy-int"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError
-from .base import NO_MODEL, register_coder
+from .base import NO_MODEL, CoderSpec, register_coder
 
 
 class _RawSession:
@@ -29,10 +29,4 @@ class RawCoder:
         return _RawSession(shape)
 
 
-def _factory(model_id: bytes) -> RawCoder:
-    if model_id != NO_MODEL:
-        raise FormatError("raw-coded file names an entropy model")
-    return RawCoder()
-
-
-register_coder(RawCoder.coder_id, _factory)
+register_coder(RawCoder.coder_id, CoderSpec(None, RawCoder))

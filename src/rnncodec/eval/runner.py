@@ -20,10 +20,10 @@ import torch
 from tqdm import tqdm
 
 from .. import container
-from ..codec import decode, default_coder, encode
+from ..codec import decode, encode
 from ..fileio import atomic_write
 from ..image import list_images, read_image
-from ..models.store import load_image_model
+from ..zoo import default_coder, load_image_model
 from .codecs import Codec, available
 from .curves import METRICS
 from .metrics import all_metrics, bpp, to_db

@@ -9,6 +9,12 @@ import torch
 from torch import Tensor, nn
 
 State = tuple[Tensor, ...]
+Kernel = int | tuple[int, int]  # square, or (height, width)
+
+
+def _same(k: Kernel) -> Kernel:
+    """The padding that keeps a stride-1 conv's output the size of its input."""
+    return k // 2 if isinstance(k, int) else (k[0] // 2, k[1] // 2)
 
 
 class ConvRNNCell(nn.Module):
@@ -17,11 +23,11 @@ class ConvRNNCell(nn.Module):
     in_gates: float = 4  # channels of each conv = gates × hidden
     hidden_gates: float = 4
 
-    def __init__(self, in_ch: int, hidden: int, k_in: int, k_hidden: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, hidden: int, k_in: Kernel, k_hidden: Kernel, stride: int = 1) -> None:
         super().__init__()
         self.hidden = hidden
-        self.conv_x = nn.Conv2d(in_ch, int(self.in_gates * hidden), k_in, stride, k_in // 2)
-        self.conv_h = nn.Conv2d(hidden, int(self.hidden_gates * hidden), k_hidden, 1, k_hidden // 2, bias=False)
+        self.conv_x = nn.Conv2d(in_ch, int(self.in_gates * hidden), k_in, stride, _same(k_in))
+        self.conv_h = nn.Conv2d(hidden, int(self.hidden_gates * hidden), k_hidden, 1, _same(k_hidden), bias=False)
 
     def zeros(self, like: Tensor, channels: int) -> Tensor:
         return like.new_zeros(like.shape[0], channels, like.shape[2], like.shape[3])

@@ -12,7 +12,7 @@ Pixels are in [−0.5, 0.5]; image sides must be multiples of 16 (the caller pad
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,18 @@ STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
 
 def _autocast(bf16: bool) -> torch.autocast:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
+def _through_cells(cells: nn.ModuleList, x: Tensor, states: list,
+                   after: Callable[[Tensor], Tensor] = lambda x: x) -> tuple[Tensor, list]:
+    """x through each recurrent layer in turn (and `after` each), with its state: the output and
+    the layers' new states."""
+    new_states = []
+    for cell, state in zip(cells, states):
+        x, state = cell(x, state)
+        new_states.append(state)
+        x = after(x)
+    return x, new_states
 
 
 class Encoder(nn.Module):
@@ -42,12 +54,7 @@ class Encoder(nn.Module):
         self.out_channels = d(512)
 
     def forward(self, x: Tensor, states: list) -> tuple[Tensor, list]:
-        x = self.conv(x)
-        new_states = []
-        for cell, state in zip(self.rnns, states):
-            x, state = cell(x, state)
-            new_states.append(state)
-        return x, new_states
+        return _through_cells(self.rnns, self.conv(x), states)
 
 
 class Decoder(nn.Module):
@@ -63,13 +70,8 @@ class Decoder(nn.Module):
         self.out = nn.Conv2d(d(128) // 4, 3, 1)
 
     def forward(self, bits: Tensor, states: list) -> tuple[Tensor, list]:
-        x = self.conv(bits)
-        new_states = []
-        for cell, state in zip(self.rnns, states):
-            x, state = cell(x, state)
-            new_states.append(state)
-            x = F.pixel_shuffle(x, 2)
-        return torch.tanh(self.out(x)) / 2, new_states
+        x, states = _through_cells(self.rnns, self.conv(bits), states, after=lambda x: F.pixel_shuffle(x, 2))
+        return torch.tanh(self.out(x)) / 2, states
 
 
 class GainNet(nn.Module):

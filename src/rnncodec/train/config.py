@@ -18,9 +18,24 @@ def opt(default: Any, help: str, **argparse_kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **argparse_kw})
 
 
+def opt_like(cls: type, name: str, default: Any) -> Any:
+    """`cls`'s field `name` (its help and argparse settings) with another default, for a subclass
+    or a sibling config whose setting means the same: the help text stays written once."""
+    return field(default=default, metadata=next(f for f in fields(cls) if f.name == name).metadata)
+
+
+@dataclass(kw_only=True)
+class CropSource:
+    """What every trainer and quantise-entropy share: where crops come from, and which are held out."""
+
+    seed: int = opt(0, "seed of the crops (and, in train, of the binarizer noise)")
+    jpeg_downscale: int = opt(1, "shrink JPEG sources by F first, hiding their block artefacts", metavar="F")
+    val_fraction: float = opt(0.05, "images held back for validation (by a hash of the file name)")
+
+
 @dataclass
-class RunConfig:
-    """What every trainer shares: data, the held-out split, the schedule and the run's cadence."""
+class RunConfig(CropSource):
+    """What every trainer shares: data, the crops, the schedule and the run's cadence."""
 
     data: list[str]
     out: str
@@ -29,9 +44,6 @@ class RunConfig:
     min_lr_ratio: float = opt(0.05, "the cosine decay ends at this fraction of the peak learning rate")
     warmup: int = opt(200, "steps of linear warm-up")
     clip: float = opt(1.0, "gradient norm clip")
-    seed: int = opt(0, "seed of the crops (and of the binarizer noise)")
-    jpeg_downscale: int = opt(1, "shrink JPEG sources by F first, hiding their block artefacts", metavar="F")
-    val_fraction: float = opt(0.05, "images held back for validation (by a hash of the file name)")
     val_every: int = opt(500, "steps between validations (the best weights are exported each time they improve)")
     log_every: int = opt(50, "steps between log lines")
     checkpoint_minutes: float = opt(5.0, "minutes between checkpoints")
@@ -74,33 +86,30 @@ class EntropyTrainConfig(RunConfig):
     batch: int = opt(8, "crops per step")
     pool: int = opt(256, "crops whose codes are kept in memory")
     fresh: int = opt(1, "crops re-encoded into the pool per step")
-    steps: int = opt(5000, "most steps; the schedule decays over them")
-    lr: float = opt(2e-3, "peak learning rate (Adam)")
-    warmup: int = opt(50, "steps of linear warm-up")
     val_crops: int = opt(32, "held-out crops scored at every validation")
-    val_every: int = opt(200, "steps between validations (the best weights are exported each time they improve)")
-    log_every: int = opt(20, "steps between log lines")
+    steps: int = opt_like(RunConfig, "steps", 5000)
+    lr: float = opt_like(RunConfig, "lr", 2e-3)
+    warmup: int = opt_like(RunConfig, "warmup", 50)
+    val_every: int = opt_like(RunConfig, "val_every", 200)
+    log_every: int = opt_like(RunConfig, "log_every", 20)
 
 
 @dataclass
-class QuantiseConfig:
+class QuantiseConfig(CropSource):
     """`rnncodec quantise-entropy`: coder 2's integer context model, fitted to a float one."""
 
     calib: list[str]  # folders of training images
     output: str
     image_model: str = opt("", "image model weights (default: the one the float model names, found by id)")
-    crop: int = opt(256, "crop side in pixels (as train-entropy's documented run: the row LSTM sees 16 rows)")
+    crop: int = opt_like(EntropyTrainConfig, "crop", 256)  # as train-entropy's documented run: the row LSTM sees 16 rows
     crops: int = opt(256, "training crops, their codes kept in memory")
-    val_crops: int = opt(48, "held-out crops, to pick the best model")
-    val_fraction: float = opt(0.05, "images held back for validation (by a hash of the file name)")
-    jpeg_downscale: int = opt(1, "shrink JPEG sources by F first", metavar="F")
+    val_crops: int = opt_like(EntropyTrainConfig, "val_crops", 48)  # the best model on them is kept
     relu_quantile: float = opt(0.9999, "the head's ReLU range: this quantile per channel, on the first 64 crops")
     steps: int = opt(600, "quantisation-aware fine-tuning steps (0: PTQ only)")
-    batch: int = opt(4, "crops per step")
+    batch: int = opt_like(EntropyTrainConfig, "batch", 4)
     lr: float = opt(2e-4, "learning rate (Adam, cosine decay to 5 %)")
     val_every: int = opt(100, "steps between held-out scores")
-    seed: int = opt(0, "seed of the crops")
-    threads: int = opt(1, "torch threads")
+    threads: int = opt_like(RunConfig, "threads", 1)
 
 
 C = TypeVar("C")
@@ -112,7 +121,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in fields(cls):
         if "help" not in f.metadata:
             continue
-        kw = dict(f.metadata)
+        kw = {**f.metadata, "help": f.metadata["help"].replace("%", "%%")}  # argparse formats help with %
         flag = "--" + f.name.replace("_", "-")
         if hints[f.name] is bool:
             parser.add_argument(flag, action="store_true", **kw)

@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from ..entropy.context_model import KIND, ContextConfig, ContextModel
 from ..errors import ModelError, OptionError
-from ..models.store import ImageModel, load_image_model
-from ..weights import save_weights
+from ..stored import save_weights
+from ..zoo import ImageModel, load_image_model
 from .config import EntropyTrainConfig
 from .data import PatchSource
 from .run import Run

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
-from ..weights import save_weights
+from ..stored import save_weights
 
 
 def load_checkpoint(checkpoint: Path) -> dict:

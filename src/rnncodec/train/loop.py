@@ -18,7 +18,7 @@ import torch.distributed as dist
 from ..config import ModelConfig, preset
 from ..errors import ModelError
 from ..models import RNNCodec
-from ..weights import load_weights, save_weights
+from ..stored import load_weights, save_weights
 from .config import TrainConfig
 from .data import PatchSource
 from .export import load_checkpoint

@@ -39,8 +39,8 @@ from ..entropy.integer_model import (
 )
 from ..errors import ModelError
 from ..image import list_images
-from ..models.store import ImageModel, image_model_by_id, load_image_model
-from ..weights import load_weights, save_weights
+from ..stored import load_weights, save_weights
+from ..zoo import ImageModel, image_model_by_id, load_image_model
 from .config import QuantiseConfig
 from .data import PatchSource, is_validation
 from .entropy import image_codes

@@ -1,4 +1,6 @@
-"""Weights on disk: fp16 safetensors with the config in the metadata, and the models' stable ids.
+"""Weights files: fp16 safetensors with the config in the metadata, and the models' stable ids.
+
+Where weights files are found (the package, $RNNCODEC_MODEL_PATH) is zoo.py's business.
 
 A model id is the first 8 bytes of SHA-256 over the kind, the config JSON and every stored
 tensor (name, shape and fp16 bytes), so it names exactly the numbers a decoder will compute with.
@@ -18,13 +20,10 @@ from safetensors.torch import load_file, save_file
 
 from .errors import ModelError
 
-PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
-MODEL_PATH_ENV = "RNNCODEC_MODEL_PATH"  # extra folders searched for weights, os.pathsep-separated
-
 
 @dataclass(frozen=True)
 class StoredWeights:
-    kind: str  # "image" or "entropy"
+    kind: str  # "image", "entropy" (coder 1) or "entropy-int" (coder 2)
     config: str  # JSON
     tensors: dict[str, torch.Tensor]
     model_id: bytes
@@ -83,29 +82,3 @@ def load_weights(path: Path) -> StoredWeights:
     if "kind" not in meta or "config" not in meta:
         raise ModelError(f"{path} is not an rnncodec weights file (no config in its metadata)")
     return StoredWeights(meta["kind"], meta["config"], tensors, compute_id(meta["kind"], meta["config"], tensors), meta)
-
-
-def search_paths() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
-    return extra + [PACKAGE_WEIGHTS]
-
-
-def packaged_weights() -> list[tuple[Path, dict[str, str]]]:
-    """The weights shipped in the package, each with its metadata (kind, model id, …)."""
-    return [(f, read_metadata(f)) for f in sorted(PACKAGE_WEIGHTS.glob("*.safetensors"))]
-
-
-def weight_files() -> list[Path]:
-    return [f for d in search_paths() if d.is_dir() for f in sorted(d.glob("*.safetensors"))]
-
-
-def find_by_id(model_id: bytes, kind: str) -> StoredWeights:
-    """The weights whose id a file names, from the package or RNNCODEC_MODEL_PATH."""
-    for f in weight_files():
-        meta = read_metadata(f)
-        if meta.get("model_id") == model_id.hex() and meta.get("kind") == kind:
-            stored = load_weights(f)
-            if stored.model_id != model_id:
-                raise ModelError(f"{f} claims model id {model_id.hex()} but its tensors hash to {stored.model_id.hex()}")
-            return stored
-    raise ModelError(f"unknown {kind} model id {model_id.hex()}: no matching weights in the package or ${MODEL_PATH_ENV}")

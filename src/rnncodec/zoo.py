@@ -1,0 +1,157 @@
+"""Where models come from: the package's weights and $RNNCODEC_MODEL_PATH, looked up by kind and
+metadata, and the loaders of both kinds of model, the image model and the context models that
+coders 1 and 2 range-code with.
+
+An encoder names its models by file (or takes the packaged defaults); a decoder finds them by
+the ids the .rnc header names. Loaders are cached: `clear_caches` forgets them all.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .config import ModelConfig
+from .entropy import NO_MODEL, BitCoder, ContextCoder, RawCoder, arithmetic, coder_spec, integer
+from .errors import FormatError, ModelError
+from .models.rnn_codec import RNNCodec
+from .stored import StoredWeights, build_module, load_weights, read_metadata
+
+IMAGE = "image"  # the image model's weights kind (the context models': arithmetic.KIND, integer.KIND)
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = {IMAGE: PACKAGE_WEIGHTS / "default.safetensors",
+                   arithmetic.KIND: PACKAGE_WEIGHTS / "default-entropy.safetensors",
+                   integer.KIND: PACKAGE_WEIGHTS / "default-entropy-int.safetensors"}
+MODEL_PATH_ENV = "RNNCODEC_MODEL_PATH"  # extra folders searched for weights, os.pathsep-separated
+CODER_NAMES = {"arithmetic": arithmetic.CODER_ID, "integer": integer.CODER_ID}  # the context model coders, as users name them
+
+
+# -- finding weights files ----------------------------------------------------------------
+def search_paths() -> list[Path]:
+    """$RNNCODEC_MODEL_PATH's folders first, so that a user's weights come before the package's."""
+    extra = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    return extra + [PACKAGE_WEIGHTS]
+
+
+def weight_files() -> list[Path]:
+    return [f for d in search_paths() if d.is_dir() for f in sorted(d.glob("*.safetensors"))]
+
+
+def packaged_weights() -> list[tuple[Path, dict[str, str]]]:
+    """The weights shipped in the package, each with its metadata (kind, model id, …)."""
+    return [(f, read_metadata(f)) for f in sorted(PACKAGE_WEIGHTS.glob("*.safetensors"))]
+
+
+def find(kind: str, **metadata: str) -> Path | None:
+    """The first weights file of this kind ($RNNCODEC_MODEL_PATH, then the package) whose metadata
+    holds these values, e.g. `find("entropy", image_model=model_id.hex())`; None if there is none."""
+    for f in weight_files():
+        meta = read_metadata(f)
+        if meta.get("kind") == kind and all(meta.get(k) == v for k, v in metadata.items()):
+            return f
+    return None
+
+
+def find_by_id(model_id: bytes, kind: str) -> StoredWeights:
+    """The weights whose id a file names, from the package or $RNNCODEC_MODEL_PATH, checked."""
+    path = find(kind, model_id=model_id.hex())
+    if path is None:
+        raise ModelError(f"unknown {kind} model id {model_id.hex()}: no matching weights in the package or ${MODEL_PATH_ENV}")
+    stored = load_weights(path)
+    if stored.model_id != model_id:
+        raise ModelError(f"{path} claims model id {model_id.hex()} but its tensors hash to {stored.model_id.hex()}")
+    return stored
+
+
+def _load(kind: str, path: Path | None) -> StoredWeights:
+    """The weights in `path`, or the package's default ones of this kind."""
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS[kind]
+    if not path.exists():
+        raise ModelError(f"no {kind} model weights at {path}")
+    return load_weights(path)
+
+
+# -- the image model ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageModel:
+    """The image model, with the id its weights hash to (what a file names)."""
+
+    net: RNNCodec
+    model_id: bytes
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.net.cfg
+
+
+def _image_model(stored: StoredWeights) -> ImageModel:
+    return ImageModel(build_module(stored, IMAGE, lambda config: RNNCodec(ModelConfig.from_json(config))), stored.model_id)
+
+
+@lru_cache(maxsize=4)
+def load_image_model(path: Path | None = None) -> ImageModel:
+    """The model in `path`, or the package's default model."""
+    return _image_model(_load(IMAGE, path))
+
+
+@lru_cache(maxsize=4)
+def image_model_by_id(model_id: bytes) -> ImageModel:
+    """The model a file names, found by id."""
+    return _image_model(find_by_id(model_id, IMAGE))
+
+
+# -- the payload coders and their context models ------------------------------------------
+@lru_cache(maxsize=8)
+def _context_coder(coder_id: int, path: Path | None) -> ContextCoder:
+    spec = coder_spec(coder_id)
+    return spec.build(_load(spec.kind, path))
+
+
+def arithmetic_coder(path: Path | None = None) -> ContextCoder:
+    """Coder 1 with the float context model in `path` (default: the packaged one)."""
+    return _context_coder(arithmetic.CODER_ID, path)
+
+
+def integer_coder(path: Path | None = None) -> ContextCoder:
+    """Coder 2 with the integer context model in `path` (default: the packaged one)."""
+    return _context_coder(integer.CODER_ID, path)
+
+
+@lru_cache(maxsize=8)
+def coder_by_id(coder_id: int, entropy_id: bytes) -> BitCoder:
+    """The coder a header names, with the context model its entropy model id names (found by id)."""
+    spec = coder_spec(coder_id)
+    if spec.kind is None:
+        if entropy_id != NO_MODEL:
+            raise FormatError(f"coder {coder_id} has no entropy model, but the file names one")
+        return spec.build()
+    return spec.build(find_by_id(entropy_id, spec.kind))
+
+
+def default_coder(model: ImageModel | None = None) -> BitCoder:
+    """Arithmetic coding with a context model fitted to this image model (default: the packaged
+    one): the integer one (coder 2, portable) if there is one, else the float one (coder 1);
+    raw bits when there is none, since a mismatched context model can cost more than raw."""
+    model_id = (model or load_image_model()).model_id.hex()
+    for coder_id in (integer.CODER_ID, arithmetic.CODER_ID):
+        if path := find(coder_spec(coder_id).kind, image_model=model_id):
+            return _context_coder(coder_id, path)
+    return RawCoder()
+
+
+def make_coder(name: str | None, model: ImageModel) -> BitCoder:
+    """The coder a user names ("raw", "arithmetic", "integer"), or the default one for this image
+    model. A named context model coder takes the weights fitted to the model, else the packaged."""
+    if name is None:
+        return default_coder(model)
+    if name == "raw":
+        return RawCoder()
+    coder_id = CODER_NAMES[name]
+    return _context_coder(coder_id, find(coder_spec(coder_id).kind, image_model=model.model_id.hex()))
+
+
+def clear_caches() -> None:
+    """Forget every loaded model and coder (the weights on disk or $RNNCODEC_MODEL_PATH changed)."""
+    for cached in (load_image_model, image_model_by_id, _context_coder, coder_by_id):
+        cached.cache_clear()
