@@ -54,6 +54,8 @@ def _write_output(out: str | Path, write: Callable[[BinaryIO], None], force: boo
 
 
 def _compress(args: argparse.Namespace) -> None:
+    from PIL import Image
+
     from .codec import encode
     from .image import read_image
     from .zoo import load_image_model, make_coder
@@ -68,6 +70,7 @@ def _compress(args: argparse.Namespace) -> None:
     options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
                    target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap, precision=args.precision)
     reading = dict(max_pixels=args.max_pixels, alpha=args.alpha, background=args.background)
+    Image.MAX_IMAGE_PIXELS = args.max_pixels  # the application sets Pillow's cap; read_image applies ours
     if args.input != STDIO and Path(args.input).is_dir():
         _compress_folder(args, reading, options)
         return

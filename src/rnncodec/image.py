@@ -119,13 +119,15 @@ def from_pil(im: Image.Image, alpha: str = "keep", background: str | tuple[int, 
 def read_image(path: str | Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS, alpha: str = "keep",
                background: str | tuple[int, ...] = "white") -> RGBImage:
     """Open an image file (or a binary stream: "-" on the command line) with a clear error for
-    anything unreadable or too large; `alpha` and `background` as `from_pil`."""
+    anything unreadable or larger than `max_pixels`; `alpha` and `background` as `from_pil`.
+
+    Pillow's own cap (`PIL.Image.MAX_IMAGE_PIXELS`, refusing twice that) is the application's to
+    set, not a library's: the CLI sets it from --max-pixels; here its warning gives way to ours."""
     _check_alpha_options(alpha, background)  # a bad option is a ValueError, not an unreadable image
-    Image.MAX_IMAGE_PIXELS = max_pixels
     name = path if isinstance(path, str | Path) else getattr(path, "name", "stream")  # sys.stdin.buffer: <stdin>
     try:
         with reading(name, ImageError), warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if im.width * im.height > max_pixels:
                     raise ImageError(f"{name}: {im.width}×{im.height} exceeds the pixel cap of {max_pixels}")
@@ -133,8 +135,9 @@ def read_image(path: str | Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS
                 return from_pil(im, alpha, background)
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: exceeds the pixel cap of {max_pixels}") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: exceeds Pillow's pixel cap (twice PIL.Image.MAX_IMAGE_PIXELS = "
+                         f"{Image.MAX_IMAGE_PIXELS})") from None
     except (OSError, SyntaxError, ValueError, EOFError, NotImplementedError) as exc:  # Pillow's ways to fail a decode
         raise ImageError(f"{name}: cannot decode image ({exc})") from None
 
