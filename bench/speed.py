@@ -1,7 +1,8 @@
 """Encode and decode speed and memory: the model's, the entropy coder's and I/O's shares of wall time.
 
-    .venv/bin/python bench/speed.py [--image kodim23] [--iterations 2 4 8 16] [--large 6000x4000]
-                                    [--large-iterations 8] [--model PATH]
+    .venv/bin/python bench/speed.py --kodak DIR [--image kodim23] [--iterations 2 4 8 16]
+        [--large 6000x4000] [--large-iterations 8] [--model PATH] [--precision auto|fp32|bf16]
+        [--compressai-python ../cai-venv/bin/python] [--baseline-iterations 4]
 
 Cases: a Kodak image at 2, 4, 8 and 16 iterations (0.25–2 bpp before entropy coding), and that
 image upscaled (Lanczos) to a large size. Each encode and each decode runs in its own process, so
@@ -15,6 +16,10 @@ Model FLOPs (a multiply-add is 2) come from torch's FlopCounterMode on a 256×25
 are linear in area, so per-pixel values scale to each tile. The achieved GFLOP/s is set against a
 4096² fp32 torch.mm measured in the same run, with the same threads: the share of the machine's
 reachable peak that the model gets.
+
+With --compressai-python, CompressAI's bmshj2018 models run on the same image in the same run
+(bench/compressai_baseline.py, in that interpreter), and rnncodec's in-process time is given as a
+ratio to theirs. The CLI's whole-process time (start, imports, model load included) is timed too.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from rnncodec import codec, container
 from rnncodec.image import read_image
 from rnncodec.models.rnn_codec import STRIDE
+from rnncodec.precision import PRECISIONS
 from rnncodec.tiles import plan_tiles
 from rnncodec.zoo import ImageModel, coder_by_id, default_coder, load_image_model
 
@@ -60,6 +66,20 @@ class Clock:
                 return fn(*args, **kwargs)
             finally:
                 self.add(phase, start)
+        return timed
+
+    def wrap_steps(self, phase: str, fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
+        """Time each step of a generator function (the encoder's iterations); what the caller does
+        between steps (entropy coding) is not the generator's."""
+        def timed(*args, **kwargs):
+            it = fn(*args, **kwargs)
+            while True:
+                start = time.perf_counter()
+                value = next(it, _DONE)
+                self.add(phase, start)
+                if value is _DONE:
+                    return
+                yield value
         return timed
 
     def wrap_generator(self, phase: str, fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
@@ -130,7 +150,7 @@ def child(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     model = load_image_model(args.model)
     clock.add("load", start)
-    model.net.forward = clock.wrap("model", model.net.forward)
+    model.net.steps = clock.wrap_steps("model", model.net.steps)
     model.net.decode = clock.wrap_generator("model", model.net.decode)
     begin = time.perf_counter()
     if args.child == "encode":
@@ -138,7 +158,8 @@ def child(args: argparse.Namespace) -> dict:
         rgb = read_image(args.input)
         clock.add("io", start)
         start = time.perf_counter()
-        enc = codec.encode(rgb, iterations=iterations, model=model, coder=TimedCoder(default_coder(model), clock))
+        enc = codec.encode(rgb, iterations=iterations, model=model, coder=TimedCoder(default_coder(model), clock),
+                           precision=args.precision)
         clock.add("codec", start)
         start = time.perf_counter()
         Path(args.output).write_bytes(enc.data)
@@ -149,7 +170,8 @@ def child(args: argparse.Namespace) -> dict:
         data = Path(args.input).read_bytes()
         clock.add("io", start)
         start = time.perf_counter()
-        dec = codec.decode(data, model_lookup=lambda _: model, coder_lookup=lambda *ids: TimedCoder(coder_by_id(*ids), clock))
+        dec = codec.decode(data, model_lookup=lambda _: model, coder_lookup=lambda *ids: TimedCoder(coder_by_id(*ids), clock),
+                           precision=args.precision)
         clock.add("codec", start)
         start = time.perf_counter()
         Image.fromarray(dec.pixels).save(args.output)
@@ -158,15 +180,15 @@ def child(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - begin
     s = dict(clock.seconds)  # before the FLOP count below, which runs the wrapped network again
     flops = flops_per_model_pixel(model, iterations)[args.child == "decode"] * model_pixels(h, w)
-    return {"wall": wall, "load": s["load"], "model": s.get("model", 0.0), "entropy": s.get("entropy", 0.0),
+    return {"wall": wall, "codec": s["codec"], "load": s["load"], "model": s.get("model", 0.0), "entropy": s.get("entropy", 0.0),
             "io": s["io"], "other": s["codec"] - s.get("model", 0.0) - s.get("entropy", 0.0),
             "flops": flops, "pixels": h * w, "threads": torch.get_num_threads(),
             "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_child(phase: str, src: Path, dst: Path, iterations: int, model: str | None) -> dict:
+def run_child(phase: str, src: Path, dst: Path, iterations: int, model: str | None, precision: str) -> dict:
     cmd = [sys.executable, __file__, "--child", phase, "--input", str(src), "--output", str(dst),
-           "--iterations", str(iterations)] + (["--model", model] if model else [])
+           "--iterations", str(iterations), "--precision", precision] + (["--model", model] if model else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(r.stderr)
@@ -199,6 +221,10 @@ def main() -> None:
     ap.add_argument("--large", default="6000x4000", help="WxH of the upscaled image; 'none' to skip")
     ap.add_argument("--large-iterations", type=int, default=8)
     ap.add_argument("--model", help="image model weights; default: the packaged model")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto", help="the image model's arithmetic")
+    ap.add_argument("--compressai-python", help="an interpreter that imports compressai, for the baseline "
+                    "(bench/compressai_baseline.py); without it, no baseline")
+    ap.add_argument("--baseline-iterations", type=int, default=4, help="rnncodec's iterations set against the baseline")
     ap.add_argument("--child", choices=("encode", "decode"), help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--output", help=argparse.SUPPRESS)
@@ -223,10 +249,10 @@ def main() -> None:
             cases.append((big, f"{args.image} upscaled {w}×{h}", args.large_iterations))
         for src, label, k in cases:
             rnc, png = Path(tmp) / "out.rnc", Path(tmp) / "out.png"
-            enc = run_child("encode", src, rnc, k, args.model)
+            enc = run_child("encode", src, rnc, k, args.model, args.precision)
             bpp = rnc.stat().st_size * 8 / enc["pixels"]
             assert len(container.read(rnc.read_bytes())[1]) == k
-            dec = run_child("decode", rnc, png, k, args.model)
+            dec = run_child("decode", rnc, png, k, args.model, args.precision)
             for phase, r in (("encode", enc), ("decode", dec)):
                 times.append(f"| {label} | {k} | {bpp:.3f} | {phase} | {r['wall']:.2f} | {r['model']:.2f} | "
                              f"{r['entropy']:.2f} | {r['io']:.2f} | {r['other']:.2f} | {r['load']:.2f} | {r['rss_mib']:.0f} |")
@@ -234,7 +260,48 @@ def main() -> None:
                 compute.append(f"| {label} | {k} | {phase} | {r['flops'] / 1e9:.1f} | {r['flops'] / r['pixels']:.0f} | "
                                f"{rate:.1f} | {rate / gemm:.0%} |")
             print(times[-2] + "\n" + times[-1], file=sys.stderr)
+            if src == kodak and k == args.baseline_iterations:
+                in_process = (enc["codec"], dec["codec"])
+        cli = cli_seconds(kodak, Path(tmp), args.baseline_iterations)
     print("\n".join(times) + "\n\n" + "\n".join(compute))
+    print(f"\nWhole process, the CLI on {args.image} at {args.baseline_iterations} iterations (best of 3): "
+          f"compress {cli[0]:.2f} s, decompress {cli[1]:.2f} s")
+    if args.compressai_python and args.baseline_iterations in args.iterations:
+        print("\n" + baseline_table(args, kodak, in_process))
+
+
+def cli_seconds(image: Path, tmp: Path, iterations: int, repeats: int = 3) -> tuple[float, float]:
+    """Best-of wall time of `rnncodec compress` and `rnncodec decompress` as whole processes:
+    interpreter start, imports and model loading included, as a user sees them."""
+    rnc, png = tmp / "cli.rnc", tmp / "cli.png"
+    runs = {"compress": [str(image), "-o", str(rnc), "--iterations", str(iterations)],
+            "decompress": [str(rnc), "-o", str(png)]}
+    best = {}
+    for name, args in runs.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "rnncodec.cli", name, *args, "-f"], check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        best[name] = min(times)
+    return best["compress"], best["decompress"]
+
+
+def baseline_table(args: argparse.Namespace, image: Path, rnncodec: tuple[float, float]) -> str:
+    """CompressAI's models on the same image, in the same run, and rnncodec's time as a ratio."""
+    script = Path(__file__).with_name("compressai_baseline.py")
+    r = subprocess.run([args.compressai_python, str(script), str(image), "--threads", str(torch.get_num_threads())],
+                       capture_output=True, text=True, check=True)
+    base = json.loads(r.stdout.strip().splitlines()[-1])
+    rows = [f"CompressAI baseline (torch {base['torch']}, {base['threads']} threads) against rnncodec at "
+            f"{args.baseline_iterations} iterations, in process (encode() and decode(), model loaded):\n",
+            "| codec | encode s | decode s | encode + decode s | rnncodec's time as a ratio |", "|---|---:|---:|---:|---:|",
+            f"| rnncodec ({args.precision}) | {rnncodec[0]:.2f} | {rnncodec[1]:.2f} | {sum(rnncodec):.2f} | 1.00 |"]
+    for name in ("bmshj2018-factorized", "bmshj2018-hyperprior"):
+        t = base[name]
+        total = t["encode_s"] + t["decode_s"]
+        rows.append(f"| {name} q3 | {t['encode_s']:.2f} | {t['decode_s']:.2f} | {total:.2f} | {sum(rnncodec) / total:.2f} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
