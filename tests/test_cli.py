@@ -213,3 +213,13 @@ def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([command, "--help"])
     assert exit_.value.code == 0 and "usage: rnncodec " + command in capsys.readouterr().out
+
+
+def test_adaptive_from_the_command_line(tmp_path, png):
+    rnc, out = tmp_path / "a.rnc", tmp_path / "a.png"
+    assert run("compress", png, "-o", rnc, "--target-psnr", "26", "--adaptive").returncode == 0
+    assert run("decompress", rnc, "-o", out).returncode == 0
+    info = json.loads(run("info", rnc, "--json").stdout)
+    assert info["iterations"] >= 1
+    r = run("compress", png, "-o", tmp_path / "b.rnc", "--iterations", "3", "--adaptive")
+    assert r.returncode == 1 and "need a quality target" in r.stderr

@@ -1,4 +1,8 @@
 """The pipeline: bit-exact decoding, any size, every prefix, rate targeting, tiles."""
+import warnings
+import zlib
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import smooth_image
@@ -205,3 +209,53 @@ def test_edges_of_rate_control(tiny_model):
         encode(img, model=tiny_model, target_psnr=99.0)
     with pytest.warns(Note, match="out of reach"):
         encode(smooth_image(64, 96), model=tiny_model, tile=48, overlap=16, target_ms_ssim=0.9999)
+
+
+def _half_flat(h: int, w: int) -> np.ndarray:
+    img = smooth_image(h, w, seed=8)
+    img[:, : w // 2] = 128  # a flat half the target is met on early, and a busy half
+    return img
+
+
+@pytest.mark.parametrize("coder_name", ["raw", "entropy_coder", "integer_coder"])
+@pytest.mark.parametrize("tile", [1024, 48])
+def test_adaptive_files_round_trip_at_every_prefix(request, tiny_model, coder_name, tile):
+    coder = RawCoder() if coder_name == "raw" else request.getfixturevalue(coder_name)
+    img = _half_flat(64, 96)
+    header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model, coder=coder, tile=tile, overlap=16).data)
+    target = sorted(psnrs)[-2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Note)  # a target out of reach is fine here
+        enc = encode(img, model=tiny_model, coder=coder, tile=tile, overlap=16, target_psnr=target, adaptive=True,
+                     reconstruct=True, precision="fp32")
+    header, chunks = container.read(enc.data)
+    assert enc.data[4] == container.VERSION_ADAPTIVE and header.blocks is not None
+    assert np.array_equal(decode(enc.data, precision="fp32").pixels, enc.reconstruction)
+    for k in range(1, len(chunks) + 1):
+        assert decode(container.truncate(header, chunks, k), precision="fp32").iterations == k
+
+
+def test_adaptive_blocks_stop_where_the_image_is_easy():
+    from rnncodec.zoo import load_image_model
+
+    packaged = load_image_model()  # a trained model: a random one meets no target anywhere
+    img = _half_flat(64, 128)
+    enc = encode(img, model=packaged, target_psnr=32.0, adaptive=True, precision="fp32")
+    header, chunks = container.read(enc.data)
+    counts = container.block_counts(header, [(4, 8)])[0]
+    assert counts[:, :2].max() < counts[:, 6:].min()  # the flat half stops sooner
+    plain = encode(img, model=packaged, iterations=enc.iterations, precision="fp32")
+    assert len(enc.data) < len(plain.data)  # stopped blocks cost no bits
+
+
+def test_adaptive_needs_a_target_and_corrupt_counts_are_refused(tiny_model):
+    from rnncodec.errors import OptionError
+
+    with pytest.raises(OptionError, match="need a quality target"):
+        encode(smooth_image(32, 32), model=tiny_model, iterations=2, adaptive=True)
+    with pytest.warns(Note, match="out of reach"):
+        enc = encode(_half_flat(32, 64), model=tiny_model, target_psnr=40.0, adaptive=True)
+    header, chunks = container.read(enc.data)
+    bad = container.write(replace(header, blocks=zlib.compress(bytes(8))), chunks)  # counts of 0
+    with pytest.raises(FormatError, match="block iteration counts"):
+        decode(bad)

@@ -108,7 +108,8 @@ def test_trailing_bytes(stream):
         decode(stream + b"\0" * 9)
 
 
-@pytest.mark.parametrize("offset,value,message", [(4, 9, "version 9"), (6, 4, "unknown header flags 0x04")])
+@pytest.mark.parametrize("offset,value,message", [(4, 9, "version 9"), (6, 8, "unknown header flags 0x08"),
+                                                  (6, 4, "block iteration counts and format version disagree")])
 def test_a_newer_format_is_refused(stream, offset, value, message):
     bad = bytearray(stream[: container._FIXED.size])
     bad[offset] = value

@@ -68,7 +68,8 @@ def _compress(args: argparse.Namespace) -> None:
     if args.iterations is not None and args.iterations > model.cfg.iterations:
         raise OptionError(f"--iterations must be at most {model.cfg.iterations} for this model")
     options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
-                   target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap, precision=args.precision)
+                   target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap, precision=args.precision,
+                   adaptive=args.adaptive)
     reading = dict(max_pixels=args.max_pixels, alpha=args.alpha, background=args.background)
     Image.MAX_IMAGE_PIXELS = args.max_pixels  # the application sets Pillow's cap; read_image applies ours
     if args.input != STDIO and Path(args.input).is_dir():
@@ -162,6 +163,7 @@ def _describe(data: bytes) -> dict:
             "model_id": header.model_id.hex(), "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(),
             "tile": header.tile, "overlap": header.overlap, "iterations": header.iterations,
             "icc_profile_bytes": len(header.icc_profile or b""), "alpha_bytes": len(header.alpha or b""),
+            "block_counts_bytes": len(header.blocks or b""),
             "chunks": [{"iteration": t, "bytes": len(payload), "prefix_bytes": size, "prefix_bpp": size * 8 / pixels}
                        for t, ((payload, _), size) in enumerate(zip(chunks, container.prefix_sizes(header, chunks)), 1)]}
 
@@ -171,8 +173,9 @@ def _info(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(d, indent=1))
         return
-    sections = "".join(f", {name} ({d[key]} bytes)" for name, key in (("ICC profile", "icc_profile_bytes"),
-                                                                        ("alpha plane", "alpha_bytes")) if d[key])
+    sections = "".join(f", {name} ({d[key]} bytes)" for name, key in (
+        ("ICC profile", "icc_profile_bytes"), ("alpha plane", "alpha_bytes"),
+        ("adaptive: block iteration counts", "block_counts_bytes")) if d[key])
     print(f"file:        {d['file']} ({d['bytes']} bytes, {d['bpp']:.4f} bpp)")
     print(f"image:       {d['width']}×{d['height']}{sections}")
     print(f"model id:    {d['model_id']}")
@@ -278,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--bpp", type=float, help="largest real rate, header included: keeps the longest prefix that fits")
     rate.add_argument("--target-psnr", type=float, metavar="DB", help="stop at the first iteration whose PSNR reaches DB")
     rate.add_argument("--target-ms-ssim", type=float, metavar="X", help="stop at the first iteration whose MS-SSIM reaches X")
+    c.add_argument("--adaptive", action="store_true", help="with a target: each 16×16 block stops getting bits once it "
+                   "meets the target on its own (spatially adaptive bit rates)")
     _model_flag(c)
     c.add_argument("--coder", choices=("raw", "arithmetic", "integer"),
                    help="payload coder: raw bits (0), the float context model (1, not portable) or the integer one "

@@ -4,11 +4,12 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -18,7 +19,7 @@ from .errors import FormatError, Note, OptionError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE
 from .precision import resolve
-from .quality import ms_ssim_rgb, psnr_rgb
+from .quality import gaussian_window, ms_ssim_rgb, psnr_rgb, ssim_map
 from .tiles import Canvas, TileBox, plan_tiles
 from .zoo import ImageModel, coder_by_id, default_coder, image_model_by_id, load_image_model
 
@@ -76,6 +77,7 @@ class RateControl:
     bpp: float | None = None
     psnr: float | None = None
     ms_ssim: float | None = None
+    adaptive: bool = False  # spatially adaptive: each block stops once it meets the target on its own
 
     def __post_init__(self) -> None:
         if sum(v is not None for v in (self.iterations, self.bpp, self.psnr, self.ms_ssim)) > 1:
@@ -86,6 +88,8 @@ class RateControl:
             raise OptionError("a target MS-SSIM lies between 0 and 1")
         if self.psnr is not None and not self.psnr > 0:
             raise OptionError("a target PSNR is a positive number of dB")
+        if self.adaptive and self.psnr is None and self.ms_ssim is None:
+            raise OptionError("adaptive bit rates need a quality target (target_psnr or target_ms_ssim)")
 
     @property
     def target(self) -> float | None:
@@ -126,6 +130,7 @@ def encode(
     target_psnr: float | None = None,
     target_ms_ssim: float | None = None,
     precision: str = "auto",
+    adaptive: bool = False,
 ) -> Encoded:
     """Encode an image, iteration by iteration, until the rate control says stop (`RateControl`).
 
@@ -137,8 +142,10 @@ def encode(
     With `reconstruct`, also return the encoder's own reconstruction; that keeps a full-size
     canvas per iteration, so it is off for plain compression, whose memory stays per tile.
     `precision`: the image model's arithmetic (`precision.PRECISIONS`; auto: bf16 where native).
+    `adaptive` (with a quality target): each 16×16 block stops getting bits once it meets the
+    target on its own (Johnston et al. 2018's spatially adaptive bit rates; `_BlockStops`).
     """
-    rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim)
+    rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim, adaptive)
     bf16 = resolve(precision) == "bf16"
     rgb = _as_rgb(image)
     model = model or load_image_model()
@@ -158,22 +165,36 @@ def encode(
     crcs = [container.bits_crc(t) for t in range(n_iter)]
     canvases = [Canvas(h, w, overlap) for _ in range(n_iter)] if reconstruct else []
     whole = _TiledQuality(rate, n_iter)
+    stops: list[_BlockStops] = []
     keep, quality = n_iter, 0.0
     with torch.inference_mode():
         for box in tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0):
             session = None
             original = rgb.pixels[box.y0 : box.y1, box.x0 : box.x1]
-            tile_steps = model.net.steps(_tile_input(rgb.pixels, box), bf16=bf16)
+            x = _tile_input(rgb.pixels, box)
+            stop = _BlockStops(x, rate, n_iter) if adaptive else None
+            stops += [stop] if stop else []
+            tile_steps = model.net.steps(x, bf16=bf16, active=stop)
             for t, (bits, recon) in enumerate(itertools.islice(tile_steps, n_iter)):
                 b = (bits[0] > 0).to(torch.uint8).numpy()
                 session = session or coder.session(b.shape)
-                segments[t].append(session.encode(b))
+                segments[t].append(session.encode(b, stop.active_at(t) if stop else None))
                 crcs[t] = container.bits_crc_update(b, crcs[t])
+                if stop:
+                    stop.update(t, recon)
                 pixels = _tile_pixels(recon.float(), box)
                 if reconstruct:
                     canvases[t].add(box, pixels)
                 if len(boxes) > 1:
                     whole.add(t, original, pixels)
+                    if stop and stop.all_stopped:  # the rest of this tile's iterations carry no bits
+                        for rest in range(t + 1, n_iter):
+                            segments[rest].append(b"")
+                            crcs[rest] = container.bits_crc_update(np.zeros_like(b), crcs[rest])
+                            if reconstruct:
+                                canvases[rest].add(box, pixels)
+                            whole.add(rest, original, pixels)
+                        break
                     continue
                 # one tile is the whole image: stop as soon as the rate control says so
                 if budget is not None and _size(header, segments[: t + 1]) > budget:
@@ -183,7 +204,7 @@ def encode(
                     break
                 if rate.targets_quality:
                     quality = rate.measure(original, _to_uint8(pixels.copy()))
-                    if quality >= rate.target:
+                    if quality >= rate.target or (stop and stop.all_stopped):
                         keep = t + 1
                         break
     if len(boxes) > 1 and budget is not None:
@@ -193,6 +214,8 @@ def encode(
         keep, quality = whole.first_reaching()
     if rate.targets_quality:
         rate.check_reached(keep, quality)
+    if adaptive:
+        header = replace(header, blocks=container.pack_blocks([s.counts for s in stops]))
     chunks = [(container.join_segments(segments[t]), crcs[t]) for t in range(keep)]
     data = container.truncate(header, chunks, keep)
     return Encoded(data, keep, _to_uint8(canvases[keep - 1].result()) if reconstruct else None)
@@ -201,6 +224,46 @@ def encode(
 def _size(header: container.Header, segments: list[list[bytes]]) -> int:
     """Bytes of the file holding these iterations' tile segments."""
     return container.prefix_sizes(header, [(container.join_segments(seg), 0) for seg in segments])[-1]
+
+
+class _BlockStops:
+    """Spatially adaptive bit rates for one tile (Johnston et al. 2018): after each iteration, the
+    blocks whose own quality meets the target (PSNR, or SSIM for an MS-SSIM target, on the
+    encoder's reconstruction) stop getting bits. The map of blocks still short of it is dilated by
+    one block, so that a stopped block always borders blocks done like it and no seam shows
+    between a detailed block and a flat neighbour. `counts` are what the file stores."""
+
+    def __init__(self, x: torch.Tensor, rate: RateControl, iterations: int) -> None:
+        self.x, self.rate = x, rate
+        h, w = x.shape[2] // STRIDE, x.shape[3] // STRIDE
+        self.counts = np.full((h, w), iterations, np.uint8)
+        self.active = torch.ones(1, 1, h, w)
+        self.window = gaussian_window()
+
+    def __call__(self, t: int, recon: torch.Tensor) -> torch.Tensor | None:
+        """The blocks coded at iteration t (the model's view; `update` decided them)."""
+        return None if t == 0 else self.active
+
+    def update(self, t: int, recon: torch.Tensor) -> None:
+        """Decide, from the reconstruction after iteration t, which blocks iteration t + 1 codes."""
+        recon = recon.float().clamp(-0.5, 0.5)
+        if self.rate.psnr is not None:
+            mse = F.avg_pool2d(((self.x - recon) * 255).square().mean(1, keepdim=True), STRIDE)
+            done = 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10)) >= self.rate.psnr
+        else:
+            done = F.avg_pool2d(ssim_map(self.x, recon, self.window).mean(1, keepdim=True), STRIDE) >= self.rate.ms_ssim
+        short = self.active.bool() & ~done
+        still = self.active.bool() & (F.max_pool2d(short.float(), 3, 1, 1) > 0)
+        self.counts[(self.active.bool() & ~still)[0, 0].numpy()] = t + 1
+        self.active = still.float()
+
+    def active_at(self, t: int) -> np.ndarray:
+        """The h×w blocks coded at iteration t (the entropy coder's view: the counts)."""
+        return self.counts > t
+
+    @property
+    def all_stopped(self) -> bool:
+        return not self.active.any()
 
 
 class _TiledQuality:
@@ -294,20 +357,25 @@ def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, 
     crcs = [container.bits_crc(t) for t in range(n_iter)]
     canvas = Canvas(header.height, header.width, header.overlap)
     bits_shape = (model.cfg.bits,)
+    grids = [tuple(-(-s // STRIDE) for s in box.shape) for box in boxes]
+    counts = container.block_counts(header, grids)
     with torch.inference_mode():
         bar = tqdm(total=len(boxes) * n_iter, desc="decoding", unit="iteration", disable=not progress, delay=1.0)
         for i, box in enumerate(boxes):
-            ph, pw = (-(-s // STRIDE) for s in box.shape)
-            session = coder.session(bits_shape + (ph, pw))
+            session = coder.session(bits_shape + grids[i])
+            active = None if counts is None else lambda t, c=counts[i]: torch.from_numpy(c > t)[None, None].float()
 
-            def tile_bits(session: CoderSession, i: int) -> Iterator[torch.Tensor]:
-                """This tile's bits, iteration by iteration, entropy-decoded as the model asks for them."""
+            def tile_bits(session: CoderSession, i: int, active: Callable | None) -> Iterator[torch.Tensor]:
+                """This tile's bits, iteration by iteration, entropy-decoded as the model asks for them;
+                a stopped block's bits are 0."""
                 for t in range(n_iter):
-                    b = session.decode(payloads[t][i])
+                    mask = None if active is None else active(t)
+                    b = session.decode(payloads[t][i], None if mask is None else mask[0, 0].numpy().astype(bool))
                     crcs[t] = container.bits_crc_update(b, crcs[t])
-                    yield torch.from_numpy(b)[None].float() * 2 - 1
+                    bits = torch.from_numpy(b)[None].float() * 2 - 1
+                    yield bits if mask is None else bits * mask
 
-            for recon in model.net.decode(tile_bits(session, i), bf16):  # noqa: B007  (the last one is the tile's)
+            for recon in model.net.decode(tile_bits(session, i, active), bf16, active):  # noqa: B007  (the last is the tile's)
                 bar.update(1)
             canvas.add(box, _tile_pixels(recon, box))
         bar.close()

@@ -2,8 +2,8 @@
 
 A file cut at a chunk boundary is a valid file with fewer iterations. Each chunk carries a CRC32
 of the bits it decodes to, so corruption and any encoder/decoder desync surface as FormatError.
-Optional header sections (an ICC profile, a lossless alpha plane) sit under the header's CRC, so
-every prefix of a file keeps them.
+Optional header sections (an ICC profile, a lossless alpha plane, the block iteration counts of
+spatially adaptive bit rates) sit under the header's CRC, so every prefix of a file keeps them.
 """
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import numpy as np
 from .errors import FormatError
 
 MAGIC = b"RNC\x1a"
-VERSION = 1
+VERSION = 1  # files whose blocks all get every iteration, as every rnncodec reads them
+VERSION_ADAPTIVE = 2  # chunks hold bits of active blocks only (FLAG_BLOCKS): older readers must refuse them
 MAX_SIDE = 1 << 20  # a header claiming more is refused before anything is allocated
 MAX_ITERATIONS = 64
 FLAG_ICC = 1
 FLAG_ALPHA = 2
-_SECTIONS = ((FLAG_ICC, "icc_profile"), (FLAG_ALPHA, "alpha"))  # optional header sections, in file order
+FLAG_BLOCKS = 4
+_SECTIONS = ((FLAG_ICC, "icc_profile"), (FLAG_ALPHA, "alpha"), (FLAG_BLOCKS, "blocks"))  # in file order
 _FIXED = struct.Struct(">4sBBBB8s8sIIHHB")  # magic ver coder flags reserved model entropy w h tile overlap iters
 _CHUNK = struct.Struct(">II")  # payload length, CRC32 of the decoded bits
 CHUNK_OVERHEAD = _CHUNK.size
@@ -39,10 +41,12 @@ class Header:
     iterations: int
     icc_profile: bytes | None = None
     alpha: bytes | None = None  # the alpha plane as `pack_alpha` stores it; None: opaque
+    blocks: bytes | None = None  # iterations per 16×16 block as `pack_blocks` stores them; None: all
 
     def to_bytes(self) -> bytes:
         sections = [(flag, getattr(self, name)) for flag, name in _SECTIONS if getattr(self, name)]
-        out = _FIXED.pack(MAGIC, VERSION, self.coder_id, sum(flag for flag, _ in sections), 0, self.model_id,
+        version = VERSION_ADAPTIVE if self.blocks else VERSION
+        out = _FIXED.pack(MAGIC, version, self.coder_id, sum(flag for flag, _ in sections), 0, self.model_id,
                           self.entropy_id, self.width, self.height, self.tile, self.overlap, self.iterations)
         out += b"".join(struct.pack(">I", len(data)) + data for _, data in sections)
         return out + struct.pack(">I", zlib.crc32(out))
@@ -83,10 +87,13 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
     if len(data) < _FIXED.size + 4:
         raise FormatError("truncated header")
     magic, version, coder, flags, _, model_id, entropy_id, w, h, tile, overlap, iters = _FIXED.unpack_from(data)
-    if version != VERSION:
-        raise FormatError(f"unsupported .rnc format version {version} (this rnncodec reads {VERSION})")
-    if flags & ~(FLAG_ICC | FLAG_ALPHA):
+    if version not in (VERSION, VERSION_ADAPTIVE):
+        raise FormatError(f"unsupported .rnc format version {version} (this rnncodec reads {VERSION} and "
+                          f"{VERSION_ADAPTIVE})")
+    if flags & ~(FLAG_ICC | FLAG_ALPHA | FLAG_BLOCKS):
         raise FormatError(f"unknown header flags {flags:#04x}: the file needs a newer rnncodec, or is corrupt")
+    if bool(flags & FLAG_BLOCKS) != (version == VERSION_ADAPTIVE):
+        raise FormatError("corrupt header: block iteration counts and format version disagree")
     pos = _FIXED.size
     sections = {}
     for flag, name in _SECTIONS:
@@ -187,3 +194,28 @@ def alpha_plane(header: Header) -> np.ndarray | None:
     if not complete or len(raw) != size:
         raise FormatError("corrupt alpha plane")
     return np.cumsum(np.frombuffer(raw, np.uint8).reshape(header.height, header.width), axis=1, dtype=np.uint8)
+
+
+def pack_blocks(counts: list[np.ndarray]) -> bytes:
+    """How many iterations each 16×16 block of each tile receives (one h×w uint8 grid per tile, in
+    tile order), deflated: the counts are small and smooth, so they cost little."""
+    return zlib.compress(b"".join(c.astype(np.uint8).tobytes() for c in counts), 9)
+
+
+def block_counts(header: Header, grids: list[tuple[int, int]]) -> list[np.ndarray] | None:
+    """The header's block iteration counts, one grid per tile of the given block sizes, or None
+    when every block gets every iteration; never inflates more than the grids hold."""
+    if header.blocks is None:
+        return None
+    size = sum(h * w for h, w in grids)
+    inflate = zlib.decompressobj()
+    try:
+        raw = inflate.decompress(header.blocks, size)
+        complete = inflate.eof and not inflate.unused_data and not inflate.unconsumed_tail
+    except zlib.error:
+        complete = False
+    counts = np.frombuffer(raw, np.uint8) if complete else np.zeros(0, np.uint8)
+    if len(counts) != size or counts.min(initial=1) < 1 or counts.max(initial=1) > MAX_ITERATIONS:
+        raise FormatError("corrupt block iteration counts")
+    offsets = np.cumsum([0] + [h * w for h, w in grids])
+    return [counts[a:b].reshape(g) for a, b, g in zip(offsets, offsets[1:], grids)]

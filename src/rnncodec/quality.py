@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pytorch_msssim import ms_ssim, ssim
+from torch import Tensor
 
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window: 10 · 2^4 + 1
 
@@ -32,3 +34,21 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     if side < MS_SSIM_MIN_SIDE:
         return float(ssim(x, y, data_range=255, size_average=True))
     return float(ms_ssim(x, y, data_range=255, size_average=True))
+
+
+def gaussian_window(size: int = 7, sigma: float = 1.5) -> Tensor:
+    """A normalised Gaussian, 3×1×size×size: one per RGB channel, for a grouped convolution."""
+    g = torch.exp(-((torch.arange(size) - size // 2) ** 2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
+
+
+def ssim_map(x: Tensor, y: Tensor, window: Tensor) -> Tensor:
+    """Per-pixel SSIM of N×3×H×W images in [−0.5, 0.5] (data range 1), same size as the input: the
+    local quality that training weights its loss by and the adaptive encoder stops blocks by."""
+    pad = window.shape[-1] // 2
+    blur = lambda t: F.conv2d(F.pad(t, (pad,) * 4, mode="replicate"), window, groups=3)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))

@@ -82,21 +82,30 @@ class RowSession:
     def __init__(self, ctx: TileContext, to_probs: Callable[[Tensor], np.ndarray]) -> None:
         self.ctx, self.to_probs = ctx, to_probs
 
-    def encode(self, bits: np.ndarray) -> bytes:
-        probs = []
+    def encode(self, bits: np.ndarray, active: np.ndarray | None = None) -> bytes:
+        coded, probs = [], []
 
         def row(y: int, p: Tensor) -> np.ndarray:
+            row_bits = bits[:, y] if active is None else bits[:, y, active[y]]
+            coded.append(row_bits.reshape(-1))
             probs.append(self.to_probs(p))
-            return bits[:, y]
+            return row_bits
 
         with deterministic():
-            self.ctx.iteration(row)
-        return encode_bits(bits.transpose(1, 0, 2), np.concatenate(probs))
+            self.ctx.iteration(row, active)
+        if not coded:  # every position stopped: nothing to code
+            return b""
+        return encode_bits(np.concatenate(coded), np.concatenate(probs))
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes, active: np.ndarray | None = None) -> np.ndarray:
+        if active is not None and not active.any():
+            if data:
+                raise FormatError("corrupt chunk: data for a tile whose blocks have all stopped")
+            with deterministic():  # the context still steps, in step with the encoder's
+                return self.ctx.iteration(lambda y, p: p, active)
         dec = BitDecoder(data)
         with deterministic():
-            bits = self.ctx.iteration(lambda y, p: dec.decode(self.to_probs(p)).reshape(p.shape))
+            bits = self.ctx.iteration(lambda y, p: dec.decode(self.to_probs(p)).reshape(p.shape), active)
         dec.finish()
         return bits
 

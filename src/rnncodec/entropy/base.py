@@ -13,11 +13,14 @@ NO_MODEL = bytes(8)  # entropy model id of coders that have no model
 
 
 class CoderSession(Protocol):
-    """Codes one tile, iteration after iteration; bits are C×h×w uint8 arrays of 0/1."""
+    """Codes one tile, iteration after iteration; bits are C×h×w uint8 arrays of 0/1.
 
-    def encode(self, bits: np.ndarray) -> bytes: ...
+    `active` (h×w bool, None for all) names the positions that carry bits this iteration
+    (spatially adaptive bit rates): only theirs are coded, and the others decode as 0."""
 
-    def decode(self, data: bytes) -> np.ndarray: ...
+    def encode(self, bits: np.ndarray, active: np.ndarray | None = None) -> bytes: ...
+
+    def decode(self, data: bytes, active: np.ndarray | None = None) -> np.ndarray: ...
 
 
 class BitCoder(Protocol):

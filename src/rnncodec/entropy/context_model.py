@@ -124,7 +124,7 @@ class ContextModel(nn.Module):
         return torch.sigmoid(logits)[0, :, 0], rows
 
 
-RowCoder = Callable[[int, Tensor], np.ndarray]  # (row index, C×w probabilities) -> that row's C×w bits
+RowCoder = Callable[[int, Tensor], np.ndarray]  # (row index, C×n probabilities) -> those n positions' C×n bits
 
 
 class RowModel(Protocol):
@@ -157,17 +157,24 @@ class TileContext:
         self.state: Any = None
         self.t = 0
 
-    def iteration(self, code_row: RowCoder) -> np.ndarray:
-        """Code the next iteration; `code_row` turns each row's probabilities into its bits."""
+    def iteration(self, code_row: RowCoder, active: np.ndarray | None = None) -> np.ndarray:
+        """Code the next iteration; `code_row` turns each row's probabilities into its bits. With
+        `active` (h×w bool), only active positions are coded: the others are 0 in the output and
+        unknown (0, like the rows not yet coded) to the model."""
         m, (c, h, w), k = self.model, self.shape, self.model.arch.rows_above
         it, self.state = m.begin_iteration(self.prev, self.state, self.t)
         known = torch.zeros(1, c, h + k, w, dtype=m.dtype)  # k rows of zeros, then the bits as they are coded
-        out = np.empty(self.shape, dtype=np.uint8)
+        out = np.zeros(self.shape, dtype=np.uint8)
         rows = None
         for y in range(h):
             p, rows = m.row_probabilities(known[:, :, y : y + k], it, y, rows)
-            out[:, y] = code_row(y, p)
-            known[0, :, y + k] = torch.from_numpy(out[:, y]).to(m.dtype) * 2 - 1
+            if active is None:
+                out[:, y] = code_row(y, p)
+                known[0, :, y + k] = torch.from_numpy(out[:, y]).to(m.dtype) * 2 - 1
+            elif active[y].any():
+                cols = torch.from_numpy(active[y])
+                out[:, y, active[y]] = code_row(y, p[:, cols])
+                known[0, :, y + k, cols] = torch.from_numpy(out[:, y, active[y]]).to(m.dtype) * 2 - 1
         self.prev = known[:, :, k:].clone()
         self.t += 1
         return out

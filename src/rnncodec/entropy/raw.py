@@ -10,15 +10,21 @@ from .base import NO_MODEL, CoderSpec, register_coder
 class _RawSession:
     def __init__(self, shape: tuple[int, int, int]) -> None:
         self.shape = shape
-        self.size = int(np.prod(shape))
 
-    def encode(self, bits: np.ndarray) -> bytes:
-        return np.packbits(bits.reshape(-1)).tobytes()
+    def encode(self, bits: np.ndarray, active: np.ndarray | None = None) -> bytes:
+        return np.packbits(bits if active is None else bits[:, active]).tobytes()
 
-    def decode(self, data: bytes) -> np.ndarray:
-        if len(data) != (self.size + 7) // 8:
-            raise FormatError(f"corrupt chunk: raw segment of {len(data)} bytes, expected {(self.size + 7) // 8}")
-        return np.unpackbits(np.frombuffer(data, np.uint8), count=self.size).reshape(self.shape)
+    def decode(self, data: bytes, active: np.ndarray | None = None) -> np.ndarray:
+        coded = (self.shape[0], *self.shape[1:]) if active is None else (self.shape[0], int(active.sum()))
+        size = int(np.prod(coded))
+        if len(data) != (size + 7) // 8:
+            raise FormatError(f"corrupt chunk: raw segment of {len(data)} bytes, expected {(size + 7) // 8}")
+        bits = np.unpackbits(np.frombuffer(data, np.uint8), count=size).reshape(coded)
+        if active is None:
+            return bits
+        out = np.zeros(self.shape, np.uint8)
+        out[:, active] = bits
+        return out
 
 
 class RawCoder:

@@ -22,6 +22,7 @@ from ..config import ModelConfig
 from ..layers import Binarizer, make_cell
 
 STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
+ActiveBlocks = Callable[[int, Tensor], "Tensor | None"]  # (iteration, reconstruction so far) -> blocks still coded
 
 
 def _autocast(bf16: bool) -> torch.autocast:
@@ -127,13 +128,15 @@ class RNNCodec(nn.Module):
         self.log_gain.copy_(torch.tensor(ratios).log() / 2)
         return self.log_gain.exp().tolist()
 
-    def _reconstruct(self, bits: Tensor, dec: list, recon: Tensor, gain: Tensor | None, t: int) -> tuple[Tensor, list]:
+    def _reconstruct(self, bits: Tensor, dec: list, recon: Tensor, gain: Tensor | None, t: int,
+                     active: Tensor | None = None) -> tuple[Tensor, list]:
         """x̂_t from b_t: the one step the encoder and the decoder must compute identically.
 
         The bits are made contiguous first: the binarizer's output may be laid out channels-last,
         and a different layout can select a different convolution kernel, and so other roundings.
         Priming runs the decoder on the first bits a few extra times, so that its hidden states
-        start out informed rather than at zero.
+        start out informed rather than at zero. `active` (N×1×h×w of 0/1, one per 16×16 block)
+        keeps the reconstruction of stopped blocks as it was (spatially adaptive bit rates).
         """
         bits = bits.contiguous()
         for _ in range(self.cfg.priming if t == 0 else 0):
@@ -141,39 +144,51 @@ class RNNCodec(nn.Module):
         out, dec = self.decoder(bits, dec)
         if gain is not None:
             out = out / gain
-        return (out if self.cfg.framework == "oneshot" else recon + out), dec
+        new = out if self.cfg.framework == "oneshot" else recon + out
+        if active is not None:
+            keep = F.interpolate(active, scale_factor=STRIDE, mode="nearest")
+            new = keep * new + (1 - keep) * recon
+        return new, dec
 
-    def steps(self, x: Tensor, bf16: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    def steps(self, x: Tensor, bf16: bool = False, active: ActiveBlocks | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Encode x one iteration at a time, yielding its bits and the reconstruction after it, so
         that an encoder can stop as soon as it has what it needs. With `bf16`, the layers run in
         bf16 (CPU autocast) while the reconstruction accumulates in fp32; the caller's code between
-        steps (an entropy coder) runs in its own precision."""
+        steps (an entropy coder) runs in its own precision. `active(t, x̂_(t−1))` gives the blocks
+        that still get bits at iteration t (N×1×h×w of 0/1, None for all): a stopped block's bits
+        are 0, neither +1 nor −1, and its reconstruction stays."""
         enc, dec = [None] * 3, [None] * 4
         recon = torch.zeros_like(x)
         for t in range(self.cfg.iterations):
+            mask = active(t, recon) if active is not None else None
             with _autocast(bf16):
                 gain = self._gain(recon, t)
                 residual = x - recon if gain is None else (x - recon) * gain
                 code, enc = self.encoder(residual, enc)
                 bits = self.binarizer(code)
-                recon, dec = self._reconstruct(bits, dec, recon, gain, t)
+                if mask is not None:
+                    bits = bits * mask.to(bits.dtype)
+                recon, dec = self._reconstruct(bits, dec, recon, gain, t, mask)
             yield bits, recon
 
-    def forward(self, x: Tensor, iterations: int) -> tuple[list[Tensor], list[Tensor]]:
+    def forward(self, x: Tensor, iterations: int, active: ActiveBlocks | None = None) -> tuple[list[Tensor], list[Tensor]]:
         """Encode x for `iterations` steps: the bits and the reconstruction after each step."""
         bits_out, recons = [], []
-        for bits, recon in itertools.islice(self.steps(x), iterations):
+        for bits, recon in itertools.islice(self.steps(x, active=active), iterations):
             bits_out.append(bits)
             recons.append(recon)
         return bits_out, recons
 
-    def decode(self, bits: Iterable[Tensor], bf16: bool = False) -> Iterator[Tensor]:
-        """Replay the decoder over each iteration's bits, yielding x̂_1, x̂_2, … (`bf16`: as in `steps`)."""
+    def decode(self, bits: Iterable[Tensor], bf16: bool = False,
+               active: Callable[[int], Tensor | None] | None = None) -> Iterator[Tensor]:
+        """Replay the decoder over each iteration's bits, yielding x̂_1, x̂_2, … (`bf16`, and the
+        blocks `active(t)` at iteration t, as in `steps`; stopped blocks' bits arrive as 0)."""
         dec: list = [None] * 4
         recon = None
         for t, b in enumerate(bits):  # the bits are drawn (entropy-decoded) outside the autocast
             if recon is None:
                 recon = b.new_zeros(b.shape[0], 3, b.shape[2] * STRIDE, b.shape[3] * STRIDE, dtype=torch.float32)
+            mask = active(t) if active is not None else None
             with _autocast(bf16):
-                recon, dec = self._reconstruct(b, dec, recon, self._gain(recon, t), t)
+                recon, dec = self._reconstruct(b, dec, recon, self._gain(recon, t), t, mask)
             yield recon
