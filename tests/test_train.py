@@ -198,3 +198,13 @@ def test_the_runtime_never_imports_the_trainers():
             "bad = sorted(m for m in sys.modules if m.startswith('rnncodec.train')); print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_training_with_randomly_stopped_blocks(data_dir, tmp_path):
+    t = Trainer(config(data_dir, tmp_path / "s", steps=2, crop=48, stop_blocks=0.5), progress=False)
+    x = t.train_src.batch(4, np.random.default_rng(0))
+    active = t._random_stops(x)
+    masks = [active(k, None) for k in range(1, t.unroll)]
+    assert all((later <= earlier).all() for later, earlier in zip(masks[1:], masks))  # stopped stays stopped
+    assert 0 < float(torch.cat(masks).mean()) < 1
+    t.run()

@@ -71,6 +71,8 @@ class TrainConfig(RunConfig):
     high_entropy: int = opt(0, "keep per image the K 32×32 tiles PNG compresses worst", metavar="K")
     hard_crops: float = opt(0.0, "fraction of each batch cut around the crop-sized tiles PNG compresses worst "
                             "(hard-patch mining, Johnston 2018)", metavar="F")
+    stop_blocks: float = opt(0.0, "fraction of 16×16 blocks stopped at a random iteration, as spatially adaptive "
+                             "bit rates stop them, so that the model learns to read stopped blocks", metavar="P")
     val_patches: int = opt(256, "held-out patches scored at every validation")
     init_from: str = opt("", "fine-tune: start from these weights (.safetensors or checkpoint) with a fresh optimizer "
                          "and schedule", metavar="WEIGHTS")

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from ..config import ModelConfig, preset
 from ..errors import ModelError
 from ..models import RNNCodec
+from ..models.rnn_codec import STRIDE
 from ..stored import load_weights, save_weights
 from .config import TrainConfig
 from .data import PatchSource
@@ -128,8 +129,9 @@ class Trainer(Run):
     def train_step(self) -> float:
         x = self.train_src.batch(self.tc.batch, self.rng).to(self.device)
         self.set_lr(self.opt)
+        active = self._random_stops(x) if self.tc.stop_blocks else None
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.tc.bf16):
-            _, recons = self.ddp(x, self.unroll)
+            _, recons = self.ddp(x, self.unroll, active)
             per_iteration = self.loss.per_iteration(x, [r.float() for r in recons])
         loss = per_iteration.mean() if self.tc.iteration_weights == "mean" else self._normalised(per_iteration)
         self.opt.zero_grad(set_to_none=True)
@@ -138,6 +140,16 @@ class Trainer(Run):
         self.opt.step()
         self.step += 1
         return loss.item()
+
+    def _random_stops(self, x: torch.Tensor):
+        """Per patch, a `stop_blocks` share of its blocks stop after a random iteration (1 to
+        unroll − 1): masks as an adaptive encoder makes them, for the model to learn to read."""
+        n, _, h, w = x.shape
+        shape = (n, 1, h // STRIDE, w // STRIDE)
+        stops = torch.from_numpy(self.rng.integers(1, max(2, self.unroll), shape)).to(self.device)
+        stopped = torch.from_numpy(self.rng.random(shape) < self.tc.stop_blocks).to(self.device)
+        stops = torch.where(stopped, stops, self.unroll)
+        return lambda t, recon: None if t == 0 else (stops > t).to(x.dtype)
 
     def _normalised(self, per_iteration: torch.Tensor) -> torch.Tensor:
         """Each iteration's L1 over its running mean: under the plain mean, late iterations (with
