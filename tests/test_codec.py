@@ -259,3 +259,24 @@ def test_adaptive_needs_a_target_and_corrupt_counts_are_refused(tiny_model):
     bad = container.write(replace(header, blocks=zlib.compress(bytes(8))), chunks)  # counts of 0
     with pytest.raises(FormatError, match="block iteration counts"):
         decode(bad)
+
+
+def test_canvas_finishes_rows_as_they_complete_with_the_same_pixels():
+    from rnncodec.tiles import Canvas, plan_tiles
+
+    rng = np.random.default_rng(0)
+    h, w, overlap = 150, 200, 16
+    boxes = plan_tiles(h, w, 64, overlap)
+    tiles = [rng.random((*b.shape, 3), dtype=np.float32) - 0.5 for b in boxes]
+    streamed, whole = Canvas(h, w, overlap), Canvas(h, w, overlap)
+    peak = 0
+    for i, (box, t) in enumerate(zip(boxes, tiles)):
+        streamed.add(box, t)
+        whole.add(box, t)
+        if i + 1 < len(boxes) and boxes[i + 1].y0 != box.y0:
+            streamed.finish(boxes[i + 1].y0)
+        peak = max(peak, len(streamed.sum))
+    assert np.array_equal(streamed.result(), whole.result())
+    assert peak < h // 2  # floats for about a row of tiles, not the image
+    with pytest.raises(ValueError, match="finished"):
+        streamed.add(boxes[0], tiles[0])

@@ -20,7 +20,7 @@ from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read
 from .models.rnn_codec import STRIDE
 from .precision import resolve
 from .quality import gaussian_window, ms_ssim_rgb, psnr_rgb, ssim_map
-from .tiles import Canvas, TileBox, plan_tiles
+from .tiles import Canvas, TileBox, plan_tiles, to_uint8
 from .zoo import ImageModel, coder_by_id, default_coder, image_model_by_id, load_image_model
 
 DEFAULT_TILE = 1024  # Kodak-sized images (768×512) code as one tile, with no overlap overhead
@@ -32,15 +32,6 @@ class Encoded:
     data: bytes
     iterations: int
     reconstruction: np.ndarray | None  # H×W×3 uint8 a decoder of `data` must produce (if asked for)
-
-
-def _to_uint8(recon: np.ndarray) -> np.ndarray:
-    """[−0.5, 0.5] floats to 8-bit codes, in place: at 6000×4000 every float temporary is 288 MB."""
-    recon += 0.5
-    recon *= 255.0
-    np.round(recon, out=recon)
-    np.clip(recon, 0, 255, out=recon)
-    return recon.astype(np.uint8)
 
 
 def _as_rgb(image: RGBImage | Image.Image | np.ndarray | str | Path, alpha: str = "keep",
@@ -203,7 +194,7 @@ def encode(
                     keep = t  # this iteration does not fit: keep the ones before
                     break
                 if rate.targets_quality:
-                    quality = rate.measure(original, _to_uint8(pixels.copy()))
+                    quality = rate.measure(original, to_uint8(pixels.copy()))
                     if quality >= rate.target or (stop and stop.all_stopped):
                         keep = t + 1
                         break
@@ -218,7 +209,7 @@ def encode(
         header = replace(header, blocks=container.pack_blocks([s.counts for s in stops]))
     chunks = [(container.join_segments(segments[t]), crcs[t]) for t in range(keep)]
     data = container.truncate(header, chunks, keep)
-    return Encoded(data, keep, _to_uint8(canvases[keep - 1].result()) if reconstruct else None)
+    return Encoded(data, keep, canvases[keep - 1].result() if reconstruct else None)
 
 
 def _size(header: container.Header, segments: list[list[bytes]]) -> int:
@@ -277,7 +268,7 @@ class _TiledQuality:
     def add(self, t: int, original: np.ndarray, pixels: np.ndarray) -> None:
         if not self.rate.targets_quality:
             return
-        decoded = _to_uint8(pixels.copy())
+        decoded = to_uint8(pixels.copy())
         area = decoded.shape[0] * decoded.shape[1]
         self.pixels[t] += area
         self.sse[t] += np.sum((decoded.astype(np.float64) - original) ** 2)
@@ -347,7 +338,7 @@ def decode(
                                resolve(precision) == "bf16")
     except FormatError as exc:
         raise explain_failure(header.coder_id, exc) from None
-    return Decoded(_to_uint8(canvas.result()), n_iter, header.icc_profile, alpha)
+    return Decoded(canvas.result(), n_iter, header.icc_profile, alpha)
 
 
 def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, boxes: list[TileBox],
@@ -378,6 +369,8 @@ def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, 
             for recon in model.net.decode(tile_bits(session, i, active), bf16, active):  # noqa: B007  (the last is the tile's)
                 bar.update(1)
             canvas.add(box, _tile_pixels(recon, box))
+            if i + 1 < len(boxes) and boxes[i + 1].y0 != box.y0:  # a row of tiles is done above the next
+                canvas.finish(boxes[i + 1].y0)
         bar.close()
     for t in range(n_iter):
         if crcs[t] != chunk_crcs[t]:

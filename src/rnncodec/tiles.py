@@ -50,21 +50,52 @@ def _ramp(lo: int, hi: int, size: int, overlap: int) -> np.ndarray:
     return w
 
 
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """[−0.5, 0.5] floats to 8-bit codes, in place: a large image's float temporaries are its memory peak."""
+    pixels += 0.5
+    pixels *= 255.0
+    np.round(pixels, out=pixels)
+    np.clip(pixels, 0, 255, out=pixels)
+    return pixels.astype(np.uint8)
+
+
 class Canvas:
-    """Accumulates weighted tiles; `result()` normalises by the summed weights."""
+    """Accumulates weighted tiles (in raster order) and turns finished rows into the 8-bit image.
+
+    Floats are kept only for the rows still open, from the first row a later tile can reach down
+    to the last row added: about one row of tiles. So a decoder's memory is that band plus the
+    8-bit output, not a full-size float canvas and weight map (384 MB at 6000×4000)."""
 
     def __init__(self, height: int, width: int, overlap: int) -> None:
         self.h, self.w, self.overlap = height, width, overlap
-        self.sum = np.zeros((height, width, 3), dtype=np.float32)
-        self.weight = np.zeros((height, width, 1), dtype=np.float32)
+        self.out = np.empty((height, width, 3), dtype=np.uint8)
+        self.top = 0  # rows above it are final, in `out`
+        self.sum = np.zeros((0, width, 3), dtype=np.float32)  # rows top … top + len − 1
+        self.weight = np.zeros((0, width, 1), dtype=np.float32)
 
     def add(self, box: TileBox, pixels: np.ndarray) -> None:
+        if box.y0 < self.top:
+            raise ValueError("a tile reaches rows the canvas has finished")
+        if (grow := box.y1 - self.top - len(self.sum)) > 0:
+            self.sum = np.concatenate((self.sum, np.zeros((grow, self.w, 3), np.float32)))
+            self.weight = np.concatenate((self.weight, np.zeros((grow, self.w, 1), np.float32)))
         wy = _ramp(box.y0, box.y1, self.h, self.overlap)
         wx = _ramp(box.x0, box.x1, self.w, self.overlap)
         weight = (wy[:, None] * wx[None, :])[..., None]
-        self.sum[box.y0 : box.y1, box.x0 : box.x1] += pixels * weight
-        self.weight[box.y0 : box.y1, box.x0 : box.x1] += weight
+        rows = slice(box.y0 - self.top, box.y1 - self.top)
+        self.sum[rows, box.x0 : box.x1] += pixels * weight
+        self.weight[rows, box.x0 : box.x1] += weight
+
+    def finish(self, y: int) -> None:
+        """Rows above `y` get no more tiles: normalise them into the 8-bit image, free their floats."""
+        n = y - self.top
+        if n <= 0:
+            return
+        self.out[self.top : y] = to_uint8(np.divide(self.sum[:n], self.weight[:n], out=self.sum[:n]))
+        self.sum, self.weight = self.sum[n:].copy(), self.weight[n:].copy()
+        self.top = y
 
     def result(self) -> np.ndarray:
-        """The blended image, normalised in place (no second full-size float array): call it once."""
-        return np.divide(self.sum, self.weight, out=self.sum)
+        """The blended 8-bit image (H×W×3 uint8)."""
+        self.finish(self.h)
+        return self.out
