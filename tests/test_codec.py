@@ -265,7 +265,7 @@ def test_canvas_finishes_rows_as_they_complete_with_the_same_pixels():
     from rnncodec.tiles import Canvas, plan_tiles
 
     rng = np.random.default_rng(0)
-    h, w, overlap = 150, 200, 16
+    h, w, overlap = 400, 200, 16
     boxes = plan_tiles(h, w, 64, overlap)
     tiles = [rng.random((*b.shape, 3), dtype=np.float32) - 0.5 for b in boxes]
     streamed, whole = Canvas(h, w, overlap), Canvas(h, w, overlap)
@@ -277,6 +277,6 @@ def test_canvas_finishes_rows_as_they_complete_with_the_same_pixels():
             streamed.finish(boxes[i + 1].y0)
         peak = max(peak, len(streamed.sum))
     assert np.array_equal(streamed.result(), whole.result())
-    assert peak < h // 2  # floats for about a row of tiles, not the image
+    assert peak <= 64 + 4 * overlap  # floats for about a row of tiles, not the image
     with pytest.raises(ValueError, match="finished"):
         streamed.add(boxes[0], tiles[0])
