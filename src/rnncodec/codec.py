@@ -137,7 +137,6 @@ def encode(
     target on its own (Johnston et al. 2018's spatially adaptive bit rates; `_BlockStops`).
     """
     rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim, adaptive)
-    bf16 = resolve(precision) == "bf16"
     rgb = _as_rgb(image)
     model = model or load_image_model()
     coder = coder or default_coder(model)
@@ -151,65 +150,92 @@ def encode(
     boxes = plan_tiles(h, w, tile, overlap)
     header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile,
                               None if rgb.alpha is None else container.pack_alpha(rgb.alpha))
-    budget = None if bpp is None else bpp * w * h / 8
-    segments: list[list[bytes]] = [[] for _ in range(n_iter)]
-    crcs = [container.bits_crc(t) for t in range(n_iter)]
-    canvases = [Canvas(h, w, overlap) for _ in range(n_iter)] if reconstruct else []
-    whole = _TiledQuality(rate, n_iter)
-    stops: list[_BlockStops] = []
-    keep, quality = n_iter, 0.0
+    run = _Encoding(rgb.pixels, header, rate, len(boxes) > 1, reconstruct)
+    bf16 = resolve(precision) == "bf16"
     with torch.inference_mode():
         for box in tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0):
-            session = None
-            original = rgb.pixels[box.y0 : box.y1, box.x0 : box.x1]
-            x = _tile_input(rgb.pixels, box)
-            stop = _BlockStops(x, rate, n_iter) if adaptive else None
-            stops += [stop] if stop else []
-            tile_steps = model.net.steps(x, bf16=bf16, active=stop)
-            for t, (bits, recon) in enumerate(itertools.islice(tile_steps, n_iter)):
-                b = (bits[0] > 0).to(torch.uint8).numpy()
-                session = session or coder.session(b.shape)
-                segments[t].append(session.encode(b, stop.active_at(t) if stop else None))
-                crcs[t] = container.bits_crc_update(b, crcs[t])
-                if stop:
-                    stop.update(t, recon)
-                pixels = _tile_pixels(recon.float(), box)
-                if reconstruct:
-                    canvases[t].add(box, pixels)
-                if len(boxes) > 1:
-                    whole.add(t, original, pixels)
-                    if stop and stop.all_stopped:  # the rest of this tile's iterations carry no bits
-                        for rest in range(t + 1, n_iter):
-                            segments[rest].append(b"")
-                            crcs[rest] = container.bits_crc_update(np.zeros_like(b), crcs[rest])
-                            if reconstruct:
-                                canvases[rest].add(box, pixels)
-                            whole.add(rest, original, pixels)
-                        break
-                    continue
-                # one tile is the whole image: stop as soon as the rate control says so
-                if budget is not None and _size(header, segments[: t + 1]) > budget:
-                    if t == 0:
-                        rate.check_budget(_size(header, segments[:1]), w * h)
-                    keep = t  # this iteration does not fit: keep the ones before
-                    break
-                if rate.targets_quality:
-                    quality = rate.measure(original, to_uint8(pixels.copy()))
-                    if quality >= rate.target or (stop and stop.all_stopped):
-                        keep = t + 1
-                        break
-    if len(boxes) > 1 and budget is not None:
-        rate.check_budget(_size(header, segments[:1]), w * h)
-        keep = next((t for t in range(1, n_iter) if _size(header, segments[: t + 1]) > budget), n_iter)
-    elif len(boxes) > 1 and rate.targets_quality:
-        keep, quality = whole.first_reaching()
-    if rate.targets_quality:
-        rate.check_reached(keep, quality)
-    if adaptive:
-        header = replace(header, blocks=container.pack_blocks([s.counts for s in stops]))
-    chunks = [(container.join_segments(segments[t]), crcs[t]) for t in range(keep)]
-    data = container.truncate(header, chunks, keep)
-    return Encoded(data, keep, canvases[keep - 1].result() if reconstruct else None)
+            run.code_tile(model, coder, box, bf16)
+    return run.finish()
+
+
+class _Encoding:
+    """One encode's state: each iteration's tile segments and bits CRC, and what the rate control
+    watches. An image of one tile is the whole image, so its tile stops as soon as the rate
+    control says so; over several tiles, each runs to the end and `finish` cuts the file."""
+
+    def __init__(self, pixels: np.ndarray, header: container.Header, rate: RateControl, tiled: bool,
+                 reconstruct: bool) -> None:
+        self.pixels, self.header, self.rate, self.tiled = pixels, header, rate, tiled
+        n, h, w = header.iterations, header.height, header.width
+        self.segments: list[list[bytes]] = [[] for _ in range(n)]
+        self.crcs = [container.bits_crc(t) for t in range(n)]
+        self.canvases = [Canvas(h, w, header.overlap) for _ in range(n)] if reconstruct else []
+        self.whole = _TiledQuality(rate, n)
+        self.stops: list[_BlockStops] = []
+        self.budget = None if rate.bpp is None else rate.bpp * w * h / 8
+        self.keep, self.quality = n, 0.0
+
+    def code_tile(self, model: ImageModel, coder: BitCoder, box: TileBox, bf16: bool) -> None:
+        n = self.header.iterations
+        original = self.pixels[box.y0 : box.y1, box.x0 : box.x1]
+        x = _tile_input(self.pixels, box)
+        stop = _BlockStops(x, self.rate, n) if self.rate.adaptive else None
+        self.stops += [stop] if stop else []
+        session = None
+        for t, (bits, recon) in enumerate(itertools.islice(model.net.steps(x, bf16=bf16, active=stop), n)):
+            b = (bits[0] > 0).to(torch.uint8).numpy()
+            session = session or coder.session(b.shape)
+            self._add(t, box, session.encode(b, stop.active_at(t) if stop else None), b)
+            if stop:
+                stop.update(t, recon)
+            pixels = _tile_pixels(recon.float(), box)
+            if self.canvases:
+                self.canvases[t].add(box, pixels)
+            if self.tiled:
+                self.whole.add(t, original, pixels)
+                if stop and stop.all_stopped:  # the rest of this tile's iterations carry no bits
+                    for rest in range(t + 1, n):
+                        self._add(rest, box, b"", np.zeros_like(b))
+                        self.whole.add(rest, original, pixels)
+                        if self.canvases:
+                            self.canvases[rest].add(box, pixels)
+                    return
+            elif self._stops_after(t, original, pixels, stop):
+                return
+
+    def _add(self, t: int, box: TileBox, segment: bytes, bits: np.ndarray) -> None:
+        self.segments[t].append(segment)
+        self.crcs[t] = container.bits_crc_update(bits, self.crcs[t])
+
+    def _stops_after(self, t: int, original: np.ndarray, pixels: np.ndarray, stop: _BlockStops | None) -> bool:
+        """For an image of one tile: whether iteration t is the last to code (setting `keep`)."""
+        if self.budget is not None and _size(self.header, self.segments[: t + 1]) > self.budget:
+            if t == 0:
+                self.rate.check_budget(_size(self.header, self.segments[:1]), original.shape[0] * original.shape[1])
+            self.keep = t  # this iteration does not fit: keep the ones before
+            return True
+        if self.rate.targets_quality:
+            self.quality = self.rate.measure(original, to_uint8(pixels.copy()))
+            if self.quality >= self.rate.target or (stop and stop.all_stopped):
+                self.keep = t + 1
+                return True
+        return False
+
+    def finish(self) -> Encoded:
+        """The file, cut where the rate control says (over several tiles, decided here)."""
+        header, n = self.header, self.header.iterations
+        if self.tiled and self.budget is not None:
+            self.rate.check_budget(_size(header, self.segments[:1]), header.width * header.height)
+            self.keep = next((t for t in range(1, n) if _size(header, self.segments[: t + 1]) > self.budget), n)
+        elif self.tiled and self.rate.targets_quality:
+            self.keep, self.quality = self.whole.first_reaching()
+        if self.rate.targets_quality:
+            self.rate.check_reached(self.keep, self.quality)
+        if self.stops:
+            header = replace(header, blocks=container.pack_blocks([s.counts for s in self.stops]))
+        chunks = [(container.join_segments(self.segments[t]), self.crcs[t]) for t in range(self.keep)]
+        data = container.truncate(header, chunks, self.keep)
+        return Encoded(data, self.keep, self.canvases[self.keep - 1].result() if self.canvases else None)
 
 
 def _size(header: container.Header, segments: list[list[bytes]]) -> int:
