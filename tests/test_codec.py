@@ -157,14 +157,13 @@ def test_rate_options_exclude_each_other(tiny_model):
 def test_rate_control_stops_computing_once_it_has_enough(tiny_model, monkeypatch):
     img = smooth_image(48, 64, seed=3)
     computed = []
-    steps = tiny_model.net.steps
+    step = tiny_model.net.step
 
-    def counting(x, **kw):
-        for t, out in enumerate(steps(x, **kw)):
-            computed.append(t)
-            yield out
+    def counting(x, at, *args):
+        computed.append(at.t)
+        return step(x, at, *args)
 
-    monkeypatch.setattr(tiny_model.net, "steps", counting)
+    monkeypatch.setattr(tiny_model.net, "step", counting)
     size_2 = container.prefix_sizes(*container.read(encode(img, iterations=2, model=tiny_model).data))[-1]
     computed.clear()
     enc = encode(img, model=tiny_model, bpp=size_2 * 8 / (48 * 64))
@@ -246,6 +245,28 @@ def test_adaptive_blocks_stop_where_the_image_is_easy():
     assert counts[:, :2].max() < counts[:, 6:].min()  # the flat half stops sooner
     plain = encode(img, model=packaged, iterations=enc.iterations, precision="fp32")
     assert len(enc.data) < len(plain.data)  # stopped blocks cost no bits
+
+
+@pytest.mark.parametrize("metric", ["psnr", "ms_ssim"])
+def test_the_last_iteration_codes_only_the_blocks_the_target_needs(metric):
+    from rnncodec.quality import ms_ssim_rgb
+    from rnncodec.zoo import load_image_model
+
+    packaged = load_image_model()  # a trained model: its iterations' gains are uneven over the blocks
+    img = _half_flat(96, 128)
+    measure = psnr_rgb if metric == "psnr" else ms_ssim_rgb
+    full = encode(img, model=packaged, iterations=4, precision="fp32").data
+    header, chunks = container.read(full)
+    q = [measure(img, decode(container.truncate(header, chunks, k)).pixels) for k in (2, 3)]
+    target = q[0] + 0.3 * (q[1] - q[0])  # between the 2nd and the 3rd whole iteration
+    enc = encode(img, model=packaged, precision="fp32", reconstruct=True, **{f"target_{metric}": target})
+    header, chunks = container.read(enc.data)
+    got = measure(img, decode(enc.data, precision="fp32").pixels)
+    assert enc.iterations == 3 and header.blocks is not None
+    assert target <= got < q[1]  # it lands above the target, short of the whole third iteration
+    assert len(enc.data) < len(container.truncate(*container.read(full), 3))
+    assert np.array_equal(decode(enc.data, precision="fp32").pixels, enc.reconstruction)
+    assert [decode(container.truncate(header, chunks, k)).iterations for k in (1, 2, 3)] == [1, 2, 3]
 
 
 def test_adaptive_needs_a_target_and_corrupt_counts_are_refused(tiny_model):

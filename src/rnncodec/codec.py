@@ -1,7 +1,6 @@
 """The pipeline: image → tiles → pad → encoder → binarizer → bits → payload coder → container, and back."""
 from __future__ import annotations
 
-import itertools
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -17,7 +16,7 @@ from . import container
 from .entropy import BitCoder, CoderSession, explain_failure
 from .errors import FormatError, Note, OptionError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
-from .models.rnn_codec import STRIDE
+from .models.rnn_codec import STRIDE, RNNCodec, Step
 from .precision import resolve
 from .quality import gaussian_window, ms_ssim_rgb, psnr_rgb, ssim_map
 from .tiles import Canvas, TileBox, plan_tiles, to_uint8
@@ -171,7 +170,8 @@ class _Encoding:
         self.crcs = [container.bits_crc(t) for t in range(n)]
         self.canvases = [Canvas(h, w, header.overlap) for _ in range(n)] if reconstruct else []
         self.whole = _TiledQuality(rate, n)
-        self.stops: list[_BlockStops] = []
+        self.counts: list[np.ndarray] = []  # each tile's blocks' iteration counts
+        self.blocks = rate.adaptive  # whether the file stores them
         self.budget = None if rate.bpp is None else rate.bpp * w * h / 8
         self.keep, self.quality = n, 0.0
 
@@ -180,15 +180,25 @@ class _Encoding:
         original = self.pixels[box.y0 : box.y1, box.x0 : box.x1]
         x = _tile_input(self.pixels, box)
         stop = _BlockStops(x, self.rate, n) if self.rate.adaptive else None
-        self.stops += [stop] if stop else []
-        session = None
-        for t, (bits, recon) in enumerate(itertools.islice(model.net.steps(x, bf16=bf16, active=stop), n)):
+        counts = stop.counts if stop else np.full((x.shape[2] // STRIDE, x.shape[3] // STRIDE), n, np.uint8)
+        self.counts.append(counts)
+        session, at = None, model.net.begin(x)
+        for t in range(n):
+            before = at
+            bits, at = model.net.step(x, before, bf16, stop(t, before.recon) if stop else None)
+            reached = False
+            if not self.tiled and self.rate.targets_quality:
+                quality, self.quality = self.quality, self._measure(original, at.recon, box)
+                reached = self.quality >= self.rate.target
+                if reached and t > 0:
+                    bits, at = self._finer_last(model.net, x, original, box, before, (bits, at), quality, counts, bf16)
             b = (bits[0] > 0).to(torch.uint8).numpy()
             session = session or coder.session(b.shape)
-            self._add(t, box, session.encode(b, stop.active_at(t) if stop else None), b)
-            if stop:
-                stop.update(t, recon)
-            pixels = _tile_pixels(recon.float(), box)
+            coded = counts > t
+            self._add(t, box, session.encode(b, None if coded.all() else coded), b)
+            if stop and not reached:
+                stop.update(t, at.recon)
+            pixels = _tile_pixels(at.recon.float(), box)
             if self.canvases:
                 self.canvases[t].add(box, pixels)
             if self.tiled:
@@ -200,26 +210,77 @@ class _Encoding:
                         if self.canvases:
                             self.canvases[rest].add(box, pixels)
                     return
-            elif self._stops_after(t, original, pixels, stop):
+            elif reached or (stop and stop.all_stopped):
+                self.keep = t + 1
+                return
+            elif self._over_budget(t, original):
                 return
 
     def _add(self, t: int, box: TileBox, segment: bytes, bits: np.ndarray) -> None:
         self.segments[t].append(segment)
         self.crcs[t] = container.bits_crc_update(bits, self.crcs[t])
 
-    def _stops_after(self, t: int, original: np.ndarray, pixels: np.ndarray, stop: _BlockStops | None) -> bool:
-        """For an image of one tile: whether iteration t is the last to code (setting `keep`)."""
-        if self.budget is not None and _size(self.header, self.segments[: t + 1]) > self.budget:
-            if t == 0:
-                self.rate.check_budget(_size(self.header, self.segments[:1]), original.shape[0] * original.shape[1])
-            self.keep = t  # this iteration does not fit: keep the ones before
-            return True
-        if self.rate.targets_quality:
-            self.quality = self.rate.measure(original, to_uint8(pixels.copy()))
-            if self.quality >= self.rate.target or (stop and stop.all_stopped):
-                self.keep = t + 1
-                return True
-        return False
+    def _measure(self, original: np.ndarray, recon: torch.Tensor, box: TileBox) -> float:
+        return self.rate.measure(original, to_uint8(_tile_pixels(recon.float(), box).copy()))
+
+    def _over_budget(self, t: int, original: np.ndarray) -> bool:
+        """For an image of one tile: whether iteration t overflows the budget (then keep the ones before)."""
+        if self.budget is None or _size(self.header, self.segments[: t + 1]) <= self.budget:
+            return False
+        if t == 0:
+            self.rate.check_budget(_size(self.header, self.segments[:1]), original.shape[0] * original.shape[1])
+        self.keep = t
+        return True
+
+    def _finer_last(self, net: RNNCodec, x: torch.Tensor, original: np.ndarray, box: TileBox, before: Step,
+                    full: tuple[torch.Tensor, Step], quality_before: float, counts: np.ndarray,
+                    bf16: bool) -> tuple[torch.Tensor, Step]:
+        """The iteration that reaches the target codes only the blocks it needs to: those it helps
+        most, as few as bring the whole image to the target. Whole iterations step the quality by
+        up to 0.03 MS-SSIM or 1.5 dB; this lands close above it, for fewer bits. The choice is
+        made on x̂_(t−1) and x̂_t mixed block by block, then checked by redoing the iteration with
+        only those blocks (their neighbours' zero bits change them a little); if the check falls
+        short, more blocks, and at worst the whole iteration. The other blocks' counts end at t."""
+        t = before.t
+        may = counts > t
+        gains = _block_gains(self.rate, x, before.recon, full[1].recon)[may]
+        order = np.flatnonzero(may)[np.argsort(-gains, kind="stable")]
+        cumulative = np.concatenate([[0.0], np.cumsum(np.maximum(np.sort(gains)[::-1], 0))])
+
+        def mask(k: int) -> torch.Tensor:
+            m = np.zeros(counts.size, bool)
+            m[order[:k]] = True
+            return torch.from_numpy(m.reshape(counts.shape))[None, None].float()
+
+        def mixed(k: int) -> float:
+            keep = F.interpolate(mask(k), scale_factor=STRIDE, mode="nearest")
+            return self._measure(original, keep * full[1].recon + (1 - keep) * before.recon, box)
+
+        size, target = len(order), self.rate.target
+        aim = target + 0.02 * (self.quality - quality_before)  # a little above: the check sees the neighbours' zero bits
+        lo, hi, q_lo, q_hi = 0, size, quality_before, self.quality
+        moved: list[bool] = []
+        for _ in range(6):  # regula falsi on the blocks' summed gain, which the quality roughly follows;
+            if hi - lo <= max(1, size // 64):  # a bisection when it stalls on one side
+                break
+            goal = cumulative[lo] + (aim - q_lo) / max(q_hi - q_lo, 1e-12) * (cumulative[hi] - cumulative[lo])
+            k = int(np.clip(np.searchsorted(cumulative, goal), lo + 1, hi - 1))
+            if moved[-2:] in ([True, True], [False, False]):
+                k = (lo + hi) // 2
+            if (q := mixed(k)) >= aim:
+                hi, q_hi = k, q
+            else:
+                lo, q_lo = k, q
+            moved.append(hi == k)
+        for k in dict.fromkeys((hi, hi + size // 32, hi + size // 8, (hi + size) // 2)):
+            if k >= size:
+                break
+            bits, at = net.step(x, before, bf16, mask(k))
+            if (quality := self._measure(original, at.recon, box)) >= target:
+                counts[may & ~mask(k)[0, 0].numpy().astype(bool)] = t
+                self.quality, self.blocks = quality, True
+                return bits, at
+        return full
 
     def finish(self) -> Encoded:
         """The file, cut where the rate control says (over several tiles, decided here)."""
@@ -231,11 +292,23 @@ class _Encoding:
             self.keep, self.quality = self.whole.first_reaching()
         if self.rate.targets_quality:
             self.rate.check_reached(self.keep, self.quality)
-        if self.stops:
-            header = replace(header, blocks=container.pack_blocks([s.counts for s in self.stops]))
+        if self.blocks:
+            header = replace(header, blocks=container.pack_blocks(self.counts))
         chunks = [(container.join_segments(self.segments[t]), self.crcs[t]) for t in range(self.keep)]
         data = container.truncate(header, chunks, self.keep)
         return Encoded(data, self.keep, self.canvases[self.keep - 1].result() if self.canvases else None)
+
+
+def _block_gains(rate: RateControl, x: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> np.ndarray:
+    """How much one iteration improved each 16×16 block (h×w): in squared error for a PSNR
+    target, in SSIM for an MS-SSIM one."""
+    if rate.psnr is not None:
+        quality = [-F.avg_pool2d((x - r.float()).square().mean(1, keepdim=True), STRIDE) for r in (before, after)]
+    else:
+        window = gaussian_window()
+        quality = [F.avg_pool2d(ssim_map(x, r.float().clamp(-0.5, 0.5), window).mean(1, keepdim=True), STRIDE)
+                   for r in (before, after)]
+    return (quality[1] - quality[0])[0, 0].numpy()
 
 
 def _size(header: container.Header, segments: list[list[bytes]]) -> int:
@@ -282,10 +355,6 @@ class _BlockStops:
         still = self.active.bool() & (F.max_pool2d(short.float(), 3, 1, 1) > 0)
         self.counts[(self.active.bool() & ~still)[0, 0].numpy()] = t + 1
         self.active = still.float()
-
-    def active_at(self, t: int) -> np.ndarray:
-        """The h×w blocks coded at iteration t (the entropy coder's view: the counts)."""
-        return self.counts > t
 
     @property
     def all_stopped(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,18 @@ from ..config import ModelConfig
 from ..layers import Binarizer, make_cell
 
 STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where an encoding stands after t iterations: the encoder's and decoder's RNN states, and x̂_t."""
+
+    t: int
+    enc: list
+    dec: list
+    recon: Tensor
+
+
 ActiveBlocks = Callable[[int, Tensor], "Tensor | None"]  # (iteration, reconstruction so far) -> blocks still coded
 
 
@@ -150,26 +163,35 @@ class RNNCodec(nn.Module):
             new = keep * new + (1 - keep) * recon
         return new, dec
 
+    def begin(self, x: Tensor) -> Step:
+        """Where encoding x starts: no iteration done, x̂ = 0."""
+        return Step(0, [None] * 3, [None] * 4, torch.zeros_like(x))
+
+    def step(self, x: Tensor, at: Step, bf16: bool = False, mask: Tensor | None = None) -> tuple[Tensor, Step]:
+        """One iteration from `at`: its bits and where it leaves the encoding. With `bf16`, the
+        layers run in bf16 (CPU autocast) while the reconstruction accumulates in fp32. `mask`
+        (N×1×h×w of 0/1, None for all) gives the blocks that get bits: a stopped block's bits are
+        0, neither +1 nor −1, and its reconstruction stays. `at` is left as it was, so an encoder
+        can redo an iteration with another mask."""
+        with _autocast(bf16):
+            gain = self._gain(at.recon, at.t)
+            residual = x - at.recon if gain is None else (x - at.recon) * gain
+            code, enc = self.encoder(residual, at.enc)
+            bits = self.binarizer(code)
+            if mask is not None:
+                bits = bits * mask.to(bits.dtype)
+            recon, dec = self._reconstruct(bits, at.dec, at.recon, gain, at.t, mask)
+        return bits, Step(at.t + 1, enc, dec, recon)
+
     def steps(self, x: Tensor, bf16: bool = False, active: ActiveBlocks | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Encode x one iteration at a time, yielding its bits and the reconstruction after it, so
-        that an encoder can stop as soon as it has what it needs. With `bf16`, the layers run in
-        bf16 (CPU autocast) while the reconstruction accumulates in fp32; the caller's code between
-        steps (an entropy coder) runs in its own precision. `active(t, x̂_(t−1))` gives the blocks
-        that still get bits at iteration t (N×1×h×w of 0/1, None for all): a stopped block's bits
-        are 0, neither +1 nor −1, and its reconstruction stays."""
-        enc, dec = [None] * 3, [None] * 4
-        recon = torch.zeros_like(x)
+        that an encoder can stop as soon as it has what it needs; `active(t, x̂_(t−1))` gives each
+        iteration's mask (`step`). The caller's code between steps (an entropy coder) runs in its
+        own precision."""
+        at = self.begin(x)
         for t in range(self.cfg.iterations):
-            mask = active(t, recon) if active is not None else None
-            with _autocast(bf16):
-                gain = self._gain(recon, t)
-                residual = x - recon if gain is None else (x - recon) * gain
-                code, enc = self.encoder(residual, enc)
-                bits = self.binarizer(code)
-                if mask is not None:
-                    bits = bits * mask.to(bits.dtype)
-                recon, dec = self._reconstruct(bits, dec, recon, gain, t, mask)
-            yield bits, recon
+            bits, at = self.step(x, at, bf16, active(t, at.recon) if active is not None else None)
+            yield bits, at.recon
 
     def forward(self, x: Tensor, iterations: int, active: ActiveBlocks | None = None) -> tuple[list[Tensor], list[Tensor]]:
         """Encode x for `iterations` steps: the bits and the reconstruction after each step."""
