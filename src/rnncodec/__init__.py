@@ -1,7 +1,7 @@
 """rnncodec: lossy image compression with recurrent neural networks (Toderici et al., CVPR 2017).
 
     data = rnncodec.compress("photo.png", iterations=4)   # .rnc bytes, 0.5 bpp before entropy coding
-    data = rnncodec.compress("photo.png", target_ms_ssim=0.95)  # the fewest iterations that reach it
+    data = rnncodec.compress("photo.png", target_ms_ssim=0.95)  # the fewest bits that reach it
     image = rnncodec.decompress(data, iterations=2)         # any prefix decodes, at lower quality
 
 Importing the package registers the Pillow plugin (`Image.open("photo.rnc")`) and nothing heavier:

@@ -279,8 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
     rate.add_argument("--bpp", type=float, help="largest real rate, header included: keeps the longest prefix that fits")
-    rate.add_argument("--target-psnr", type=float, metavar="DB", help="stop at the first iteration whose PSNR reaches DB")
-    rate.add_argument("--target-ms-ssim", type=float, metavar="X", help="stop at the first iteration whose MS-SSIM reaches X")
+    rate.add_argument("--target-psnr", type=float, metavar="DB",
+                      help="stop at the first iteration whose PSNR reaches DB, coding in it only the blocks needed")
+    rate.add_argument("--target-ms-ssim", type=float, metavar="X",
+                      help="stop at the first iteration whose MS-SSIM reaches X, coding in it only the blocks needed")
     c.add_argument("--adaptive", action="store_true", help="with a target: each 16×16 block stops getting bits once it "
                    "meets the target on its own (spatially adaptive bit rates)")
     _model_flag(c)

@@ -487,7 +487,7 @@ def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, iterations
              alpha: str = "keep", background: str | tuple[int, ...] = "white", **kwargs) -> bytes:
     """Compress an image (a path, a PIL image or an H×W×3 or ×4 uint8 array) to .rnc bytes: `iterations`
     of 0.125 bpp each before entropy coding, or as many as fit `bpp` (real size, header included),
-    or the fewest that reach `target_psnr` (dB) or `target_ms_ssim`. Transparency is kept
+    or the fewest bits that reach `target_psnr` (dB) or `target_ms_ssim`. Transparency is kept
     losslessly, or with `alpha="drop"` flattened onto `background`."""
     return encode(_as_rgb(image, alpha, background), iterations=iterations, bpp=bpp, target_psnr=target_psnr,
                   target_ms_ssim=target_ms_ssim, **kwargs).data
