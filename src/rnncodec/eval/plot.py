@@ -10,8 +10,9 @@ from .curves import LABELS, Curve
 PLOT_METRICS = ("ms-ssim-rgb-db", "psnr-rgb", "psnr-hvs")
 
 
-def plot_metric(curves: list[Curve], metric: str, path: Path, max_bpp: float = 2.25) -> None:
-    """One metric against bpp for every curve that has it; y-limits fit the part shown."""
+def plot_metric(curves: list[Curve], metric: str, path: Path, max_bpp: float = 2.25, title: str = "Kodak") -> None:
+    """One metric against bpp for every curve that has it; y-limits fit the part shown. `title`
+    names the images the curves were measured on."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +32,7 @@ def plot_metric(curves: list[Curve], metric: str, path: Path, max_bpp: float = 2
     values = np.concatenate(shown) if shown else np.array([0.0, 1.0])
     pad = 0.03 * (values.max() - values.min() + 1e-9)
     ax.set(xlim=(0, max_bpp), ylim=(values.min() - pad, values.max() + pad), xlabel="bits per pixel",
-           ylabel=LABELS[metric], title=f"Kodak: {LABELS[metric]} against rate")
+           ylabel=LABELS[metric], title=f"{title}: {LABELS[metric]} against rate")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

@@ -12,8 +12,10 @@ import csv
 import hashlib
 import json
 import multiprocessing as mp
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,13 +25,14 @@ from .. import container
 from ..codec import decode, encode
 from ..fileio import atomic_write
 from ..image import list_images, read_image
-from ..zoo import default_coder, load_image_model
+from ..zoo import ImageModel, default_coder, load_image_model
 from .codecs import Codec, available
 from .curves import METRICS
 from .metrics import all_metrics, bpp, to_db
 
 RNNCODEC = "rnncodec"
 CACHE_VERSION = 1
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -40,21 +43,24 @@ class Job:
     model: str | None  # rnncodec weights; None: the packaged model
 
 
+def prefixes(data: bytes, model: ImageModel) -> Iterator[tuple[int, bytes, np.ndarray]]:
+    """(K, the file cut after chunk K, its decoded pixels) for every K: each cut is exactly the file
+    `rnncodec compress --iterations K` writes, so its size is rnncodec's real rate at K."""
+    header, chunks = container.read(data)
+    for k in range(1, len(chunks) + 1):
+        prefix = container.truncate(header, chunks, k)
+        yield k, prefix, decode(prefix, model_lookup=lambda _: model).pixels  # CRCs catch a model not the file's
+
+
 def _rnncodec_rows(job: Job, pixels: np.ndarray) -> list[dict]:
     """Encode once into OUT/streams/, then decode and measure every chunk prefix of that file."""
-
     model = load_image_model(job.model)
     stream = job.out / "streams" / f"{job.image.stem}.rnc"
     stream.parent.mkdir(parents=True, exist_ok=True)
     enc = encode(pixels, iterations=model.cfg.iterations, model=model)
     atomic_write(stream, lambda f: f.write(enc.data), force=True)
-    header, chunks = container.read(stream.read_bytes())
-    rows = []
-    for k in range(1, len(chunks) + 1):
-        prefix = container.truncate(header, chunks, k)
-        dec = decode(prefix, model_lookup=lambda _: model)  # CRCs catch a model that is not the file's
-        rows.append({"quality": k, "bytes": len(prefix), **all_metrics(pixels, dec.pixels)})
-    return rows
+    return [{"quality": k, "bytes": len(prefix), **all_metrics(pixels, decoded)}
+            for k, prefix, decoded in prefixes(stream.read_bytes(), model)]
 
 
 def _classical_rows(codec: Codec, pixels: np.ndarray) -> list[dict]:
@@ -100,21 +106,29 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core; more threads would only contend
 
 
-def run_jobs(jobs: list[Job], workers: int) -> list[dict]:
-    """All jobs, over `workers` processes (one torch thread each), with a progress bar."""
-    bar = tqdm(total=len(jobs), desc="eval", unit="job", disable=None)  # None: only on a terminal
-    rows: list[dict] = []
-    if workers <= 1:
-        for job in jobs:
-            rows += run_job(job)
+def pool_map(work: Callable[[T], R], items: list[T], workers: int, desc: str) -> list[R]:
+    """`work` over the items in order, on `workers` processes (one torch thread each), with a
+    progress bar on a terminal."""
+    bar = tqdm(total=len(items), desc=desc, unit="job", disable=None)  # None: only on a terminal
+    results: list[R] = []
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            results.append(work(item))
             bar.update()
     else:
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-            for result in pool.imap_unordered(run_job, jobs):
-                rows += result
+        with mp.get_context("spawn").Pool(min(workers, len(items)), initializer=_init_worker) as pool:
+            for result in pool.imap(work, items):
+                results.append(result)
                 bar.update()
+            pool.close()  # let the workers exit, not terminate(): killed ones leave leaked-semaphore warnings
+            pool.join()
     bar.close()
-    return rows
+    return results
+
+
+def run_jobs(jobs: list[Job], workers: int) -> list[dict]:
+    """All jobs' rows, over `workers` processes."""
+    return [row for rows in pool_map(run_job, jobs, workers, "eval") for row in rows]
 
 
 def summarize(rows: list[dict], codec: str, description: str) -> dict:
@@ -146,14 +160,20 @@ def describe(codec: str, model: str | None) -> str:
             f"coder {default_coder(m).coder_id}; quality = iterations")
 
 
+def dataset_images(dataset: str | Path, limit: int | None = None) -> list[Path]:
+    """The lossless images below `dataset` that `eval` measures (the first `limit`)."""
+    images = list_images(dataset, lossless=True)[:limit]
+    if not images:
+        raise ValueError(f"{dataset}: no lossless images (PNG, PPM, BMP, TIFF)")
+    return images
+
+
 def evaluate(dataset: str | Path, out: str | Path, codecs: list[str], model: str | None = None,
              workers: int = 1, limit: int | None = None) -> dict[str, dict]:
     """Run every codec over the dataset; write OUT/<codec>.json and OUT/per_image.csv."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    images = list_images(dataset, lossless=True)[:limit]
-    if not images:
-        raise ValueError(f"{dataset}: no lossless images (PNG, PPM, BMP, TIFF)")
+    images = dataset_images(dataset, limit)
     jobs = [Job(img, c, out, model) for c in codecs for img in images]  # rnncodec first: the longest jobs
     rows = run_jobs(jobs, workers)
     summaries = {c: summarize(rows, c, describe(c, model)) for c in codecs}
