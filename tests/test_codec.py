@@ -78,6 +78,19 @@ def test_bpp_target_keeps_longest_fitting_prefix(tiny_model):
     assert container.read(enc.data)[0].iterations == 3
 
 
+def test_a_budget_between_iterations_is_filled_by_a_partial_last_one(tiny_model):
+    img = smooth_image(96, 128, seed=2)
+    header, chunks = container.read(encode(img, model=tiny_model, iterations=3).data)
+    sizes = container.prefix_sizes(header, chunks)
+    budget = (sizes[1] + sizes[2]) / 2
+    enc = encode(img, bpp=budget * 8 / (96 * 128), model=tiny_model, reconstruct=True)
+    header, chunks = container.read(enc.data)
+    assert enc.iterations == 3 and header.blocks is not None  # the third codes some blocks only
+    assert sizes[1] < len(enc.data) <= budget
+    assert np.array_equal(decode(enc.data).pixels, enc.reconstruction)
+    assert decode(container.truncate(header, chunks, 2)).iterations == 2
+
+
 def test_tiled_image_decodes_exactly_and_seams_blend(tiny_model):
     img = smooth_image(100, 150)
     enc = encode(img, iterations=2, model=tiny_model, tile=64, overlap=16, reconstruct=True)

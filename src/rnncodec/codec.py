@@ -192,6 +192,12 @@ class _Encoding:
                 reached = self.quality >= self.rate.target
                 if reached and t > 0:
                     bits, at = self._finer_last(model.net, x, original, box, before, (bits, at), quality, counts, bf16)
+            elif not self.tiled and self.budget is not None and t > 0 and not self._whole_fits(t):
+                part = self._fit_budget(model.net, x, before, at, counts, session, bf16)
+                if part is None:
+                    self.keep = t
+                    return
+                (bits, at), reached = part, True
             b = (bits[0] > 0).to(torch.uint8).numpy()
             session = session or coder.session(b.shape)
             coded = counts > t
@@ -210,10 +216,10 @@ class _Encoding:
                         if self.canvases:
                             self.canvases[rest].add(box, pixels)
                     return
+            elif self._over_budget(t, original):
+                return
             elif reached or (stop and stop.all_stopped):
                 self.keep = t + 1
-                return
-            elif self._over_budget(t, original):
                 return
 
     def _add(self, t: int, box: TileBox, segment: bytes, bits: np.ndarray) -> None:
@@ -224,12 +230,14 @@ class _Encoding:
         return self.rate.measure(original, to_uint8(_tile_pixels(recon.float(), box).copy()))
 
     def _over_budget(self, t: int, original: np.ndarray) -> bool:
-        """For an image of one tile: whether iteration t overflows the budget (then keep the ones before)."""
-        if self.budget is None or _size(self.header, self.segments[: t + 1]) <= self.budget:
+        """For an image of one tile: whether iteration t overflows the budget (then keep the ones
+        before, and no block counts: those iterations coded every block)."""
+        header = replace(self.header, blocks=container.pack_blocks(self.counts)) if self.blocks else self.header
+        if self.budget is None or _size(header, self.segments[: t + 1]) <= self.budget:
             return False
         if t == 0:
             self.rate.check_budget(_size(self.header, self.segments[:1]), original.shape[0] * original.shape[1])
-        self.keep = t
+        self.keep, self.blocks = t, False
         return True
 
     def _finer_last(self, net: RNNCodec, x: torch.Tensor, original: np.ndarray, box: TileBox, before: Step,
@@ -240,31 +248,22 @@ class _Encoding:
         up to 0.03 MS-SSIM or 1.5 dB; this lands close above it, for fewer bits. The choice is
         made on x̂_(t−1) and x̂_t mixed block by block, then checked by redoing the iteration with
         only those blocks (their neighbours' zero bits change them a little); if the check falls
-        short, more blocks, and at worst the whole iteration. The other blocks' counts end at t."""
-        t = before.t
-        may = counts > t
-        gains = _block_gains(self.rate, x, before.recon, full[1].recon)[may]
-        order = np.flatnonzero(may)[np.argsort(-gains, kind="stable")]
-        cumulative = np.concatenate([[0.0], np.cumsum(np.maximum(np.sort(gains)[::-1], 0))])
-
-        def mask(k: int) -> torch.Tensor:
-            m = np.zeros(counts.size, bool)
-            m[order[:k]] = True
-            return torch.from_numpy(m.reshape(counts.shape))[None, None].float()
+        short, more blocks, and at worst the whole iteration."""
+        last = _BlockOrder(self.rate.psnr is not None, x, before, full[1], counts)
 
         def mixed(k: int) -> float:
-            keep = F.interpolate(mask(k), scale_factor=STRIDE, mode="nearest")
+            keep = F.interpolate(last.mask(k), scale_factor=STRIDE, mode="nearest")
             return self._measure(original, keep * full[1].recon + (1 - keep) * before.recon, box)
 
-        size, target = len(order), self.rate.target
+        size, target = last.size, self.rate.target
         aim = target + 0.02 * (self.quality - quality_before)  # a little above: the check sees the neighbours' zero bits
         lo, hi, q_lo, q_hi = 0, size, quality_before, self.quality
         moved: list[bool] = []
         for _ in range(6):  # regula falsi on the blocks' summed gain, which the quality roughly follows;
             if hi - lo <= max(1, size // 64):  # a bisection when it stalls on one side
                 break
-            goal = cumulative[lo] + (aim - q_lo) / max(q_hi - q_lo, 1e-12) * (cumulative[hi] - cumulative[lo])
-            k = int(np.clip(np.searchsorted(cumulative, goal), lo + 1, hi - 1))
+            goal = last.cumulative[lo] + (aim - q_lo) / max(q_hi - q_lo, 1e-12) * (last.cumulative[hi] - last.cumulative[lo])
+            k = int(np.clip(np.searchsorted(last.cumulative, goal), lo + 1, hi - 1))
             if moved[-2:] in ([True, True], [False, False]):
                 k = (lo + hi) // 2
             if (q := mixed(k)) >= aim:
@@ -275,12 +274,46 @@ class _Encoding:
         for k in dict.fromkeys((hi, hi + size // 32, hi + size // 8, (hi + size) // 2)):
             if k >= size:
                 break
-            bits, at = net.step(x, before, bf16, mask(k))
+            bits, at = net.step(x, before, bf16, last.mask(k))
             if (quality := self._measure(original, at.recon, box)) >= target:
-                counts[may & ~mask(k)[0, 0].numpy().astype(bool)] = t
+                last.keep_only(k)
                 self.quality, self.blocks = quality, True
                 return bits, at
         return full
+
+    def _whole_fits(self, t: int) -> bool:
+        """Whether iteration t should fit the budget whole, costing what the one before cost."""
+        spent = _size(self.header, self.segments[:t])
+        return _size(self.header, self.segments[:t] + [self.segments[t - 1]]) - spent <= self.budget - spent
+
+    def _fit_budget(self, net: RNNCodec, x: torch.Tensor, before: Step, after: Step, counts: np.ndarray,
+                    session: CoderSession, bf16: bool) -> tuple[torch.Tensor, Step] | None:
+        """When iteration t will not fit whole, code only the blocks it helps most (in squared
+        error), as many as the budget's rest holds: a file that fills its budget instead of
+        stopping up to 0.125 bpp short. Each guess is coded and measured, then undone (the caller
+        codes the one that fits); None when not even a few blocks fit."""
+        t = before.t
+        spent = _size(self.header, self.segments[:t])
+        overhead = _size(self.header, self.segments[:t] + [[b""]]) - spent
+        last = _BlockOrder(True, x, before, after, counts)
+        k = int(0.97 * (self.budget - spent - overhead) / (len(self.segments[t - 1][0]) / last.size))
+        for _ in range(4):
+            k = min(k, last.size - 1)
+            if k < 1:
+                return None
+            bits, at = net.step(x, before, bf16, last.mask(k))
+            trial = last.counts_with(k)
+            segment = session.encode((bits[0] > 0).to(torch.uint8).numpy(), trial > t)
+            session.undo()
+            header = replace(self.header, blocks=container.pack_blocks([trial]))
+            size = _size(header, self.segments[:t] + [[segment]])
+            if size <= self.budget:
+                last.keep_only(k)
+                self.blocks = True
+                return bits, at
+            fixed = _size(header, self.segments[:t] + [[b""]])  # all but this iteration's bits
+            k = int(0.97 * k * (self.budget - fixed) / max(size - fixed, 1))
+        return None
 
     def finish(self) -> Encoded:
         """The file, cut where the rate control says (over several tiles, decided here)."""
@@ -299,16 +332,38 @@ class _Encoding:
         return Encoded(data, self.keep, self.canvases[self.keep - 1].result() if self.canvases else None)
 
 
-def _block_gains(rate: RateControl, x: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> np.ndarray:
-    """How much one iteration improved each 16×16 block (h×w): in squared error for a PSNR
-    target, in SSIM for an MS-SSIM one."""
-    if rate.psnr is not None:
-        quality = [-F.avg_pool2d((x - r.float()).square().mean(1, keepdim=True), STRIDE) for r in (before, after)]
-    else:
-        window = gaussian_window()
-        quality = [F.avg_pool2d(ssim_map(x, r.float().clamp(-0.5, 0.5), window).mean(1, keepdim=True), STRIDE)
-                   for r in (before, after)]
-    return (quality[1] - quality[0])[0, 0].numpy()
+class _BlockOrder:
+    """The blocks still coded in iteration t (`counts` > t), those the iteration improves most
+    first: in squared error, or in SSIM. For a last iteration that codes only some of them."""
+
+    def __init__(self, squared_error: bool, x: torch.Tensor, before: Step, after: Step, counts: np.ndarray) -> None:
+        if squared_error:
+            quality = [-F.avg_pool2d((x - r.float()).square().mean(1, keepdim=True), STRIDE)
+                       for r in (before.recon, after.recon)]
+        else:
+            window = gaussian_window()
+            quality = [F.avg_pool2d(ssim_map(x, r.float().clamp(-0.5, 0.5), window).mean(1, keepdim=True), STRIDE)
+                       for r in (before.recon, after.recon)]
+        self.t, self.counts, self.may = before.t, counts, counts > before.t
+        gains = (quality[1] - quality[0])[0, 0].numpy()[self.may]
+        self.order = np.flatnonzero(self.may)[np.argsort(-gains, kind="stable")]
+        self.size = len(self.order)
+        self.cumulative = np.concatenate([[0.0], np.cumsum(np.maximum(np.sort(gains)[::-1], 0))])
+
+    def mask(self, k: int) -> torch.Tensor:
+        """The k first blocks, as the model's 1×1×h×w mask."""
+        m = np.zeros(self.counts.size, bool)
+        m[self.order[:k]] = True
+        return torch.from_numpy(m.reshape(self.counts.shape))[None, None].float()
+
+    def counts_with(self, k: int) -> np.ndarray:
+        """The counts if iteration t codes the k first blocks only: the others' end at t."""
+        counts = self.counts.copy()
+        counts[self.may & ~self.mask(k)[0, 0].numpy().astype(bool)] = self.t
+        return counts
+
+    def keep_only(self, k: int) -> None:
+        self.counts[...] = self.counts_with(k)
 
 
 def _size(header: container.Header, segments: list[list[bytes]]) -> int:

@@ -97,6 +97,9 @@ class RowSession:
             return b""
         return encode_bits(np.concatenate(coded), np.concatenate(probs))
 
+    def undo(self) -> None:
+        self.ctx.undo()
+
     def decode(self, data: bytes, active: np.ndarray | None = None) -> np.ndarray:
         if active is not None and not active.any():
             if data:

@@ -156,12 +156,14 @@ class TileContext:
         self.prev = torch.zeros(1, *shape, dtype=model.dtype)
         self.state: Any = None
         self.t = 0
+        self.before: tuple[Tensor, Any, int] | None = None  # (prev, state, t) before the last iteration
 
     def iteration(self, code_row: RowCoder, active: np.ndarray | None = None) -> np.ndarray:
         """Code the next iteration; `code_row` turns each row's probabilities into its bits. With
         `active` (h×w bool), only active positions are coded: the others are 0 in the output and
         unknown (0, like the rows not yet coded) to the model."""
         m, (c, h, w), k = self.model, self.shape, self.model.arch.rows_above
+        self.before = (self.prev, self.state, self.t)  # the model's states are new tensors each iteration
         it, self.state = m.begin_iteration(self.prev, self.state, self.t)
         known = torch.zeros(1, c, h + k, w, dtype=m.dtype)  # k rows of zeros, then the bits as they are coded
         out = np.zeros(self.shape, dtype=np.uint8)
@@ -178,6 +180,12 @@ class TileContext:
         self.prev = known[:, :, k:].clone()
         self.t += 1
         return out
+
+    def undo(self) -> None:
+        """Back to before the last iteration (`CoderSession.undo`)."""
+        if self.before is None:
+            raise RuntimeError("no iteration to undo")
+        (self.prev, self.state, self.t), self.before = self.before, None
 
 
 def build_context_model(stored: StoredWeights) -> ContextModel:
