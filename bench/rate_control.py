@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnncodec import codec, container
+from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.errors import Note
 from rnncodec.eval.bd import bd_rate, rising
@@ -67,11 +67,8 @@ def main() -> None:
     ap.add_argument("--ms-ssim", type=float, nargs="+", default=[0.90, 0.93, 0.95, 0.96, 0.97])
     ap.add_argument("--psnr", type=float, nargs="+", default=[24.0, 25.0, 26.0, 27.0, 28.0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--ssim-gap-db", type=float, default=codec.SSIM_GAP_DB,
-                    help="the adaptive encoder's MS-SSIM-to-block-SSIM offset, to tune it on training images")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    codec.SSIM_GAP_DB = args.ssim_gap_db
     warnings.simplefilter("ignore", Note)  # targets out of an image's reach are counted below
     paths = list_images(args.kodak, lossless=True)[: args.images or None]
     fixed: list[list[dict]] = []

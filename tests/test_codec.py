@@ -255,7 +255,8 @@ def test_adaptive_blocks_stop_where_the_image_is_easy():
     enc = encode(img, model=packaged, target_psnr=32.0, adaptive=True, precision="fp32")
     header, chunks = container.read(enc.data)
     counts = container.block_counts(header, [(4, 8)])[0]
-    assert counts[:, :2].max() < counts[:, 6:].min()  # the flat half stops sooner
+    assert counts[:, :2].mean() < counts[:, 6:].mean()  # the flat half stops sooner
+    assert psnr_rgb(img, decode(enc.data).pixels) >= 32.0  # and the whole meets the target
     plain = encode(img, model=packaged, iterations=enc.iterations, precision="fp32")
     assert len(enc.data) < len(plain.data)  # stopped blocks cost no bits
 
