@@ -67,7 +67,7 @@ class RateControl:
     bpp: float | None = None
     psnr: float | None = None
     ms_ssim: float | None = None
-    adaptive: bool = False  # spatially adaptive: each block stops once it meets the target on its own
+    adaptive: bool = False  # spatially adaptive: each block gets its own iteration count (`_Allocation`)
 
     def __post_init__(self) -> None:
         if sum(v is not None for v in (self.iterations, self.bpp, self.psnr, self.ms_ssim)) > 1:
@@ -132,8 +132,8 @@ def encode(
     With `reconstruct`, also return the encoder's own reconstruction; that keeps a full-size
     canvas per iteration, so it is off for plain compression, whose memory stays per tile.
     `precision`: the image model's arithmetic (`precision.PRECISIONS`; auto: bf16 where native).
-    `adaptive` (with a quality target): each 16×16 block stops getting bits once it meets the
-    target on its own (Johnston et al. 2018's spatially adaptive bit rates; `_Allocation`).
+    `adaptive` (with a quality target): each 16×16 block gets its own number of iterations, where
+    they buy the most quality (spatially adaptive bit rates, after Johnston et al. 2018; `_Allocation`).
     """
     rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim, adaptive)
     rgb = _as_rgb(image)
