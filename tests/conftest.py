@@ -7,18 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from rnncodec.config import preset
-from rnncodec.models import RNNCodec
 from rnncodec.stored import save_weights
-from rnncodec.testing import smooth_image  # noqa: F401  (the tests import it from here)
+from rnncodec.testing import (  # noqa: F401  (the tests import them from here)
+    save_tiny_image_model,
+    save_tiny_integer_model,
+    smooth_image,
+    tiny_context_model,
+)
 from rnncodec.zoo import MODEL_PATH_ENV, ImageModel, clear_caches, load_image_model
-
-
-def save_tiny_image_model(path: Path) -> bytes:
-    """The tiny seeded image model the tests (and tests/vectors) use; returns its id."""
-    torch.manual_seed(0)
-    net = RNNCodec(preset("tiny", iterations=6))
-    return save_weights(path, "image", net.cfg.to_json(), net.state_dict())
 
 
 @pytest.fixture(scope="session")
@@ -51,30 +47,6 @@ def entropy_coder(model_dir):
     net = tiny_context_model(1, iterations=6, masked=8, state=8, row=8, head=16)
     save_weights(model_dir / "tiny-entropy.safetensors", "entropy", net.cfg.to_json(), net.state_dict())
     return arithmetic_coder(model_dir / "tiny-entropy.safetensors")
-
-
-def tiny_context_model(seed: int, **config: int):
-    """A seeded float context model with weights drawn wide, so that its probabilities are far
-    from 1/2, as a trained model's are."""
-    from rnncodec.entropy.context_model import ContextConfig, ContextModel
-
-    torch.manual_seed(seed)
-    net = ContextModel(ContextConfig(**config))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.5)
-    return net.eval()
-
-
-def save_tiny_integer_model(float_net, path: Path, **metadata: str) -> bytes:
-    """Coder 2's integer model of a float context model (post-training quantisation, as
-    quantise-entropy starts), with small tables to keep the file small; returns its id."""
-    from rnncodec.entropy.integer_model import IntegerConfig
-    from rnncodec.train.quantise import FakeQuantModel, relu_scales
-
-    bits = (torch.rand(4, 3, float_net.cfg.bits, 5, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float() * 2 - 1
-    cfg = IntegerConfig(float_net.cfg, lut_frac=4, lut_max=96)
-    return FakeQuantModel(float_net, relu_scales(float_net, bits, 1.0), cfg).export(path, **metadata)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""Test helpers shared by the test suite and tools/fuzz.py: photo-like test images, and stream
-mutations for fuzzing decoders (bit flips, cuts, insertions, extreme header fields).
+"""Test helpers shared by the test suite and tools/fuzz.py: photo-like test images, tiny seeded
+models (image, float and integer context), and stream mutations for fuzzing decoders (bit flips,
+cuts, insertions, extreme header fields).
 
 Needs hypothesis (the `dev` extra); the codec itself never imports this module.
 """
@@ -7,12 +8,18 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
+import torch
 from hypothesis import strategies as st
 
 from rnncodec import container
+from rnncodec.config import preset
+from rnncodec.entropy.context_model import ContextConfig, ContextModel
 from rnncodec.errors import FormatError, ModelError
+from rnncodec.models import RNNCodec
+from rnncodec.stored import save_weights
 
 ALLOWED = (FormatError, ModelError)  # the only ways a decode may fail
 
@@ -63,3 +70,32 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     base = np.stack([128 + 100 * np.sin(x / 23 + c) * np.cos(y / 31 - c) for c in range(3)], axis=-1)
     return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+def save_tiny_image_model(path: Path) -> bytes:
+    """The tiny seeded image model the tests (and tests/vectors) use; returns its id."""
+    torch.manual_seed(0)
+    net = RNNCodec(preset("tiny", iterations=6))
+    return save_weights(path, "image", net.cfg.to_json(), net.state_dict())
+
+
+def tiny_context_model(seed: int, **config: int) -> ContextModel:
+    """A seeded float context model with weights drawn wide, so that its probabilities are far
+    from 1/2, as a trained model's are."""
+    torch.manual_seed(seed)
+    net = ContextModel(ContextConfig(**config))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+    return net.eval()
+
+
+def save_tiny_integer_model(float_net: ContextModel, path: Path, **metadata: str) -> bytes:
+    """Coder 2's integer model of a float context model (post-training quantisation, as
+    quantise-entropy starts), with small tables to keep the file small; returns its id."""
+    from rnncodec.entropy.integer_model import IntegerConfig
+    from rnncodec.train.quantise import FakeQuantModel, relu_scales  # a fitting tool: only when asked
+
+    bits = (torch.rand(4, 3, float_net.cfg.bits, 5, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float() * 2 - 1
+    cfg = IntegerConfig(float_net.cfg, lut_frac=4, lut_max=96)
+    return FakeQuantModel(float_net, relu_scales(float_net, bits, 1.0), cfg).export(path, **metadata)
