@@ -70,11 +70,13 @@ def entropy_bits(data: bytes) -> np.ndarray:
     boxes = plan_tiles(header.height, header.width, header.tile, header.overlap)
     coder = coder_by_id(header.coder_id, header.entropy_id)
     bits = image_model_by_id(header.model_id).cfg.bits
+    grids = [tuple(-(-s // STRIDE) for s in box.shape) for box in boxes]
+    counts = container.block_counts(header, grids)
     payloads = [container.split_segments(p, len(boxes)) for p, _ in chunks]
     out = []
-    for i, box in enumerate(boxes):
-        session = coder.session((bits, *(-(-s // STRIDE) for s in box.shape)))
-        out += [session.decode(p[i]).reshape(-1) for p in payloads]
+    for i, grid in enumerate(grids):
+        session = coder.session((bits, *grid))
+        out += [session.decode(p[i], None if counts is None else counts[i] > t).reshape(-1) for t, p in enumerate(payloads)]
     return np.concatenate(out)
 
 

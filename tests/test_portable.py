@@ -1,4 +1,6 @@
 """Coder 2 (issue 10): its probabilities are exact, so a file decodes on every machine; fitting it."""
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -61,53 +63,87 @@ def test_rowwise_coding_computes_the_parallel_paths_integers(integer_coder):
 _CHILD = """
 import sys
 import numpy as np
+import torch
 sys.path.insert(0, sys.argv[1])
-from conftest import entropy_bits
+from conftest import entropy_bits, smooth_image
+from rnncodec.codec import encode
 from rnncodec.errors import FormatError
-for name in sys.argv[2:]:
+from rnncodec.zoo import integer_coder
+if sys.argv[2] == "no-onednn":
+    torch.backends.mkldnn.enabled = False
+if sys.argv[3] != "-":  # encode here first: a file written under this cap
+    with open(sys.argv[3], "wb") as f:
+        f.write(encode(smooth_image(96, 160, seed=4), iterations=3, coder=integer_coder()).data)
+for name in sys.argv[4:]:
     try:
         np.save(name + ".npy", entropy_bits(open(name, "rb").read()))
     except FormatError as exc:  # a desynchronised decoder: no bits
         print(name, exc)
 """
-_ISAS = [{"ATEN_CPU_CAPABILITY": "default"}, {"DNNL_MAX_CPU_ISA": "SSE41"}]
+# What stands in for other machines: other instruction sets for ATen's and oneDNN's kernels, no
+# oneDNN at all, other thread counts.
+CAPS = {"ATEN_CPU_CAPABILITY=default": {"ATEN_CPU_CAPABILITY": "default"},
+        "ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+        "DNNL_MAX_CPU_ISA=SSE41": {"DNNL_MAX_CPU_ISA": "SSE41"},
+        "DNNL_MAX_CPU_ISA=AVX2": {"DNNL_MAX_CPU_ISA": "AVX2"},
+        "oneDNN disabled": {},
+        "1 thread": {"OMP_NUM_THREADS": "1"},
+        "2 threads": {"OMP_NUM_THREADS": "2"}}
+VECTORS = TESTS / "vectors"
 
 
 @pytest.fixture(scope="module")
-def other_isas(tmp_path_factory) -> dict[str, list[np.ndarray | None]]:
-    """Files of the packaged models, coder 1 and coder 2, encoded here and entropy-decoded in child
-    processes whose torch kernels use other instruction sets (the failing case of issue 10)."""
-    work = tmp_path_factory.mktemp("isa")
+def under_caps(tmp_path_factory, model_dir) -> dict[str, dict[str, np.ndarray | None]]:
+    """Per cap, the bits a child process under it decodes from each file: coder 1 and coder 2
+    files of the packaged models written here, the conformance vectors, and (key "written there")
+    a coder 2 file the child wrote itself."""
+    work = tmp_path_factory.mktemp("caps")
     files = {}
     for name, coder in (("coder1", arithmetic_coder()), ("coder2", integer_coder())):
         files[name] = work / f"{name}.rnc"
         files[name].write_bytes(encode(smooth_image(128, 192, seed=2), iterations=4, coder=coder).data)
-    results: dict[str, list[np.ndarray | None]] = {name: [] for name in files}
-    for isa in _ISAS:
-        for f in work.glob("*.npy"):
-            f.unlink()
-        env = {**os.environ, **isa, "OMP_NUM_THREADS": "1"}
-        subprocess.run([sys.executable, "-c", _CHILD, str(TESTS), *map(str, files.values())], env=env, check=True,
-                       timeout=300)
+    files.update({f"vector {p.stem}": p for p in sorted(VECTORS.glob("*.rnc"))})
+    results: dict[str, dict[str, np.ndarray | None]] = {}
+    for cap, env in CAPS.items():
+        out = work / cap.replace(" ", "_").replace("=", "-")
+        out.mkdir()
+        copies = {name: out / f"{name.replace(' ', '_')}.rnc" for name in files}
         for name, f in files.items():
-            out = Path(f"{f}.npy")
-            results[name].append(np.load(out) if out.exists() else None)
-    return {name: [entropy_bits(files[name].read_bytes()), *bits] for name, bits in results.items()}
+            copies[name].write_bytes(f.read_bytes())
+        there = out / "written-there.rnc"
+        child_env = {"OMP_NUM_THREADS": "1", **os.environ, **env,
+                     MODEL_PATH_ENV: os.pathsep.join([str(VECTORS), str(model_dir)])}
+        subprocess.run([sys.executable, "-c", _CHILD, str(TESTS), "no-onednn" if cap == "oneDNN disabled" else "-",
+                        str(there), *map(str, copies.values()), str(there)], env=child_env, check=True, timeout=600)
+        results[cap] = {name: np.load(f"{f}.npy") if Path(f"{f}.npy").exists() else None for name, f in copies.items()}
+        results[cap]["written there"] = (np.load(f"{there}.npy"), there.read_bytes())
+    return results
 
 
-def _same_bits(decoded: list[np.ndarray | None]) -> bool:
-    here, *there = decoded
-    return all(b is not None and np.array_equal(b, here) for b in there)
+def _same_bits(there: np.ndarray | None, data: bytes) -> bool:
+    return there is not None and np.array_equal(there, entropy_bits(data))
 
 
-def test_coder2_decodes_to_the_same_bits_with_other_instruction_sets(other_isas):
-    assert _same_bits(other_isas["coder2"])
+@pytest.mark.parametrize("cap", CAPS)
+def test_coder2_decodes_to_the_same_bits_under_every_cap(under_caps, cap, monkeypatch, model_dir):
+    decoded = under_caps[cap]
+    for name, bits in decoded.items():
+        if name.startswith("vector") and "coder1" not in name:  # a stored file: its stored bits
+            expected = json.loads((VECTORS / f"{name.removeprefix('vector ')}.json").read_text())["bits_sha256"]
+            assert bits is not None and hashlib.sha256(bits.tobytes()).hexdigest() == expected, (cap, name)
+    monkeypatch.setenv(MODEL_PATH_ENV, os.pathsep.join([str(VECTORS), str(model_dir)]))
+    here = encode(smooth_image(128, 192, seed=2), iterations=4, coder=integer_coder()).data
+    assert _same_bits(decoded["coder2"], here)
+    bits_there, written_there = decoded["written there"]  # encoded under the cap, decoded here
+    assert np.array_equal(entropy_bits(written_there), bits_there)
 
 
 @pytest.mark.xfail(reason="coder 1's float probabilities differ with other kernels (issue 10); seen on AMD EPYC "
                           "with ATEN_CPU_CAPABILITY=default, torch 2.13", strict=False)
-def test_coder1_decodes_to_the_same_bits_with_other_instruction_sets(other_isas):
-    assert _same_bits(other_isas["coder1"])
+@pytest.mark.parametrize("cap", CAPS)
+def test_coder1_decodes_to_the_same_bits_under_every_cap(under_caps, cap):
+    here = encode(smooth_image(128, 192, seed=2), iterations=4, coder=arithmetic_coder()).data
+    assert _same_bits(under_caps[cap]["coder1"], here)
 
 
 def test_weights_that_could_leave_exact_float64_are_refused(integer_coder, model_dir):

@@ -1,28 +1,37 @@
-"""Conformance vectors (tests/vectors/): a coder-2 file and its model, stored, so that a change that
-would stop old files from decoding, or change what they decode to, fails here.
+"""Conformance vectors (tests/vectors/): small files and the models they name, stored, so that a
+change that would stop old files from decoding, or change what they decode to, fails here.
 
 - tiny-entropy-int.safetensors: a tiny integer context model (rows_above 2, kernel 5 wide);
 - coder2.rnc: a 32×48 image at 3 iterations in two tiles, written with it and the tests' tiny
   seeded image model (conftest.save_tiny_image_model, found by id);
-- coder2.json: the ids, the SHA-256 of the decoded bits (exact everywhere, by construction) and
-  of the decoded pixels (from the float image model: exact on the machine that wrote them);
+- shipped-*.rnc: written with the shipped context models (coder 1's float one, coder 2's
+  integer one) over the tiny image model's bits: odd sizes, several tiles, block iteration
+  counts (format version 2) and an alpha plane. A shipped model they name must stay findable
+  (docs/FORMAT.md, "Compatibility");
+- NAME.json beside each NAME.rnc: the ids, the SHA-256 of the decoded bits (exact everywhere for
+  coders 0 and 2, by construction) and of the decoded pixels (and alpha), from the float image
+  model: exact on the machine that wrote them;
 - probabilities.npy: the model's k for the seeded bits of `_bits()`.
 
-`python tests/test_vectors.py` rewrites them: only for a deliberate format change.
+`python tests/test_vectors.py` writes the vectors that are missing; delete one first to rewrite
+it, and only for a deliberate format change.
 """
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import entropy_bits, save_tiny_image_model, save_tiny_integer_model, smooth_image, tiny_context_model
 
+from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.entropy.integer_model import build_integer_net
 from rnncodec.stored import load_weights
-from rnncodec.zoo import MODEL_PATH_ENV, integer_coder, load_image_model
+from rnncodec.zoo import MODEL_PATH_ENV, ImageModel, arithmetic_coder, integer_coder, load_image_model
 
 VECTORS = Path(__file__).parent / "vectors"
 MODEL = VECTORS / "tiny-entropy-int.safetensors"
@@ -44,13 +53,51 @@ def test_stored_model_computes_the_stored_probabilities():
         np.testing.assert_array_equal(k.numpy(), np.load(VECTORS / "probabilities.npy"))
 
 
-def test_stored_file_decodes_to_the_stored_bits_and_pixels(tiny_model, monkeypatch):
-    expected = json.loads((VECTORS / "coder2.json").read_text())
+NAMES = sorted(p.stem for p in VECTORS.glob("*.rnc"))
+
+
+def decoded_record(data: bytes) -> dict:
+    """What a vector's JSON records of its file: the models' ids, and the SHA-256 of its bits and
+    of what it decodes to (fp32)."""
+    header, _ = container.read(data)
+    dec = decode(data, precision="fp32")
+    record = {"image_model": header.model_id.hex(), "entropy_model": header.entropy_id.hex(),
+              "bits_sha256": _sha(entropy_bits(data)), "pixels_sha256": _sha(dec.pixels)}
+    if dec.alpha is not None:
+        record["alpha_sha256"] = _sha(dec.alpha)
+    return record
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stored_file_decodes_to_the_stored_bits_and_pixels(tiny_model, monkeypatch, name):
+    expected = json.loads((VECTORS / f"{name}.json").read_text())
     assert tiny_model.model_id.hex() == expected["image_model"], "the tests' tiny image model changed"
     monkeypatch.setenv(MODEL_PATH_ENV, os.pathsep.join([str(VECTORS), os.environ[MODEL_PATH_ENV]]))
-    data = (VECTORS / "coder2.rnc").read_bytes()
-    assert _sha(entropy_bits(data)) == expected["bits_sha256"]
-    assert _sha(decode(data, precision="fp32").pixels) == expected["pixels_sha256"]  # as written: fp32
+    assert decoded_record((VECTORS / f"{name}.rnc").read_bytes()) == expected
+
+
+def _vectors(image: ImageModel) -> dict[str, Callable[[], bytes]]:
+    """How each vector is made (run only for a missing one)."""
+    rgba = np.dstack([smooth_image(29, 41, seed=9), np.linspace(0, 255, 29 * 41).reshape(29, 41).astype(np.uint8)])
+    return {
+        "coder2": lambda: encode(smooth_image(32, 48, seed=7), iterations=3, model=image, coder=integer_coder(MODEL),
+                                 tile=32, overlap=16, precision="fp32").data,
+        "shipped-coder1-odd": lambda: encode(smooth_image(37, 53, seed=11), iterations=2, model=image,
+                                             coder=arithmetic_coder(), precision="fp32").data,
+        "shipped-coder2-tiles": lambda: encode(smooth_image(72, 100, seed=12), iterations=3, model=image,
+                                               coder=integer_coder(), tile=48, overlap=16, precision="fp32").data,
+        "shipped-coder2-blocks": lambda: _partial(image, smooth_image(48, 80, seed=13)),
+        "shipped-coder2-alpha": lambda: encode(rgba, iterations=1, model=image, coder=integer_coder(),
+                                               precision="fp32").data,
+    }
+
+
+def _partial(image: ImageModel, pixels: np.ndarray) -> bytes:
+    """A budget halfway between 2 and 3 iterations: the third codes some blocks only (counts in the header)."""
+    sizes = container.prefix_sizes(*container.read(encode(pixels, iterations=3, model=image, coder=integer_coder(),
+                                                          precision="fp32").data))
+    bpp = (sizes[1] + sizes[2]) / 2 * 8 / (pixels.shape[0] * pixels.shape[1])
+    return encode(pixels, bpp=bpp, model=image, coder=integer_coder(), precision="fp32").data
 
 
 def _write_vectors() -> None:
@@ -58,17 +105,17 @@ def _write_vectors() -> None:
     work.mkdir(parents=True, exist_ok=True)
     save_tiny_image_model(work / "tiny.safetensors")
     image = load_image_model(work / "tiny.safetensors")
-    net = tiny_context_model(2, iterations=6, masked=4, state=4, row=4, head=8, rows_above=2, kernel_w=5)
-    save_tiny_integer_model(net, MODEL)
-    k = build_integer_net(load_weights(MODEL), reference=True).forward(_bits())
-    np.save(VECTORS / "probabilities.npy", k.numpy().astype(np.uint16))
-    data = encode(smooth_image(32, 48, seed=7), iterations=3, model=image, coder=integer_coder(MODEL), tile=32,
-                  overlap=16, precision="fp32").data
-    (VECTORS / "coder2.rnc").write_bytes(data)
+    if not MODEL.exists():
+        net = tiny_context_model(2, iterations=6, masked=4, state=4, row=4, head=8, rows_above=2, kernel_w=5)
+        save_tiny_integer_model(net, MODEL)
+        k = build_integer_net(load_weights(MODEL), reference=True).forward(_bits())
+        np.save(VECTORS / "probabilities.npy", k.numpy().astype(np.uint16))
     os.environ[MODEL_PATH_ENV] = os.pathsep.join([str(VECTORS), str(work)])
-    record = {"image_model": image.model_id.hex(), "entropy_model": load_weights(MODEL).model_id.hex(),
-              "bits_sha256": _sha(entropy_bits(data)), "pixels_sha256": _sha(decode(data, precision="fp32").pixels)}
-    (VECTORS / "coder2.json").write_text(json.dumps(record, indent=1) + "\n")
+    for name, make in _vectors(image).items():
+        if not (VECTORS / f"{name}.rnc").exists():
+            data = make()
+            (VECTORS / f"{name}.rnc").write_bytes(data)
+            (VECTORS / f"{name}.json").write_text(json.dumps(decoded_record(data), indent=1) + "\n")
     (work / "tiny.safetensors").unlink()
     work.rmdir()
 
