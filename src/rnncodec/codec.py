@@ -410,9 +410,9 @@ class _Allocation:
         pool = 1 if rate.psnr is not None else 4
         d = torch.stack([F.avg_pool2d(F.avg_pool2d(x - r, pool).square().mean(1, keepdim=True), STRIDE // pool)[0, 0]
                          for r in recons]).numpy()
-        # every block gets an iteration; for MS-SSIM two, unless one reaches the target: a flat block
-        # coded once shows its square, which the error hardly sees and MS-SSIM does
-        d[: 1 if rate.psnr is not None or reached in (None, 1) else 2] = np.inf
+        # every block gets an iteration; for MS-SSIM two, unless two whole ones pass the target: a
+        # flat block coded once shows its square, which the error hardly sees and MS-SSIM does
+        d[: 2 if rate.ms_ssim is not None and reached is not None and reached > 2 else 1] = np.inf
         self.recons = torch.cat(recons)  # (T+1)×3×H×W
         self.reachable = reached is not None
         cost = np.arange(len(recons))[:, None, None]
