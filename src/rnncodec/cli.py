@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     _max_pixels_flag(c)
     rate = c.add_mutually_exclusive_group()
     rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
-    rate.add_argument("--bpp", type=float, help="largest real rate, header included: keeps the longest prefix that fits")
+    rate.add_argument("--bpp", type=float,
+                      help="largest real rate, header included: the last iteration codes as many blocks as fit")
     rate.add_argument("--target-psnr", type=float, metavar="DB",
                       help="stop at the first iteration whose PSNR reaches DB, coding in it only the blocks needed")
     rate.add_argument("--target-ms-ssim", type=float, metavar="X",

@@ -59,9 +59,10 @@ def _tile_pixels(recon: torch.Tensor, box: TileBox) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RateControl:
-    """When encoding stops: after `iterations`, at the longest prefix whose real size (header
-    included) fits `bpp`, or at the first iteration whose reconstruction reaches `psnr` (dB) or
-    `ms_ssim`. At most one of the last three; with none, after `iterations` (default: all)."""
+    """When encoding stops: after `iterations`, when the real size (header included) fills `bpp`,
+    or at the first iteration whose reconstruction reaches `psnr` (dB) or `ms_ssim`. At most one
+    of the last three; with none, after `iterations` (default: all). For an image of one tile, the
+    last iteration of the last three codes only some blocks (`_Encoding`)."""
 
     iterations: int | None = None
     bpp: float | None = None
@@ -559,8 +560,8 @@ def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, iterations
              bpp: float | None = None, target_psnr: float | None = None, target_ms_ssim: float | None = None,
              alpha: str = "keep", background: str | tuple[int, ...] = "white", **kwargs) -> bytes:
     """Compress an image (a path, a PIL image or an H×W×3 or ×4 uint8 array) to .rnc bytes: `iterations`
-    of 0.125 bpp each before entropy coding, or as many as fit `bpp` (real size, header included),
-    or the fewest bits that reach `target_psnr` (dB) or `target_ms_ssim`. Transparency is kept
+    of 0.125 bpp each before entropy coding, or as many as fit `bpp` (real size, header included;
+    the last in part), or the fewest bits that reach `target_psnr` (dB) or `target_ms_ssim`. Transparency is kept
     losslessly, or with `alpha="drop"` flattened onto `background`."""
     return encode(_as_rgb(image, alpha, background), iterations=iterations, bpp=bpp, target_psnr=target_psnr,
                   target_ms_ssim=target_ms_ssim, **kwargs).data
