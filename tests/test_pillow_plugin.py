@@ -53,6 +53,17 @@ def test_bpp_and_file_objects(photo):
         im.load()
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_a_quality_target(photo, adaptive):
+    buf = io.BytesIO()
+    photo.save(buf, format="RNC", target_psnr=30.0, adaptive=adaptive)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        decoded = np.asarray(im, np.float64)
+    mse = ((decoded - np.asarray(photo, np.float64)) ** 2).mean()
+    assert 10 * np.log10(255**2 / mse) >= 30.0
+
+
 def test_alpha_round_trip(tmp_path):
     alpha = np.tile(np.linspace(0, 255, 56, dtype=np.uint8), (40, 1))
     Image.fromarray(np.dstack([smooth_image(40, 56), alpha]), "RGBA").save(tmp_path / "t.rnc", iterations=1)

@@ -3,7 +3,8 @@ registers it).
 
     im = Image.open("photo.rnc")        # size and mode (RGB, or RGBA with an alpha plane) from the header
     im.iterations = 2                   # optional, before loading: decode only a prefix (default: all)
-    im.save("photo.rnc", iterations=4)  # or bpp=0.3; alpha="drop" and background= as rnncodec.compress
+    im.save("photo.rnc", iterations=4)  # or bpp=0.3, target_psnr=, target_ms_ssim= (adaptive=True);
+                                        # alpha="drop" and background= as rnncodec.compress
 
 `iterations` plays the part of JPEG 2000's `layers` in Pillow. Only the container is imported
 here: the codec (and torch) load with the first decode or save, so `import rnncodec` stays cheap.
@@ -18,7 +19,8 @@ from PIL import Image, ImageFile
 
 from . import container
 
-SAVE_OPTIONS = ("iterations", "bpp", "alpha", "background")  # the keywords `im.save(…)` passes on to compress
+# the keywords `im.save(…)` passes on to compress
+SAVE_OPTIONS = ("iterations", "bpp", "target_psnr", "target_ms_ssim", "adaptive", "alpha", "background")
 
 
 def _accept(prefix: bytes) -> bool:
