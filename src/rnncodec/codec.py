@@ -271,8 +271,9 @@ class _Encoding:
         aim = target + 0.02 * (self.quality - quality_before)  # a little above: the check sees the neighbours' zero bits
         lo, hi, q_lo, q_hi = 0, size, quality_before, self.quality
         moved: list[bool] = []
-        for _ in range(6):  # regula falsi on the blocks' summed gain, which the quality roughly follows;
-            if hi - lo <= max(1, size // 64):  # a bisection when it stalls on one side
+        close = 0.05 * (self.quality - quality_before)  # near enough above the aim to stop searching
+        for _ in range(10):  # regula falsi on the blocks' summed gain, which the quality roughly follows;
+            if hi - lo <= 1 or q_hi - aim <= close:  # a bisection when it stalls on one side
                 break
             goal = last.cumulative[lo] + (aim - q_lo) / max(q_hi - q_lo, 1e-12) * (last.cumulative[hi] - last.cumulative[lo])
             k = int(np.clip(np.searchsorted(last.cumulative, goal), lo + 1, hi - 1))
