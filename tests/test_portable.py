@@ -20,7 +20,7 @@ from rnncodec.entropy.integer_model import IntegerConfig, IntegerNet, build_inte
 from rnncodec.errors import ModelError
 from rnncodec.stored import load_weights, save_weights
 from rnncodec.train.quantise import FakeQuantModel, code_length
-from rnncodec.zoo import DEFAULT_WEIGHTS, MODEL_PATH_ENV, arithmetic_coder, default_coder, integer_coder
+from rnncodec.zoo import DEFAULT_WEIGHTS, MODEL_PATH_ENV, arithmetic_coder, default_coder, integer_coder, load_image_model
 
 TESTS = Path(__file__).parent
 
@@ -46,6 +46,22 @@ def test_probabilities_do_not_depend_on_the_thread_count(packaged):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
+
+
+def test_fp32_reconstruction_does_not_depend_on_the_thread_count():
+    """PyTorch picks another 1×1 convolution kernel at one thread; the decoder must not follow it.
+    Compared as floats: rounding differences of this size move few uint8 pixels of a test image."""
+    net = load_image_model().net
+    bits = [random_bits((1, 32, 8, 12), t).float() for t in range(3)]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = list(net.decode(bits))
+        torch.set_num_threads(2)
+        two = list(net.decode(bits))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
 
 
 def test_fast_path_equals_the_int64_reference():

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .conv import Conv2d
+
 
 class Binarizer(nn.Module):
     """Stochastic ±1 with a straight-through gradient while training; sign() at inference (and,
@@ -15,7 +17,7 @@ class Binarizer(nn.Module):
 
     def __init__(self, in_ch: int, bits: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, bits, 1, bias=False)
+        self.conv = Conv2d(in_ch, bits, 1, bias=False)
         self.stochastic = True  # False: train on sign() bits too, the bits the codec writes
 
     def forward(self, x: Tensor) -> Tensor:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .conv import Conv2d
+
 State = tuple[Tensor, ...]
 Kernel = int | tuple[int, int]  # square, or (height, width)
 
@@ -26,8 +28,8 @@ class ConvRNNCell(nn.Module):
     def __init__(self, in_ch: int, hidden: int, k_in: Kernel, k_hidden: Kernel, stride: int = 1) -> None:
         super().__init__()
         self.hidden = hidden
-        self.conv_x = nn.Conv2d(in_ch, int(self.in_gates * hidden), k_in, stride, _same(k_in))
-        self.conv_h = nn.Conv2d(hidden, int(self.hidden_gates * hidden), k_hidden, 1, _same(k_hidden), bias=False)
+        self.conv_x = Conv2d(in_ch, int(self.in_gates * hidden), k_in, stride, _same(k_in))
+        self.conv_h = Conv2d(hidden, int(self.hidden_gates * hidden), k_hidden, 1, _same(k_hidden), bias=False)
 
     def zeros(self, like: Tensor, channels: int) -> Tensor:
         return like.new_zeros(like.shape[0], channels, like.shape[2], like.shape[3])
@@ -52,7 +54,7 @@ class ConvGRU(ConvRNNCell):
 
     def __init__(self, in_ch: int, hidden: int, k_in: int, k_hidden: int, stride: int = 1) -> None:
         super().__init__(in_ch, hidden, k_in, k_hidden, stride)
-        self.conv_rh = nn.Conv2d(hidden, hidden, k_hidden, 1, k_hidden // 2, bias=False)
+        self.conv_rh = Conv2d(hidden, hidden, k_hidden, 1, k_hidden // 2, bias=False)
 
     def forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         gx = self.conv_x(x)
@@ -73,7 +75,7 @@ class ResidualGRU(ConvGRU):
 
     def __init__(self, in_ch: int, hidden: int, k_in: int, k_hidden: int, stride: int = 1) -> None:
         super().__init__(in_ch, hidden, k_in, k_hidden, stride)
-        self.skip = nn.Conv2d(in_ch, hidden, 1, stride, bias=False)
+        self.skip = Conv2d(in_ch, hidden, 1, stride, bias=False)
 
     def forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         h, new_state = super().forward(x, state)

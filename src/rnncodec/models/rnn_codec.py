@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..layers import Binarizer, make_cell
+from ..layers import Binarizer, Conv2d, make_cell
 
 STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
 
@@ -60,7 +60,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         d, cell = cfg.depth, cfg.encoder_cell
-        self.conv = nn.Conv2d(3, d(64), 3, 2, 1)
+        self.conv = Conv2d(3, d(64), 3, 2, 1)
         self.rnns = nn.ModuleList(
             make_cell(cell, cin, cout, k_in=3, k_hidden=1, stride=2, copies=cfg.assoc_copies)
             for cin, cout in ((d(64), d(256)), (d(256), d(512)), (d(512), d(512)))
@@ -77,11 +77,11 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         d, cell = cfg.depth, cfg.decoder_cell
-        self.conv = nn.Conv2d(cfg.bits, d(512), 1)
+        self.conv = Conv2d(cfg.bits, d(512), 1)
         layers = ((d(512), d(512), 1), (d(512) // 4, d(512), 1), (d(512) // 4, d(256), 3), (d(256) // 4, d(128), 3))
         self.rnns = nn.ModuleList(make_cell(cell, cin, cout, k_in=3, k_hidden=kh, stride=1, copies=cfg.assoc_copies)
                                   for cin, cout, kh in layers)
-        self.out = nn.Conv2d(d(128) // 4, 3, 1)
+        self.out = Conv2d(d(128) // 4, 3, 1)
 
     def forward(self, bits: Tensor, states: list) -> tuple[Tensor, list]:
         x, states = _through_cells(self.rnns, self.conv(bits), states, after=lambda x: F.pixel_shuffle(x, 2))
@@ -100,8 +100,8 @@ class GainNet(nn.Module):
         chans = (3, width, width, width, width)
         convs: list[nn.Module] = []
         for cin, cout in zip(chans, chans[1:]):
-            convs += [nn.Conv2d(cin, cout, 3, 2, 1), nn.ReLU()]
-        self.body = nn.Sequential(*convs, nn.Conv2d(width, 1, 1))
+            convs += [Conv2d(cin, cout, 3, 2, 1), nn.ReLU()]
+        self.body = nn.Sequential(*convs, Conv2d(width, 1, 1))
 
     def forward(self, recon: Tensor) -> Tensor:
         gain = 1 + F.softplus(self.body(recon))
