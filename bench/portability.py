@@ -1,13 +1,14 @@
 """Portability of decoding: one file decoded under caps that stand in for other machines.
 
-    .venv/bin/python bench/portability.py ../shared/data/kodak/kodim23.png --iterations 4 [--precision fp32]
+    .venv/bin/python bench/portability.py ../shared/data/kodak/kodim23.png --iterations 4 [--precision fp32] [--caps cuda]
 
 The image is compressed here (default coder: coder 2), then decoded by `rnncodec decompress` in
 child processes, each under one cap: other instruction sets for ATen's and oneDNN's kernels, no
 oneDNN, 1 or 2 threads. A decode that succeeds has every chunk's bits CRC intact, so the range
 decoder stayed in step: its bits are the encoder's. The pixels come from the float image model
 and may differ: the table gives how many 8-bit values differ from this process's own decode (at
-torch's default thread count), and by how much at most, in the image model's `--precision`.
+torch's default thread count), and by how much at most, in the image model's `--precision`. The
+`cuda` row decodes in this process with the image model on the GPU (fp32), where there is one.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from rnncodec.precision import PRECISIONS, resolve
 
 # VARIABLE=value for the child's environment; ONEDNN=0 is this script's own: oneDNN switched off.
 CAPS = ["ATEN_CPU_CAPABILITY=default", "ATEN_CPU_CAPABILITY=avx2", "DNNL_MAX_CPU_ISA=SSE41", "DNNL_MAX_CPU_ISA=AVX2",
-        "ONEDNN=0", "OMP_NUM_THREADS=1", "OMP_NUM_THREADS=2"]
+        "ONEDNN=0", "OMP_NUM_THREADS=1", "OMP_NUM_THREADS=2", "cuda"]
 _CHILD = """
 import sys, torch
 torch.backends.mkldnn.enabled = False
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("image", type=Path)
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--precision", choices=PRECISIONS, default="auto")
+    ap.add_argument("--caps", nargs="+", choices=CAPS, default=CAPS, help="the rows to run (default: all)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp())
     rnc = work / "file.rnc"
@@ -63,7 +65,15 @@ def main() -> None:
     print(f"{args.image.name}, {args.iterations} iterations, {rnc.stat().st_size} bytes; image model in "
           f"{resolve(args.precision)}, this process at {torch.get_num_threads()} threads\n")
     print("| cap | decodes (bits identical) | 8-bit values that differ | max abs difference |\n|---|---|---:|---:|")
-    for cap in CAPS:
+    for cap in args.caps:
+        if cap == "cuda":
+            if not torch.cuda.is_available():
+                print("| cuda | not run: no CUDA GPU here | – | – |")
+                continue
+            diff = np.abs(decode(rnc.read_bytes(), device="cuda").pixels.astype(int) - here)  # FormatError if bits differ
+            print(f"| cuda ({torch.cuda.get_device_name()}) | yes | {int((diff > 0).sum())} of {diff.size} "
+                  f"({(diff > 0).mean():.4%}) | {int(diff.max())} |")
+            continue
         png = work / "out.png"
         done = decode_under(cap, rnc, png, args.precision)
         if done.returncode:

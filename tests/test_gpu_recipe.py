@@ -29,6 +29,7 @@ def test_gpu_recipe_dry_run_trains_every_run_and_packs_the_results(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     runs = [line.split(":")[0] for line in r.stdout.splitlines() if " steps, " in line]
     assert len(runs) >= 2
+    assert "| cuda" in r.stdout and "| OMP_NUM_THREADS=2 | yes |" in r.stdout  # the CUDA decode check's table
     parts = sorted(out.glob("results.tar.part*"))
     assert parts and all(p.stat().st_size <= 16 * 2**20 for p in parts)  # what the device tool brings back
 

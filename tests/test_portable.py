@@ -226,3 +226,22 @@ def test_quantise_entropy_fits_and_becomes_the_default_coder(tiny_model, tmp_pat
     assert default_coder(tiny_model).model_id == stored.model_id
     enc = encode(smooth_image(32, 48), iterations=3, model=tiny_model)
     assert container.read(enc.data)[0].coder_id == 2 and decode(enc.data).iterations == 3
+
+
+@pytest.mark.parametrize("device, message", [("cuda", "no CUDA GPU"), ("tpu", "unknown device")])
+def test_decompress_on_a_missing_device_is_one_line_and_no_output(tmp_path, device, message):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    rnc, out = tmp_path / "a.rnc", tmp_path / "a.png"
+    rnc.write_bytes(encode(smooth_image(32, 48), iterations=2).data)
+    r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "decompress", str(rnc), "-o", str(out), "--device", device],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and not out.exists()
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("rnncodec: error: ") and message in r.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_decodes_the_same_bits_and_nearly_the_same_pixels():
+    data = encode(smooth_image(128, 192, seed=6), iterations=4).data
+    cpu, gpu = decode(data, precision="fp32"), decode(data, device="cuda")  # a CRC per chunk checks the bits
+    assert np.abs(cpu.pixels.astype(int) - gpu.pixels).max() <= 2

@@ -4,7 +4,8 @@
 # schedule, side by side on the one GPU, so they compare at equal GPU time.
 #
 #   tools/gpu_train.sh --prepare          here: pack the training data (< 64 MiB) and the wheels the GPU machine lacks
-#   tools/gpu_train.sh                    there: unpack, train every run for --minutes, write the results to $OUT
+#   tools/gpu_train.sh                    there: unpack, train every run for --minutes, decode a file on CUDA,
+#                                         write the results to $OUT
 #   tools/gpu_train.sh --collect DIR      here: unpack the results that came back in DIR into --out
 #   tools/gpu_train.sh --dry-run          anywhere: the same path on the CPU, a few tiny steps (tested in CI)
 #
@@ -103,6 +104,12 @@ for i in "${!pids[@]}"; do
     tail -c 2000 "$work/runs/${RUNS[$i]%%:*}/train.out" | tr '\r' '\n' | tail -5 >&2
   fi
 done
+
+# issue 10: decode one file on the GPU (a CRC per chunk checks its bits; pixels against the CPU's)
+photo=$(find "${folders[0]}" -type f | sort | head -1)
+"$PY" bench/portability.py "$photo" --iterations 4 --precision fp32 --caps cuda OMP_NUM_THREADS=2 \
+  >"$work/runs/portability.md" 2>&1 || echo "gpu_train.sh: the CUDA decode check failed" >&2
+tail -n 3 "$work/runs/portability.md"
 
 for run in "${RUNS[@]}"; do
   name=${run%%:*}

@@ -146,7 +146,7 @@ def _decompress(args: argparse.Namespace) -> None:
         raise OutputError(f"{out}: unknown image file extension (use .png)")
     _check_output(out, args.force)
     dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=_progress(args),
-                 max_pixels=args.max_pixels, precision=args.precision)
+                 max_pixels=args.max_pixels, precision=args.precision, device=args.device)
     im = dec.to_pil()  # RGBA when the file holds an alpha plane
     extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}  # not every plugin reads im.info's
     _write_output(out, lambda f: im.save(f, format=fmt, **extra), args.force)
@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     _max_pixels_flag(d)
     _model_flag(d)
     _precision_flag(d)
+    d.add_argument("--device", default="cpu", help="where the image model runs: cpu, or cuda[:N] in fp32 (the bits are "
+                   "decoded on the CPU either way; the pixels may differ by rounding)")
     _force_flag(d)
     d.set_defaults(func=_decompress)
 

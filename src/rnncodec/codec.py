@@ -1,6 +1,7 @@
 """The pipeline: image → tiles → pad → encoder → binarizer → bits → payload coder → container, and back."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -17,10 +18,10 @@ from .entropy import BitCoder, CoderSession, explain_failure
 from .errors import FormatError, Note, OptionError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
 from .models.rnn_codec import STRIDE, RNNCodec, Step
-from .precision import resolve
+from .precision import resolve, resolve_device
 from .quality import gaussian_window, ms_ssim_rgb, psnr_rgb, ssim_map
 from .tiles import Canvas, TileBox, plan_tiles, to_uint8
-from .zoo import ImageModel, coder_by_id, default_coder, image_model_by_id, load_image_model
+from .zoo import ImageModel, coder_by_id, default_coder, image_model_by_id, load_image_model, on_device
 
 DEFAULT_TILE = 1024  # Kodak-sized images (768×512) code as one tile, with no overlap overhead
 DEFAULT_OVERLAP = 16
@@ -54,7 +55,7 @@ def _tile_input(pixels: np.ndarray, box: TileBox) -> torch.Tensor:
 
 def _tile_pixels(recon: torch.Tensor, box: TileBox) -> np.ndarray:
     """A tile's reconstruction without its padding, H×W×3 float in [−0.5, 0.5]."""
-    return recon[0].permute(1, 2, 0).numpy()[: box.shape[0], : box.shape[1]]
+    return recon[0].permute(1, 2, 0).cpu().numpy()[: box.shape[0], : box.shape[1]]
 
 
 @dataclass(frozen=True)
@@ -490,8 +491,10 @@ def decode(
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     precision: str = "auto",
+    device: str = "cpu",
 ) -> Decoded:
-    """Decode the first `iterations` chunks (default: all the file holds); `precision` as encode's.
+    """Decode the first `iterations` chunks (default: all the file holds); `precision` as encode's,
+    on the CPU; `device` (cuda, cuda:N) runs the image model on a GPU instead, in fp32.
 
     The lookups turn the header's ids into the image model (by model id) and the payload coder (by
     coder id and entropy model id); by default zoo's, which find the weights by id."""
@@ -506,7 +509,8 @@ def decode(
     if n_iter < (iterations or 0):
         warnings.warn(f"{iterations} iterations asked for, the file holds {n_iter}: decoded {n_iter}", Note, stacklevel=2)
     alpha = container.alpha_plane(header)
-    model = model_lookup(header.model_id)
+    dev = resolve_device(device)
+    model = on_device(model_lookup(header.model_id), dev)
     if header.iterations > model.cfg.iterations:
         raise FormatError(f"the file claims {header.iterations} iterations; its model has at most {model.cfg.iterations}")
     coder = coder_lookup(header.coder_id, header.entropy_id)
@@ -514,7 +518,7 @@ def decode(
     payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
     try:
         canvas = _decode_tiles(model, coder, header, boxes, payloads, [crc for _, crc in chunks[:n_iter]], progress,
-                               resolve(precision) == "bf16")
+                               resolve(precision) == "bf16" and dev.type == "cpu")
     except FormatError as exc:
         raise explain_failure(header.coder_id, exc) from None
     return Decoded(canvas.result(), n_iter, header.icc_profile, alpha)
@@ -522,30 +526,35 @@ def decode(
 
 def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, boxes: list[TileBox],
                   payloads: list[list[bytes]], chunk_crcs: list[int], progress: bool, bf16: bool) -> Canvas:
-    """Entropy-decode and reconstruct every tile, then check each chunk's bits CRC."""
+    """Entropy-decode (on the CPU) and reconstruct (on the model's device) every tile, then check
+    each chunk's bits CRC. On a GPU, cuDNN runs without TF32 and deterministically: TF32's 10-bit
+    mantissas would move the pixels far more than the CPU's kernels do."""
     n_iter = len(payloads)
+    dev = next(model.net.parameters()).device
     crcs = [container.bits_crc(t) for t in range(n_iter)]
     canvas = Canvas(header.height, header.width, header.overlap)
     bits_shape = (model.cfg.bits,)
     grids = [tuple(-(-s // STRIDE) for s in box.shape) for box in boxes]
     counts = container.block_counts(header, grids)
-    with torch.inference_mode():
+    gpu = (torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
+           if dev.type == "cuda" else contextlib.nullcontext())
+    with torch.inference_mode(), gpu:
         bar = tqdm(total=len(boxes) * n_iter, desc="decoding", unit="iteration", disable=not progress, delay=1.0)
         for i, box in enumerate(boxes):
             session = coder.session(bits_shape + grids[i])
-            active = None if counts is None else lambda t, c=counts[i]: torch.from_numpy(c > t)[None, None].float()
+            c = None if counts is None else counts[i]
+            active = None if c is None else lambda t, c=c: torch.from_numpy(c > t)[None, None].to(dev, torch.float32)
 
-            def tile_bits(session: CoderSession, i: int, active: Callable | None) -> Iterator[torch.Tensor]:
+            def tile_bits(session: CoderSession, i: int, c: np.ndarray | None, active: Callable | None) -> Iterator[torch.Tensor]:
                 """This tile's bits, iteration by iteration, entropy-decoded as the model asks for them;
                 a stopped block's bits are 0."""
                 for t in range(n_iter):
-                    mask = None if active is None else active(t)
-                    b = session.decode(payloads[t][i], None if mask is None else mask[0, 0].numpy().astype(bool))
+                    b = session.decode(payloads[t][i], None if c is None else c > t)
                     crcs[t] = container.bits_crc_update(b, crcs[t])
-                    bits = torch.from_numpy(b)[None].float() * 2 - 1
-                    yield bits if mask is None else bits * mask
+                    bits = torch.from_numpy(b)[None].to(dev).float() * 2 - 1
+                    yield bits if active is None else bits * active(t)
 
-            for recon in model.net.decode(tile_bits(session, i, active), bf16, active):  # noqa: B007  (the last is the tile's)
+            for recon in model.net.decode(tile_bits(session, i, c, active), bf16, active):  # noqa: B007  (the last is the tile's)
                 bar.update(1)
             canvas.add(box, _tile_pixels(recon, box))
             if i + 1 < len(boxes) and boxes[i + 1].y0 != box.y0:  # a row of tiles is done above the next

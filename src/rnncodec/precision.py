@@ -1,4 +1,5 @@
-"""The arithmetic the image model runs in: fp32, or bf16 where the CPU computes it natively.
+"""Where and in what arithmetic the image model runs: fp32, or bf16 where the CPU computes it
+natively; on the CPU, or decoding on a CUDA GPU.
 
 bf16 halves the encoder's and decoder's time on CPUs with AVX512-BF16 or AMX, at a cost in
 quality measured in docs/RESULTS.md. It changes nothing a decoder must reproduce exactly: the
@@ -41,3 +42,20 @@ def resolve(precision: str) -> str:
     if precision == "bf16":
         warnings.warn("this CPU has no native bf16: running in fp32", Note, stacklevel=3)
     return "fp32"
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device the image model decodes on: cpu, or cuda[:N] where PyTorch sees that GPU. The
+    context model and the range coder stay on the CPU, so the bits never depend on it; only the
+    float image model's pixels may differ by rounding (docs/RESULTS.md, "Portability")."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("no CUDA GPU is available to this PyTorch: decode on the cpu")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"no GPU {dev}: this machine has {torch.cuda.device_count()}")
+    return dev

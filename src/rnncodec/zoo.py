@@ -7,10 +7,13 @@ the ids the .rnc header names. Loaders are cached: `clear_caches` forgets them a
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+import torch
 
 from .config import ModelConfig
 from .entropy import NO_MODEL, BitCoder, ContextCoder, RawCoder, arithmetic, coder_spec, integer
@@ -101,6 +104,14 @@ def image_model_by_id(model_id: bytes) -> ImageModel:
     return _image_model(find_by_id(model_id, IMAGE))
 
 
+@lru_cache(maxsize=2)
+def on_device(model: ImageModel, device: torch.device) -> ImageModel:
+    """The model on another device (a copy, so that the CPU's stays for other callers)."""
+    if device.type == "cpu":
+        return model
+    return ImageModel(copy.deepcopy(model.net).to(device), model.model_id)
+
+
 # -- the payload coders and their context models ------------------------------------------
 @lru_cache(maxsize=8)
 def _context_coder(coder_id: int, path: Path | None) -> ContextCoder:
@@ -153,5 +164,5 @@ def make_coder(name: str | None, model: ImageModel) -> BitCoder:
 
 def clear_caches() -> None:
     """Forget every loaded model and coder (the weights on disk or $RNNCODEC_MODEL_PATH changed)."""
-    for cached in (load_image_model, image_model_by_id, _context_coder, coder_by_id):
+    for cached in (load_image_model, image_model_by_id, on_device, _context_coder, coder_by_id):
         cached.cache_clear()
