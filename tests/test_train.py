@@ -99,6 +99,16 @@ def test_fine_tune_into_priming_and_iteration_gain(data_dir, tmp_path):
     primed.run()
 
 
+def test_gains_learn_at_their_own_rate(data_dir, tmp_path):
+    t = Trainer(config(data_dir, tmp_path / "g", steps=2, gain_lr=20, model_overrides={"framework": "iteration_gain"}),
+                progress=False)
+    rest, gain = t.opt.param_groups
+    assert gain["params"][0] is t.model.log_gain and all(p is not t.model.log_gain for p in rest["params"])
+    before = t.model.log_gain.detach().clone()
+    t.run()
+    assert gain["lr"] == pytest.approx(20 * rest["lr"]) and not torch.equal(t.model.log_gain, before)
+
+
 def test_training_options_sign_bits_and_normalised_iterations(data_dir, tmp_path):
     t = Trainer(config(data_dir, tmp_path / "o", steps=3, binarizer="sign", iteration_weights="normalised"), progress=False)
     assert not t.model.binarizer.stochastic

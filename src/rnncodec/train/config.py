@@ -73,6 +73,8 @@ class TrainConfig(RunConfig):
                             "(hard-patch mining, Johnston 2018)", metavar="F")
     stop_blocks: float = opt(0.0, "fraction of 16×16 blocks stopped at a random iteration, as spatially adaptive "
                              "bit rates stop them, so that the model learns to read stopped blocks", metavar="P")
+    gain_lr: float = opt(1.0, "learning-rate multiplier of the per-iteration gains (framework iteration_gain): "
+                         "one scalar each, which at the shared rate moves by at most ≈ lr per step", metavar="F")
     val_patches: int = opt(256, "held-out patches scored at every validation")
     init_from: str = opt("", "fine-tune: start from these weights (.safetensors or checkpoint) with a fresh optimizer "
                          "and schedule", metavar="WEIGHTS")

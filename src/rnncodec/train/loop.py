@@ -52,7 +52,7 @@ class Trainer(Run):
         self.cfg: ModelConfig = preset(tc.preset, **tc.model_overrides)
         self.model = RNNCodec(self.cfg).to(self.device)
         self.model.binarizer.stochastic = tc.binarizer == "stochastic"
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr)
+        self.opt = torch.optim.Adam(self._param_groups(), lr=tc.lr)
         self.loss = ResidualL1(tc.ssim_weight)
         self.loss.window = self.loss.window.to(self.device)
         self.unroll = tc.unroll or self.cfg.iterations
@@ -77,6 +77,14 @@ class Trainer(Run):
             x = self.train_src.batch(max(8, tc.batch), np.random.default_rng(tc.seed)).to(self.device)
             self.log({"step": 0, "calibrated_gains": self.model.eval().calibrate_gains(x)})
         self.model.train()
+
+    def _param_groups(self) -> list[dict]:
+        """One group, or with `gain_lr` a second for the gains, at that multiple of the schedule's rate."""
+        gain = self.model.log_gain
+        if self.tc.gain_lr == 1.0 or gain is None:
+            return [{"params": list(self.model.parameters())}]
+        rest = [p for p in self.model.parameters() if p is not gain]
+        return [{"params": rest}, {"params": [gain], "lr_scale": self.tc.gain_lr}]
 
     # -- checkpoints -------------------------------------------------------------------------
     def _load(self, path: Path) -> None:

@@ -81,7 +81,7 @@ class Run:
     # -- the skeleton ------------------------------------------------------------------------
     def set_lr(self, opt: torch.optim.Optimizer) -> None:
         for group in opt.param_groups:
-            group["lr"] = lr_at(self.step, self.tc, self.seconds)
+            group["lr"] = lr_at(self.step, self.tc, self.seconds) * group.get("lr_scale", 1.0)
 
     @property
     def _hours(self) -> dict[str, float]:
