@@ -120,7 +120,8 @@ def main() -> None:
     def ort_decode(bits: list[np.ndarray]) -> np.ndarray:
         recon, states = np.zeros_like(x.numpy()), [s.numpy() for s in dec0]
         for t, b in enumerate(bits):
-            out = dec_s.run(None, dict(zip((i.name for i in dec_s.get_inputs()), (b, recon, np.array(gains[t], np.float32), *states))))
+            feeds = (b, recon, np.array(gains[t], np.float32), *states)
+            out = dec_s.run(None, dict(zip((i.name for i in dec_s.get_inputs()), feeds)))
             recon, states = out[0], out[1:]
         return recon
 

@@ -172,15 +172,25 @@ def test_rate_control_stops_computing_once_it_has_enough(tiny_model, monkeypatch
     computed = []
     step = tiny_model.net.step
 
-    def counting(x, at, *args):
+    def counting(x, at, *args, **kwargs):
         computed.append(at.t)
-        return step(x, at, *args)
+        return step(x, at, *args, **kwargs)
 
     monkeypatch.setattr(tiny_model.net, "step", counting)
     size_2 = container.prefix_sizes(*container.read(encode(img, iterations=2, model=tiny_model).data))[-1]
     computed.clear()
     enc = encode(img, model=tiny_model, bpp=size_2 * 8 / (48 * 64))
     assert enc.iterations == 2 and len(computed) == 3  # the third did not fit, and nothing after it ran
+
+
+def test_fixed_iterations_skip_the_last_decoder_step(tiny_model, monkeypatch):
+    """Its x̂ is never looked at: the same file, one decoder step fewer."""
+    img = smooth_image(48, 64, seed=4)
+    full = encode(img, iterations=3, model=tiny_model, reconstruct=True).data
+    calls = []
+    reconstruct = tiny_model.net._reconstruct
+    monkeypatch.setattr(tiny_model.net, "_reconstruct", lambda *a, **k: calls.append(1) or reconstruct(*a, **k))
+    assert encode(img, iterations=3, model=tiny_model).data == full and len(calls) == 2
 
 
 @pytest.mark.parametrize("coder_name", ["entropy_coder", "integer_coder"])

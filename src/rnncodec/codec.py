@@ -193,10 +193,13 @@ class _Encoding:
         counts = alloc.counts if alloc else np.full((x.shape[2] // STRIDE, x.shape[3] // STRIDE), n, np.uint8)
         self.counts.append(counts)
         last = int(counts.max())
+        # a fixed number of iterations, nothing reconstructed: the last one's x̂ is never looked at
+        bits_only = not (self.rate.targets_quality or self.budget is not None or alloc or self.canvases)
         session, at = None, model.net.begin(x)
         for t in range(last):
             before = at
-            bits, at = model.net.step(x, before, bf16, alloc.mask(t) if alloc else None)
+            bits, at = model.net.step(x, before, bf16, alloc.mask(t) if alloc else None,
+                                      decode=not (bits_only and t + 1 == last))
             reached = False
             if not self.tiled and self.rate.targets_quality and not alloc:
                 quality, self.quality = self.quality, self._measure(original, at.recon, box)
@@ -213,7 +216,7 @@ class _Encoding:
             session = session or coder.session(b.shape)
             coded = counts > t
             self._add(t, box, session.encode(b, None if coded.all() else coded), b)
-            pixels = _tile_pixels(at.recon.float(), box)
+            pixels = None if at.recon is None else _tile_pixels(at.recon.float(), box)
             if self.canvases:
                 self.canvases[t].add(box, pixels)
             if self.tiled:
@@ -445,8 +448,8 @@ class _TiledQuality:
         self.rate = rate
         self.sse, self.ms_ssim, self.pixels = np.zeros(iterations), np.zeros(iterations), np.zeros(iterations)
 
-    def add(self, t: int, original: np.ndarray, pixels: np.ndarray) -> None:
-        if not self.rate.targets_quality:
+    def add(self, t: int, original: np.ndarray, pixels: np.ndarray | None) -> None:
+        if not self.rate.targets_quality or pixels is None:
             return
         decoded = to_uint8(pixels.copy())
         area = decoded.shape[0] * decoded.shape[1]

@@ -49,9 +49,10 @@ def build_module(stored: StoredWeights, kind: str, make: Callable[[str], M]) -> 
 def compute_id(kind: str, config: str, tensors: dict[str, torch.Tensor]) -> bytes:
     h = hashlib.sha256(kind.encode() + b"\0" + config.encode() + b"\0")
     for name in sorted(tensors):
-        t = tensors[name].contiguous()
+        t = tensors[name]
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\0".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # flat and row-major, whatever the layout (a channels-last 1×1 kernel passes as contiguous)
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.digest()[:8]
 
 

@@ -19,6 +19,6 @@ class Conv2d(nn.Conv2d):
         if (self.kernel_size == (1, 1) and self.padding_mode == "zeros" and x.device.type == "cpu"
                 and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
                 and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-            return torch.mkldnn_convolution(x.contiguous(), weight, bias, self.padding, self.stride,
+            return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride,
                                             self.dilation, self.groups)
         return super()._conv_forward(x, weight, bias)

@@ -27,12 +27,13 @@ STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
 
 @dataclass(frozen=True)
 class Step:
-    """Where an encoding stands after t iterations: the encoder's and decoder's RNN states, and x̂_t."""
+    """Where an encoding stands after t iterations: the encoder's and decoder's RNN states, and x̂_t
+    (None after a step that skipped the decoder: an encoder's last, whose x̂ nobody needs)."""
 
     t: int
     enc: list
     dec: list
-    recon: Tensor
+    recon: Tensor | None
 
 
 ActiveBlocks = Callable[[int, Tensor], "Tensor | None"]  # (iteration, reconstruction so far) -> blocks still coded
@@ -167,12 +168,16 @@ class RNNCodec(nn.Module):
         """Where encoding x starts: no iteration done, x̂ = 0."""
         return Step(0, [None] * 3, [None] * 4, torch.zeros_like(x))
 
-    def step(self, x: Tensor, at: Step, bf16: bool = False, mask: Tensor | None = None) -> tuple[Tensor, Step]:
+    def step(self, x: Tensor, at: Step, bf16: bool = False, mask: Tensor | None = None,
+             decode: bool = True) -> tuple[Tensor, Step]:
         """One iteration from `at`: its bits and where it leaves the encoding. With `bf16`, the
         layers run in bf16 (CPU autocast) while the reconstruction accumulates in fp32. `mask`
         (N×1×h×w of 0/1, None for all) gives the blocks that get bits: a stopped block's bits are
-        0, neither +1 nor −1, and its reconstruction stays. `at` is left as it was, so an encoder
-        can redo an iteration with another mask."""
+        0, neither +1 nor −1, and its reconstruction stays. Without `decode`, the decoder is
+        skipped (a quarter of a 4-iteration encode): the bits only, for a last iteration. `at` is
+        left as it was, so an encoder can redo an iteration with another mask."""
+        if at.recon is None:
+            raise ValueError("no step after one that skipped the decoder")
         with _autocast(bf16):
             gain = self._gain(at.recon, at.t)
             residual = x - at.recon if gain is None else (x - at.recon) * gain
@@ -180,6 +185,8 @@ class RNNCodec(nn.Module):
             bits = self.binarizer(code)
             if mask is not None:
                 bits = bits * mask.to(bits.dtype)
+            if not decode:
+                return bits, Step(at.t + 1, enc, at.dec, None)
             recon, dec = self._reconstruct(bits, at.dec, at.recon, gain, at.t, mask)
         return bits, Step(at.t + 1, enc, dec, recon)
 
