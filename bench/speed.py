@@ -68,20 +68,6 @@ class Clock:
                 self.add(phase, start)
         return timed
 
-    def wrap_steps(self, phase: str, fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
-        """Time each step of a generator function (the encoder's iterations); what the caller does
-        between steps (entropy coding) is not the generator's."""
-        def timed(*args, **kwargs):
-            it = fn(*args, **kwargs)
-            while True:
-                start = time.perf_counter()
-                value = next(it, _DONE)
-                self.add(phase, start)
-                if value is _DONE:
-                    return
-                yield value
-        return timed
-
     def wrap_generator(self, phase: str, fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
         """Time a generator function's own work: the time it spends pulling from its first
         argument (in decoding, the bits that the entropy decoder yields) is left out."""
@@ -130,8 +116,11 @@ def flops_per_model_pixel(model: ImageModel, iterations: int) -> tuple[float, fl
     """(encode, decode) model FLOPs per pixel of padded tile, for `iterations` iterations."""
     x = torch.rand(1, 3, FLOP_CROP, FLOP_CROP) - 0.5
     with torch.inference_mode():
-        with FlopCounterMode(display=False) as enc:
-            bits, _ = model.net(x, iterations)
+        with FlopCounterMode(display=False) as enc:  # as the codec encodes: no decoder after the last bits
+            at, bits = model.net.begin(x), []
+            for t in range(iterations):
+                b, at = model.net.step(x, at, decode=t + 1 < iterations)
+                bits.append(b)
         with FlopCounterMode(display=False) as dec:
             for _ in model.net.decode(bits):
                 pass
@@ -150,7 +139,7 @@ def child(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     model = load_image_model(args.model)
     clock.add("load", start)
-    model.net.steps = clock.wrap_steps("model", model.net.steps)
+    model.net.step = clock.wrap("model", model.net.step)  # the encoder's iterations, one call each
     model.net.decode = clock.wrap_generator("model", model.net.decode)
     begin = time.perf_counter()
     if args.child == "encode":

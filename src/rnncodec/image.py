@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, Note
 from .fileio import reading
@@ -85,7 +85,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         return Image.fromarray(a, "L").convert("RGB")
     if mode == "F":
         raise ImageError("floating-point (mode F) images are not supported; convert to 8 or 16 bits first")
-    if mode in ("1", "L", "P", "RGB", "CMYK", "YCbCr", "LAB", "HSV"):
+    if mode == "RGB":
+        return im  # read as it is: a converted copy would add a third of a large photo's peak memory
+    if mode in ("1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV"):
         return im.convert("RGB")
     raise ImageError(f"unsupported image mode {mode}")
 
@@ -105,7 +107,8 @@ def from_pil(im: Image.Image, alpha: str = "keep", background: str | tuple[int, 
     if getattr(im, "n_frames", 1) > 1:  # coded as it opens: the first frame, or a PSD's composite (not a seek to 0)
         warnings.warn(f"{im.n_frames} frames or layers: only the image as opened is coded", Note, stacklevel=2)
     icc = im.info.get("icc_profile")
-    im = ImageOps.exif_transpose(im)
+    if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # exif_transpose copies even when nothing turns
+        im = ImageOps.exif_transpose(im)
     rgb, plane = _to_rgb(im), _alpha_plane(im)
     if plane is None:
         return RGBImage(np.asarray(rgb, dtype=np.uint8), icc or None)
