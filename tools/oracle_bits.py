@@ -26,13 +26,14 @@ def psnr(x: torch.Tensor, recon: torch.Tensor) -> float:
     return float(10 * torch.log10(255**2 / ((q - (x + 0.5) * 255) ** 2).mean()))
 
 
-def optimised_bits(net: RNNCodec, x: torch.Tensor, at: Step, bits: torch.Tensor, steps: int) -> torch.Tensor:
-    """Bits for iteration at.t + 1 that lower its L1 more than `bits` do, if any are found."""
+def optimised_bits(net: RNNCodec, x: torch.Tensor, at: Step, bits: torch.Tensor,
+                   steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bits for iteration at.t + 1 that lower its L1 more than `bits` do, if any are found, and
+    the reconstruction they give."""
     gain = net._gain(at.recon, at.t)
 
     def recon_of(b: torch.Tensor) -> torch.Tensor:
-        out, _ = net.decoder(b.contiguous(), at.dec)
-        return at.recon + (out if gain is None else out / gain)
+        return net._reconstruct(b, at.dec, at.recon, gain, at.t)[0]
 
     code = bits.clone().float().requires_grad_(True)
     opt = torch.optim.Adam([code], lr=0.05)
@@ -48,7 +49,8 @@ def optimised_bits(net: RNNCodec, x: torch.Tensor, at: Step, bits: torch.Tensor,
             hard = torch.where(code >= 0, 1.0, -1.0)
             if (l1 := float((x - recon_of(hard)).abs().mean())) < best_l1:
                 best, best_l1 = hard, l1
-    return best
+    with torch.no_grad():
+        return best, recon_of(best)
 
 
 def main() -> None:
@@ -73,11 +75,7 @@ def main() -> None:
             with torch.no_grad():
                 bits, after = net.step(x, at)
             if t in args.iterations:
-                best = optimised_bits(net, x, at, bits, args.steps)
-                with torch.no_grad():
-                    out, _ = net.decoder(best.contiguous(), at.dec)
-                    gain = net._gain(at.recon, at.t)
-                    recon = at.recon + (out if gain is None else out / gain)
+                best, recon = optimised_bits(net, x, at, bits, args.steps)
                 before = psnr(x, at.recon)
                 row = (t, psnr(x, after.recon) - before, psnr(x, recon) - before, float((best != bits).float().mean()))
                 rows.append(row)
