@@ -307,15 +307,15 @@ def baseline_table(args: argparse.Namespace, image: Path, cold: tuple[float, flo
     rows = [f"CompressAI baseline (torch {base['torch']}, {base['threads']} threads) against rnncodec at "
             f"{args.baseline_iterations} iterations, in process (encode() and decode(), model loaded):\n",
             "| codec | encode s | decode s | encode + decode s | rnncodec's time as a ratio |", "|---|---:|---:|---:|---:|",
-            f"| rnncodec ({args.precision}), best of {BASELINE_REPEATS} | {warm[0]:.2f} | {warm[1]:.2f} | "
-            f"{sum(warm):.2f} | 1.00 |",
-            f"| rnncodec ({args.precision}), first call in a fresh process | {cold[0]:.2f} | {cold[1]:.2f} | "
-            f"{sum(cold):.2f} | – |"]
+            f"| rnncodec ({args.precision}), best of {BASELINE_REPEATS} | {warm[0]:.3f} | {warm[1]:.3f} | "
+            f"{sum(warm):.3f} | 1.00 |",
+            f"| rnncodec ({args.precision}), first call in a fresh process | {cold[0]:.3f} | {cold[1]:.3f} | "
+            f"{sum(cold):.3f} | – |"]
     for name in ("bmshj2018-factorized", "bmshj2018-hyperprior"):
         t = base[name]
         total = t["encode_s"] + t["decode_s"]
-        rows.append(f"| {name} q3, best of {BASELINE_REPEATS} | {t['encode_s']:.2f} | {t['decode_s']:.2f} | {total:.2f} | "
-                    f"{sum(warm) / total:.2f} |")
+        rows.append(f"| {name} q3, best of {BASELINE_REPEATS} | {t['encode_s']:.3f} | {t['decode_s']:.3f} | {total:.3f} | "
+                    f"{sum(warm) / total:.3f} |")
     return "\n".join(rows)
 
 
