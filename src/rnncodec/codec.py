@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,22 @@ def _as_rgb(image: RGBImage | Image.Image | np.ndarray | str | Path, alpha: str 
     if isinstance(image, Image.Image):
         return from_pil(image, alpha, background)
     return read_image(image, alpha=alpha, background=background)
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; elsewhere there is no such call
+    except (AttributeError, OSError):
+        return None
+
+
+def _release_memory() -> None:
+    """Hand the heap's freed pages back to the system between tiles. glibc keeps them, and the
+    next tile's activations land beside them rather than in them, so a large image's peak memory
+    crept up tile by tile (issue 14: 6000×4000 pixels must encode within 1 GiB)."""
+    if (trim := _malloc_trim()) is not None:
+        trim(0)
 
 
 def _tile_input(pixels: np.ndarray, box: TileBox) -> torch.Tensor:
@@ -156,6 +174,7 @@ def encode(
     with torch.inference_mode():
         for box in tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0):
             run.code_tile(model, coder, box, bf16)
+            _release_memory()
     return run.finish()
 
 
