@@ -305,11 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", help="output image (.png recommended), - for PNG on standard output (default: INPUT "
                    "without .rnc, as .png: photo.rnc and photo.png.rnc give photo.png; standard output for -)")
     d.add_argument("--iterations", type=int, help="decode only the first K iterations")
+    d.add_argument("--device", default="cpu", help="where the image model runs: cpu, or cuda[:N] in fp32 (the bits are "
+                   "decoded on the CPU either way; the pixels may differ by rounding)")
     _max_pixels_flag(d)
     _model_flag(d)
     _precision_flag(d)
-    d.add_argument("--device", default="cpu", help="where the image model runs: cpu, or cuda[:N] in fp32 (the bits are "
-                   "decoded on the CPU either way; the pixels may differ by rounding)")
     _force_flag(d)
     d.set_defaults(func=_decompress)
 
