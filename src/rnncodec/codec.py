@@ -172,9 +172,10 @@ def encode(
     run = _Encoding(rgb.pixels, header, rate, len(boxes) > 1, reconstruct)
     bf16 = resolve(precision) == "bf16"
     with torch.inference_mode():
-        for box in tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0):
+        for i, box in enumerate(tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0)):
             run.code_tile(model, coder, box, bf16)
-            _release_memory()
+            if i + 1 < len(boxes):  # not after the last: a caller's next image would fault its pages in again
+                _release_memory()
     return run.finish()
 
 
