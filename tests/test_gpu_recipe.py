@@ -46,3 +46,20 @@ def test_gpu_recipe_dry_run_trains_every_run_and_packs_the_results(tmp_path):
 def test_gpu_recipe_refuses_an_unknown_run():
     r = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--only", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "no run named nope" in r.stderr
+
+
+def test_gpu_recipe_packs_what_it_has_when_it_fails(tmp_path):
+    """A failure after the runs started must still bring back what they wrote: GPU time is scarce."""
+    images = tmp_path / "pack" / "photos"
+    images.mkdir(parents=True)
+    Image.fromarray(smooth_image(64, 80, seed=0)).save(images / "p0.jpg", quality=90)
+    data = tmp_path / "data.tar"
+    with tarfile.open(data, "w") as tar:
+        tar.add(tmp_path / "pack", arcname=".")
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--only", "sign", "--extra", "--no-such-flag",
+                        "--data", str(data), "--out", str(out)],
+                       capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}, cwd=tmp_path)
+    assert r.returncode == 1 and "run sign failed" in r.stderr
+    with tarfile.open(fileobj=open(sorted(out.glob("results.tar.part*"))[0], "rb")) as tar:
+        assert "runs/sign/train.tail" in [m.name.removeprefix("./") for m in tar.getmembers()]

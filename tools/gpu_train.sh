@@ -23,6 +23,7 @@ RUNS=(
 COMMON=(--preset small --unroll 16 --crop 128 --lr 5e-4 --warmup 100 --steps 1000000 --val-every 200
         --checkpoint-minutes 2 --threads 4 --seed 7)
 PACK_SOURCES=(../shared/data/train/cid22:1 ../shared/data/train/bsds500:2 ../shared/data/train/sun_hays80:2)
+WHEELS=(constriction pytorch-msssim tqdm safetensors)  # wheel names are module names
 PIECE=15m  # results come back in pieces: the device tool returns files of at most 16 MiB
 
 mode=run minutes=8 data=.traindata.tar from=checkpoints/default.pt out=${OUT:-runs/gpu-out} collect="" only="" extra=""
@@ -51,10 +52,13 @@ case $mode in
 prepare)
   rm -rf .traindata && "$PY" tools/pack_data.py "${PACK_SOURCES[@]}" -o .traindata
   tar -cf "$data" -C .traindata . && rm -rf .traindata
-  # constriction is imported by the package but missing on the GPU machine's image (Python 3.12)
-  version=$("$PY" -c "import importlib.metadata as m; print(m.version('constriction'))")
-  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl "constriction==$version"
+  # the runtime dependencies the GPU machine's image (Python 3.12, torch, numpy, Pillow) may lack
+  rm -rf .whl
+  for dist in "${WHEELS[@]}"; do
+    version=$("$PY" -c "import importlib.metadata as m; print(m.version('$dist'))")
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl "$dist==$version"
+  done
   du -ch "$data" .whl | tail -1
   echo "carry: [\"$data\", \".whl\"]"
   exit 0 ;;
@@ -64,11 +68,22 @@ collect)
   exit 0 ;;
 esac
 
-if ! "$PY" -c "import constriction" 2>/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+# install each carried wheel whose module this Python cannot import (the wheels' names are their modules')
+missing=()
+for wheel in .whl/*.whl; do
+  module=$(basename "$wheel"); module=${module%%-*}
+  "$PY" -c "import $module" 2>/dev/null || missing+=("$wheel")
+done
+if ((${#missing[@]})); then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${missing[@]}"
   export PYTHONPATH=$PYTHONPATH:/tmp/site
+  echo "gpu_train.sh: installed ${missing[*]}"
 fi
 work=$(mktemp -d)
+# pack whatever the runs wrote on every exit, a failure after training included: the checkpoints come back
+pack() { mkdir -p "$out" && tar -cf - -C "$work" runs | split -b "$PIECE" -d - "$out/results.tar.part" && ls -l "$out"; rm -rf "$work"; }
+trap pack EXIT
+mkdir -p "$work/runs"
 tar -xf "$data" -C "$work"
 folders=("$work"/*/)
 [[ -d ${folders[0]} ]] || { echo "gpu_train.sh: no image folders in $data" >&2; exit 1; }
@@ -106,7 +121,9 @@ for i in "${!pids[@]}"; do
 done
 
 # issue 10: decode one file on the GPU (a CRC per chunk checks its bits; pixels against the CPU's)
-photo=$(find "${folders[0]}" -type f | sort | head -1)
+# not `find | sort | head -1`: under pipefail, sort killed by SIGPIPE when head exits ends the script
+mapfile -t photos < <(find "${folders[0]}" -type f | sort)
+photo=${photos[0]}
 "$PY" bench/portability.py "$photo" --iterations 4 --precision fp32 --caps cuda OMP_NUM_THREADS=2 \
   >"$work/runs/portability.md" 2>&1 || echo "gpu_train.sh: the CUDA decode check failed" >&2
 tail -n 3 "$work/runs/portability.md"
@@ -124,8 +141,4 @@ for r in val[-1:]:
     print(f"  val L1 at step {r['step']}: mean {r['val_loss']:.4f}; per iteration", " ".join(f"{v:.4f}" for v in r["val_per_iteration"]))
 PY
 done
-mkdir -p "$out"
-tar -cf - -C "$work" runs | split -b "$PIECE" -d - "$out/results.tar.part"
-rm -rf "$work"
-ls -l "$out"
 exit $failed
