@@ -143,6 +143,13 @@ def test_stored_weights_of_another_kind_or_shape_are_model_errors(tmp_path):
         build_module(misfit, "image", lambda config: RNNCodec(ModelConfig.from_json(config)))
 
 
+def test_saved_weights_are_readable_by_others(tmp_path):
+    """Weights are made to be shared (and shipped in the package): not the 0600 safetensors writes."""
+    path = tmp_path / "tiny.safetensors"
+    save_weights(path, "image", preset("tiny").to_json(), RNNCodec(preset("tiny")).state_dict())
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_fields_added_later_leave_older_model_ids_alone():
     old = preset("small")
     assert "priming" not in old.to_json()  # as the first release stored it

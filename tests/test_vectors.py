@@ -4,8 +4,9 @@ change that would stop old files from decoding, or change what they decode to, f
 - tiny-entropy-int.safetensors: a tiny integer context model (rows_above 2, kernel 5 wide);
 - coder2.rnc: a 32×48 image at 3 iterations in two tiles, written with it and the tests' tiny
   seeded image model (conftest.save_tiny_image_model, found by id);
-- shipped-*.rnc: written with the shipped context models (coder 1's float one, coder 2's
-  integer one) over the tiny image model's bits: odd sizes, several tiles, block iteration
+- shipped-*.rnc and shipped2-*.rnc: written with the shipped context models (coder 1's float
+  one, coder 2's integer one; shipped-: those fitted to image model 3419f1cfdb626ccb, shipped2-:
+  to a6c0eb0b5daf2741) over the tiny image model's bits: odd sizes, several tiles, block iteration
   counts (format version 2) and an alpha plane. A shipped model they name must stay findable
   (docs/FORMAT.md, "Compatibility");
 - NAME.json beside each NAME.rnc: the ids, the SHA-256 of the decoded bits (exact everywhere for
@@ -31,10 +32,13 @@ from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.entropy.integer_model import build_integer_net
 from rnncodec.stored import load_weights
-from rnncodec.zoo import MODEL_PATH_ENV, ImageModel, arithmetic_coder, integer_coder, load_image_model
+from rnncodec.entropy.base import BitCoder
+from rnncodec.zoo import (MODEL_PATH_ENV, PACKAGE_WEIGHTS, ImageModel, arithmetic_coder, image_model_by_id, integer_coder,
+                          load_image_model)
 
 VECTORS = Path(__file__).parent / "vectors"
 MODEL = VECTORS / "tiny-entropy-int.safetensors"
+SHIPPED_IMAGE_MODELS = ["3419f1cfdb626ccb", "a6c0eb0b5daf2741"]  # every default the package has had, oldest first
 
 
 def _bits() -> torch.Tensor:
@@ -76,28 +80,42 @@ def test_stored_file_decodes_to_the_stored_bits_and_pixels(tiny_model, monkeypat
     assert decoded_record((VECTORS / f"{name}.rnc").read_bytes()) == expected
 
 
+def test_every_image_model_the_package_has_shipped_is_still_in_it():
+    """Files name their image model by id; one the package shipped must stay (docs/FORMAT.md)."""
+    for model_id in SHIPPED_IMAGE_MODELS:
+        assert image_model_by_id(bytes.fromhex(model_id)).model_id.hex() == model_id
+
+
 def _vectors(image: ImageModel) -> dict[str, Callable[[], bytes]]:
-    """How each vector is made (run only for a missing one)."""
+    """How each vector is made (run only for a missing one). The shipped-* ones name the context
+    models shipped with image model 3419f1cfdb626ccb; the shipped2-* ones the next (and default)."""
+    first = {kind: PACKAGE_WEIGHTS / f"{kind}-{model_id}.safetensors"
+             for kind, model_id in (("entropy", "ae5bd7d83ad31875"), ("entropy-int", "2c8714206b3e8c7e"))}
     rgba = np.dstack([smooth_image(29, 41, seed=9), np.linspace(0, 255, 29 * 41).reshape(29, 41).astype(np.uint8)])
     return {
         "coder2": lambda: encode(smooth_image(32, 48, seed=7), iterations=3, model=image, coder=integer_coder(MODEL),
                                  tile=32, overlap=16, precision="fp32").data,
         "shipped-coder1-odd": lambda: encode(smooth_image(37, 53, seed=11), iterations=2, model=image,
-                                             coder=arithmetic_coder(), precision="fp32").data,
+                                             coder=arithmetic_coder(first["entropy"]), precision="fp32").data,
         "shipped-coder2-tiles": lambda: encode(smooth_image(72, 100, seed=12), iterations=3, model=image,
-                                               coder=integer_coder(), tile=48, overlap=16, precision="fp32").data,
-        "shipped-coder2-blocks": lambda: _partial(image, smooth_image(48, 80, seed=13)),
-        "shipped-coder2-alpha": lambda: encode(rgba, iterations=1, model=image, coder=integer_coder(),
+                                               coder=integer_coder(first["entropy-int"]), tile=48, overlap=16,
                                                precision="fp32").data,
+        "shipped-coder2-blocks": lambda: _partial(image, smooth_image(48, 80, seed=13), integer_coder(first["entropy-int"])),
+        "shipped-coder2-alpha": lambda: encode(rgba, iterations=1, model=image, coder=integer_coder(first["entropy-int"]),
+                                               precision="fp32").data,
+        "shipped2-coder1-odd": lambda: encode(smooth_image(35, 51, seed=14), iterations=2, model=image,
+                                              coder=arithmetic_coder(), precision="fp32").data,
+        "shipped2-coder2-tiles": lambda: encode(smooth_image(64, 96, seed=15), iterations=3, model=image,
+                                                coder=integer_coder(), tile=48, overlap=16, precision="fp32").data,
     }
 
 
-def _partial(image: ImageModel, pixels: np.ndarray) -> bytes:
+def _partial(image: ImageModel, pixels: np.ndarray, coder: BitCoder) -> bytes:
     """A budget halfway between 2 and 3 iterations: the third codes some blocks only (counts in the header)."""
-    sizes = container.prefix_sizes(*container.read(encode(pixels, iterations=3, model=image, coder=integer_coder(),
+    sizes = container.prefix_sizes(*container.read(encode(pixels, iterations=3, model=image, coder=coder,
                                                           precision="fp32").data))
     bpp = (sizes[1] + sizes[2]) / 2 * 8 / (pixels.shape[0] * pixels.shape[1])
-    return encode(pixels, bpp=bpp, model=image, coder=integer_coder(), precision="fp32").data
+    return encode(pixels, bpp=bpp, model=image, coder=coder, precision="fp32").data
 
 
 def _write_vectors() -> None:

@@ -236,7 +236,9 @@ class _Encoding:
             session = session or coder.session(b.shape)
             coded = counts > t
             self._add(t, box, session.encode(b, None if coded.all() else coded), b)
-            pixels = None if at.recon is None else _tile_pixels(at.recon.float(), box)
+            # the tile's pixels only where something looks at them: a canvas, or a target judged over tiles
+            wanted = self.canvases or (self.tiled and self.rate.targets_quality)
+            pixels = None if at.recon is None or not wanted else _tile_pixels(at.recon.float(), box)
             if self.canvases:
                 self.canvases[t].add(box, pixels)
             if self.tiled:

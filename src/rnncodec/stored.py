@@ -64,6 +64,7 @@ def save_weights(path: Path, kind: str, config: str, state: dict[str, torch.Tens
     meta = {**metadata, "kind": kind, "config": config, "model_id": model_id.hex()}
     tmp = Path(path).with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)  # safetensors writes 0600: weights are for sharing, like atomic_write's outputs
     os.replace(tmp, path)
     return model_id
 
