@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 # name:extra train flags. Every run shares COMMON below; only these differ.
 RUNS=(
   "sign:--framework iteration_gain --binarizer sign"
-  "normalised:--framework iteration_gain --binarizer sign --iteration-weights normalised"
+  "bf16:--framework iteration_gain --binarizer sign --bf16"
 )
 COMMON=(--preset small --unroll 16 --crop 128 --lr 5e-4 --warmup 100 --steps 1000000 --val-every 200
         --checkpoint-minutes 2 --threads 4 --seed 7)
