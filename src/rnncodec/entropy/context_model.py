@@ -1,4 +1,4 @@
-"""The binary context model (PAPER.md §5): P(bit = 1) for every bit of an iteration.
+"""The binary context model (Toderici et al. 2017, progressive entropy coding): P(bit = 1) for every bit of an iteration.
 
 Two sources of context:
 - this iteration's bits already coded, in row order: a whole row of positions is one step. A
