@@ -30,11 +30,18 @@ from conftest import entropy_bits, save_tiny_image_model, save_tiny_integer_mode
 
 from rnncodec import container
 from rnncodec.codec import decode, encode
+from rnncodec.entropy.base import BitCoder
 from rnncodec.entropy.integer_model import build_integer_net
 from rnncodec.stored import load_weights
-from rnncodec.entropy.base import BitCoder
-from rnncodec.zoo import (MODEL_PATH_ENV, PACKAGE_WEIGHTS, ImageModel, arithmetic_coder, image_model_by_id, integer_coder,
-                          load_image_model)
+from rnncodec.zoo import (
+    MODEL_PATH_ENV,
+    PACKAGE_WEIGHTS,
+    ImageModel,
+    arithmetic_coder,
+    image_model_by_id,
+    integer_coder,
+    load_image_model,
+)
 
 VECTORS = Path(__file__).parent / "vectors"
 MODEL = VECTORS / "tiny-entropy-int.safetensors"
