@@ -8,6 +8,7 @@ from rnncodec.config import CELLS, FRAMEWORKS, ModelConfig, preset
 from rnncodec.entropy.context_model import build_context_model
 from rnncodec.errors import ModelError
 from rnncodec.layers import Binarizer
+from rnncodec.layers.cells import ConvGRU, ConvLSTM, ResidualGRU
 from rnncodec.models import RNNCodec
 from rnncodec.stored import StoredWeights, build_module, load_weights, save_weights
 from rnncodec.zoo import load_image_model
@@ -64,6 +65,19 @@ def test_binarizer_sign_training_writes_the_test_bits_and_passes_gradients():
     b.train()
     b(x).sum().backward()
     assert b.conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("cell, zeros", [(ConvGRU, 1), (ResidualGRU, 1), (ConvLSTM, 2)])
+def test_first_step_without_a_state_is_exactly_a_step_from_zeros(cell, zeros):
+    """The first step skips the hidden convolutions (their input is zero): it must change nothing,
+    to the bit, or old files would decode to other pixels."""
+    torch.manual_seed(0)
+    net = cell(8, 16, 3, 3, stride=2).eval()
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad():
+        h, state = net(x, None)
+        h0, state0 = net(x, (torch.zeros(2, 16, 6, 6),) * zeros)
+    assert torch.equal(h, h0) and all(torch.equal(a, b) for a, b in zip(state, state0))
 
 
 def test_iteration_gain_model_scales_residuals_and_calibrates():

@@ -40,9 +40,13 @@ class ConvLSTM(ConvRNNCell):
 
     def forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         gx = self.conv_x(x)
-        h, c = state if state is not None else (self.zeros(gx, self.hidden),) * 2
-        i, f, o, j = (gx + self.conv_h(h)).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)
+        if state is None:  # h = c = 0: U·h and f⊙c vanish, exactly, so the first step skips them
+            i, _, o, j = gx.chunk(4, dim=1)
+            c = torch.sigmoid(i) * torch.tanh(j)
+        else:
+            h, c = state
+            i, f, o, j = (gx + self.conv_h(h)).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
 
@@ -58,11 +62,14 @@ class ConvGRU(ConvRNNCell):
 
     def forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         gx = self.conv_x(x)
-        h = state[0] if state is not None else self.zeros(gx, self.hidden)
         xz, xr, xn = gx.chunk(3, dim=1)
-        hz, hr = self.conv_h(h).chunk(2, dim=1)
-        z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
-        h = (1 - z) * h + z * torch.tanh(xn + self.conv_rh(r * h))
+        if state is None:  # h = 0: every U·h and (1−z)⊙h vanish, exactly, so the first step skips them
+            h = torch.sigmoid(xz) * torch.tanh(xn)
+        else:
+            h = state[0]
+            hz, hr = self.conv_h(h).chunk(2, dim=1)
+            z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
+            h = (1 - z) * h + z * torch.tanh(xn + self.conv_rh(r * h))
         return h, (h,)
 
 
