@@ -71,6 +71,7 @@ esac
 # install each carried wheel whose module this Python cannot import (the wheels' names are their modules')
 missing=()
 for wheel in .whl/*.whl; do
+  [[ -e $wheel ]] || continue  # no .whl/ (a machine that has every dependency): nothing to install
   module=$(basename "$wheel"); module=${module%%-*}
   "$PY" -c "import $module" 2>/dev/null || missing+=("$wheel")
 done
