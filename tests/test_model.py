@@ -80,6 +80,19 @@ def test_first_step_without_a_state_is_exactly_a_step_from_zeros(cell, zeros):
     assert torch.equal(h, h0) and all(torch.equal(a, b) for a, b in zip(state, state0))
 
 
+def test_an_outer_bf16_autocast_reaches_the_layers():
+    """`train --bf16` wraps the model in a bf16 autocast; the model must not switch it off inside."""
+    torch.manual_seed(0)
+    net = RNNCodec(preset("tiny")).eval()
+    x = torch.rand(1, 3, 32, 32) - 0.5
+    with torch.no_grad():
+        plain = net(x, 2)[1][-1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = net(x, 2)[1][-1]
+    assert not torch.equal(plain, autocast)
+    assert torch.allclose(plain, autocast.float(), atol=0.05)
+
+
 def test_iteration_gain_model_scales_residuals_and_calibrates():
     torch.manual_seed(0)
     net = RNNCodec(preset("tiny", framework="iteration_gain")).eval()

@@ -11,6 +11,7 @@ Pixels are in [−0.5, 0.5]; image sides must be multiples of 16 (the caller pad
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ class Step:
 ActiveBlocks = Callable[[int, Tensor], "Tensor | None"]  # (iteration, reconstruction so far) -> blocks still coded
 
 
-def _autocast(bf16: bool) -> torch.autocast:
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked; otherwise leave the caller's autocast alone (`autocast(enabled=False)`
+    would switch off a trainer's `--bf16` around the whole model)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def _through_cells(cells: nn.ModuleList, x: Tensor, states: list,
