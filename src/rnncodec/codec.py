@@ -215,6 +215,8 @@ class _Encoding:
         last = int(counts.max())
         # a fixed number of iterations, nothing reconstructed: the last one's x̂ is never looked at
         bits_only = not (self.rate.targets_quality or self.budget is not None or alloc or self.canvases)
+        # the tile's pixels only where something looks at them: a canvas, or a target judged over tiles
+        pixels_wanted = self.canvases or (self.tiled and self.rate.targets_quality)
         session, at = None, model.net.begin(x)
         for t in range(last):
             before = at
@@ -236,9 +238,7 @@ class _Encoding:
             session = session or coder.session(b.shape)
             coded = counts > t
             self._add(t, box, session.encode(b, None if coded.all() else coded), b)
-            # the tile's pixels only where something looks at them: a canvas, or a target judged over tiles
-            wanted = self.canvases or (self.tiled and self.rate.targets_quality)
-            pixels = None if at.recon is None or not wanted else _tile_pixels(at.recon.float(), box)
+            pixels = None if at.recon is None or not pixels_wanted else _tile_pixels(at.recon.float(), box)
             if self.canvases:
                 self.canvases[t].add(box, pixels)
             if self.tiled:

@@ -8,7 +8,6 @@ tensor (name, shape and fp16 bytes), so it names exactly the numbers a decoder w
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,10 @@ from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .errors import ModelError
+from .fileio import atomic_write
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,7 @@ def save_weights(path: Path, kind: str, config: str, state: dict[str, torch.Tens
                for k, v in state.items()}
     model_id = compute_id(kind, config, tensors)
     meta = {**metadata, "kind": kind, "config": config, "model_id": model_id.hex()}
-    tmp = Path(path).with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)  # safetensors writes 0600: weights are for sharing, like atomic_write's outputs
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(save(tensors, metadata=meta)), force=True)
     return model_id
 
 
