@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from rnncodec.stored import save_weights
 from rnncodec.testing import (  # noqa: F401  (the tests import them from here)
@@ -80,20 +79,19 @@ def entropy_bits(data: bytes) -> np.ndarray:
     return np.concatenate(out)
 
 
-def rowwise_probabilities(model, bits: torch.Tensor) -> torch.Tensor:
-    """What a TileContext computes, row by row, for 1×T×C×h×w ±1 bits (T×C×h×w)."""
-    from rnncodec.entropy.context_model import TileContext
+def rowwise_probabilities(model, bits: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+    """The P(1) a TileContext computes, row by row, for T×C×h×w ±1 bits (T×C×h×w); with `active`
+    (T×h×w bool), only the active positions are coded, and the others' P(1) is left 0."""
+    from rnncodec.entropy.context import TileContext
 
-    ctx = TileContext(model, tuple(bits.shape[2:]))
-    out = []
-    for t in range(bits.shape[1]):
-        rows: list[torch.Tensor] = []
-        known = (bits[0, t] > 0).to(torch.uint8).numpy()
+    ctx = TileContext(model, bits.shape[1:])
+    out = np.zeros(bits.shape)
+    for t in range(len(bits)):
+        mask = np.ones(bits.shape[2:], bool) if active is None else active[t]
 
-        def code_row(y: int, p: torch.Tensor, rows: list = rows, known: np.ndarray = known) -> np.ndarray:
-            rows.append(p)
-            return known[:, y]
+        def code_row(y: int, p: np.ndarray, t: int = t, mask: np.ndarray = mask) -> np.ndarray:
+            out[t][:, y][:, mask[y]] = p
+            return (bits[t][:, y][:, mask[y]] > 0).astype(np.uint8)
 
-        ctx.iteration(code_row)
-        out.append(torch.stack(rows, 1))
-    return torch.stack(out)
+        ctx.iteration(code_row, None if active is None else mask)
+    return out

@@ -16,7 +16,9 @@ from PIL import Image
 from rnncodec import container
 from rnncodec.cli import main
 from rnncodec.codec import decode, encode
-from rnncodec.entropy.integer_model import IntegerConfig, IntegerNet, build_integer_net
+from rnncodec.entropy.arithmetic import encode_bits
+from rnncodec.entropy.integer import KIND, IntegerConfig, build_row_model
+from rnncodec.entropy.integer_model import IntegerNet, build_integer_net
 from rnncodec.errors import ModelError
 from rnncodec.stored import load_weights, save_weights
 from rnncodec.train.quantise import FakeQuantModel, code_length
@@ -32,7 +34,7 @@ def random_bits(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def packaged() -> IntegerNet:
-    return integer_coder().model
+    return build_integer_net(load_weights(DEFAULT_WEIGHTS[KIND]))
 
 
 def test_probabilities_do_not_depend_on_the_thread_count(packaged):
@@ -71,9 +73,51 @@ def test_fast_path_equals_the_int64_reference():
     assert torch.equal(fast.forward(bits), reference.forward(bits).double())
 
 
-def test_rowwise_coding_computes_the_parallel_paths_integers(integer_coder):
-    bits = random_bits((1, 4, 32, 5, 7), 2)
-    assert torch.equal(rowwise_probabilities(integer_coder.model, bits), integer_coder.model.forward(bits)[0])
+@pytest.mark.parametrize("model, shape, density, partial", [
+    ("tiny", (4, 32, 5, 7), 0.5, False),
+    ("tiny", (3, 32, 4, 1), 0.5, True),  # one column: the kernels' padding on both sides
+    ("packaged", (3, 32, 12, 20), 0.2, True),  # sparse bits, as in an image's later iterations
+    ("packaged", (2, 32, 32, 32), 0.4, False),  # a 512-pixel tile
+])
+def test_coder2_computes_the_torch_networks_integers(integer_coder, model_dir, model, shape, density, partial):
+    """What coder 2 runs (numpy, row by row) computes, at every coded position, the integers of
+    the torch network (every row at once: the training graph) and of its int64 reference; with
+    `partial`, only some positions are coded after the first iteration (spatially adaptive)."""
+    rng = np.random.default_rng(sum(shape))
+    bits = (rng.random(shape) < density) * 2 - 1
+    active = rng.random((shape[0], *shape[2:])) < 0.6 if partial else np.ones((shape[0], *shape[2:]), bool)
+    active[0] = True
+    stored = load_weights(model_dir / "tiny-entropy-int.safetensors" if model == "tiny" else DEFAULT_WEIGHTS[KIND])
+    k = rowwise_probabilities(build_row_model(stored), bits, active if partial else None) * 2**16
+    coded = torch.from_numpy(bits * active[:, None])[None]  # 0 where not coded, as the row path sees them
+    for reference in (False, True):
+        whole = build_integer_net(stored, reference).forward(coded)[0].numpy()
+        np.testing.assert_array_equal(k, np.where(active[:, None], whole, 0))
+
+
+_TORCH_FREE = """
+import sys
+import numpy as np
+from rnncodec import zoo
+coder = zoo.default_coder(zoo.image_model_id())
+s = coder.session((32, 6, 8))
+data = s.encode(np.random.default_rng(0).integers(0, 2, (32, 6, 8), dtype=np.uint8))
+assert "torch" not in sys.modules, "torch was imported"
+print(coder.model_id.hex(), data.hex())
+"""
+
+
+def test_coder2_codes_without_torch_and_as_the_torch_network_says():
+    """`compress` must not pay for torch's import: the weights lookup and coder 2 run without it.
+    The bytes are the range coding of the torch network's probabilities."""
+    r = subprocess.run([sys.executable, "-c", _TORCH_FREE], capture_output=True, text=True, timeout=120, check=True)
+    model_id, data = r.stdout.split()
+    stored = load_weights(DEFAULT_WEIGHTS[KIND])
+    assert model_id == stored.model_id.hex()
+    bits = np.random.default_rng(0).integers(0, 2, (32, 6, 8), dtype=np.uint8)
+    k = build_integer_net(stored).forward(torch.from_numpy(bits * 2.0 - 1)[None, None])[0, 0].numpy()
+    in_row_order = bits.transpose(1, 0, 2), k.transpose(1, 0, 2).reshape(-1) * 2.0**-16  # row by row, each row C×w
+    assert bytes.fromhex(data) == encode_bits(*in_row_order)
 
 
 _CHILD = """
@@ -164,9 +208,10 @@ def test_coder1_decodes_to_the_same_bits_under_every_cap(under_caps, cap):
 
 def test_weights_that_could_leave_exact_float64_are_refused(integer_coder, model_dir):
     stored = load_weights(model_dir / "tiny-entropy-int.safetensors")
-    tensors = {**stored.tensors, "head1.mult": stored.tensors["head1.mult"].long() << 40}
-    with pytest.raises(ModelError, match="exact"):
-        build_integer_net(replace(stored, tensors=tensors))
+    tensors = {**stored.tensors, "head1.mult": stored.tensors["head1.mult"].astype(np.int64) << 40}
+    for build in (build_row_model, build_integer_net):
+        with pytest.raises(ModelError, match="exact"):
+            build(replace(stored, tensors=tensors))
 
 
 def test_quantisation_aware_training_graph_is_the_integer_model(entropy_coder, tmp_path):

@@ -23,9 +23,12 @@ import torch.nn.functional as F
 from PIL import Image
 from pytorch_msssim import ms_ssim
 
-from rnncodec.zoo import integer_coder, load_image_model
+from rnncodec.entropy.integer import KIND
+from rnncodec.entropy.integer_model import build_integer_net
+from rnncodec.stored import load_weights
+from rnncodec.zoo import DEFAULT_WEIGHTS, load_image_model
 
-ctx = integer_coder().model
+ctx = build_integer_net(load_weights(DEFAULT_WEIGHTS[KIND]))  # every row at once: the torch graph
 net = load_image_model().net.eval()
 S = 16
 

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .codec import DEFAULT_OVERLAP, DEFAULT_TILE
 from .config import CELLS, FRAMEWORKS
 from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
 from .eval.cli import register as register_eval
 from .fileio import atomic_write, decoded_name, output_name
-from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS
+from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, RGBImage
 from .precision import PRECISIONS
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
@@ -56,17 +56,12 @@ def _write_output(out: str | Path, write: Callable[[BinaryIO], None], force: boo
 def _compress(args: argparse.Namespace) -> None:
     from PIL import Image
 
-    from .codec import encode
     from .image import read_image
-    from .zoo import load_image_model, make_coder
 
     if args.iterations is not None and args.iterations < 1:
         raise OptionError("--iterations must be at least 1")
     if args.bpp is not None and args.bpp <= 0:
         raise OptionError("--bpp must be positive")
-    model = load_image_model(args.model)
-    if args.iterations is not None and args.iterations > model.cfg.iterations:
-        raise OptionError(f"--iterations must be at most {model.cfg.iterations} for this model")
     options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
                    target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap, precision=args.precision,
                    adaptive=args.adaptive)
@@ -75,12 +70,43 @@ def _compress(args: argparse.Namespace) -> None:
     if args.input != STDIO and Path(args.input).is_dir():
         _compress_folder(args, reading, options)
         return
+    encode = _onnx_encoder(args) or _torch_encoder(args, options)
     out = args.output or (STDIO if args.input == STDIO else output_name(Path(args.input)))
     _check_output(out, args.force)
-    src = sys.stdin.buffer if args.input == STDIO else Path(args.input)
-    enc = encode(read_image(src, **reading), model=model, coder=make_coder(args.coder, model), progress=_progress(args),
-                 **options)
-    _write_output(out, lambda f: f.write(enc.data), args.force)
+    data = encode(read_image(sys.stdin.buffer if args.input == STDIO else Path(args.input), **reading))
+    _write_output(out, lambda f: f.write(data), args.force)
+
+
+def _torch_encoder(args: argparse.Namespace, options: dict) -> Callable[[RGBImage], bytes]:
+    """codec.encode with the image model in torch: every option."""
+    from .codec import encode
+    from .zoo import load_image_model, make_coder
+
+    model = load_image_model(args.model)
+    model.cfg.coded_iterations(args.iterations)  # too many: refused before the image is read
+    coder = make_coder(args.coder, model)
+    return lambda rgb: encode(rgb, model=model, coder=coder, progress=_progress(args), **options).data
+
+
+def _onnx_encoder(args: argparse.Namespace) -> Callable[[RGBImage], bytes] | None:
+    """The torch-free encoder (onnx_codec.py), a second faster to start, where it serves: a fixed
+    number of iterations, the default coder, fp32, and a model whose graphs were exported; None
+    elsewhere, or where ONNX Runtime is not installed."""
+    if (args.bpp is not None or args.target_psnr is not None or args.target_ms_ssim is not None or args.adaptive
+            or args.coder is not None or args.precision == "bf16"):
+        return None
+    try:
+        from . import onnx_codec
+    except ImportError:
+        return None
+    from .zoo import default_coder
+
+    model = onnx_codec.load(args.model)
+    if model is None:
+        return None
+    model.cfg.coded_iterations(args.iterations)
+    coder = default_coder(model.model_id)
+    return lambda rgb: onnx_codec.encode(rgb, model, coder, args.iterations, args.tile, args.overlap, _progress(args))
 
 
 def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> None:
@@ -226,6 +252,19 @@ def _run_parser(sub: argparse._SubParsersAction, name: str, help: str, cls: type
     return t
 
 
+def _export_onnx(args: argparse.Namespace) -> None:
+    from .zoo import load_image_model
+
+    try:
+        from .onnx_export import export_graphs
+    except ImportError as exc:
+        raise RNNCodecError(f"export-onnx needs onnx and onnxscript ({exc}): pip install onnx onnxscript") from None
+
+    model = load_image_model(args.weights)
+    for path in export_graphs(model, Path(args.output), args.force):
+        print(path)
+
+
 def _export(args: argparse.Namespace) -> None:
     from .train.export import export_checkpoint
 
@@ -237,9 +276,9 @@ def _export(args: argparse.Namespace) -> None:
 
 
 # Options that several commands take, each written once.
-def _precision_flag(p: argparse.ArgumentParser) -> None:
+def _precision_flag(p: argparse.ArgumentParser, more: str = "") -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="the image model's arithmetic; auto: bf16 where the CPU has it natively, else fp32")
+                   help="the image model's arithmetic; auto: bf16 where the CPU has it natively, else fp32" + more)
 
 
 def _model_flag(p: argparse.ArgumentParser) -> None:
@@ -277,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-v", "--verbose", action="store_true", help="for a folder: list the files skipped as not images")
     _max_pixels_flag(c)
     rate = c.add_mutually_exclusive_group()
-    rate.add_argument("--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
+    rate.add_argument("-i", "--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
     rate.add_argument("--bpp", type=float,
                       help="largest real rate, header included: the last iteration codes as many blocks as fit")
     rate.add_argument("--target-psnr", type=float, metavar="DB",
@@ -291,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="payload coder: raw bits (0), the float context model (1, not portable) or the integer one "
                    "(2); default: the integer one, else the float one, fitted to the image model, else raw")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (multiple of 16)")
-    _precision_flag(c)
+    _precision_flag(c, "; except that a fixed number of iterations with the default coder runs in ONNX Runtime, "
+                    "in fp32, where installed (a second faster to start): bf16 runs torch")
     c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
     c.add_argument("--alpha", choices=ALPHA_CHOICES, default="keep",
                    help="transparency: keep codes it losslessly beside the colour; drop flattens onto --background")
@@ -304,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rnc_input(d)
     d.add_argument("-o", "--output", help="output image (.png recommended), - for PNG on standard output (default: INPUT "
                    "without .rnc, as .png: photo.rnc and photo.png.rnc give photo.png; standard output for -)")
-    d.add_argument("--iterations", type=int, help="decode only the first K iterations")
+    d.add_argument("-i", "--iterations", type=int, help="decode only the first K iterations")
     d.add_argument("--device", default="cpu", help="where the image model runs: cpu, or cuda[:N] in fp32 (the bits are "
                    "decoded on the CPU either way; the pixels may differ by rounding)")
     _max_pixels_flag(d)
@@ -344,6 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     _weights_output(e)
     _force_flag(e)
     e.set_defaults(func=_export)
+
+    o = sub.add_parser("export-onnx", help="export an image model's encoding steps as ONNX graphs, for compressing "
+                       "without torch (needs the onnx and onnxscript packages)")
+    o.add_argument("weights", nargs="?", help="image model weights (.safetensors); default: the packaged model")
+    o.add_argument("-o", "--output", required=True, help="output folder: the packaged weights' (src/rnncodec/weights) or "
+                   "one on $RNNCODEC_MODEL_PATH, where compress finds them by the model's id")
+    _force_flag(o)
+    o.set_defaults(func=_export_onnx)
     register_eval(sub)
     for command in sub.choices.values():
         command.add_argument("-q", "--quiet", action="store_true", help="no notes or progress bars, only errors")

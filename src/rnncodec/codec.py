@@ -18,15 +18,12 @@ from tqdm import tqdm
 from . import container
 from .entropy import BitCoder, CoderSession, explain_failure
 from .errors import FormatError, Note, OptionError
-from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, pad_to_multiple, read_image
+from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, read_image
 from .models.rnn_codec import STRIDE, RNNCodec, Step
 from .precision import resolve, resolve_device
 from .quality import gaussian_window, ms_ssim_rgb, psnr_rgb, ssim_map
-from .tiles import Canvas, TileBox, plan_tiles, to_uint8
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, to_uint8
 from .zoo import ImageModel, coder_by_id, default_coder, image_model_by_id, load_image_model, on_device
-
-DEFAULT_TILE = 1024  # Kodak-sized images (768×512) code as one tile, with no overlap overhead
-DEFAULT_OVERLAP = 16
 
 
 @dataclass
@@ -63,12 +60,6 @@ def _release_memory() -> None:
     crept up tile by tile (issue 14: 6000×4000 pixels must encode within 1 GiB)."""
     if (trim := _malloc_trim()) is not None:
         trim(0)
-
-
-def _tile_input(pixels: np.ndarray, box: TileBox) -> torch.Tensor:
-    """One tile, padded to the model's stride, as a 1×3×H×W tensor in [−0.5, 0.5]."""
-    crop = pad_to_multiple(pixels[box.y0 : box.y1, box.x0 : box.x1], STRIDE)
-    return torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 255.0 - 0.5
 
 
 def _tile_pixels(recon: torch.Tensor, box: TileBox) -> np.ndarray:
@@ -159,12 +150,8 @@ def encode(
     rgb = _as_rgb(image)
     model = model or load_image_model()
     coder = coder or default_coder(model)
-    max_iter = model.cfg.iterations
-    n_iter = max_iter if iterations is None else iterations
-    if not 1 <= n_iter <= max_iter:
-        raise OptionError(f"iterations must be between 1 and {max_iter} for this model")
-    if tile % STRIDE or tile <= 0 or overlap % STRIDE or overlap >= tile:
-        raise OptionError(f"tile must be a positive multiple of {STRIDE} and overlap a smaller multiple of {STRIDE}")
+    n_iter = model.cfg.coded_iterations(iterations)
+    check_tiling(tile, overlap)
     h, w = rgb.pixels.shape[:2]
     boxes = plan_tiles(h, w, tile, overlap)
     header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile,
@@ -192,8 +179,8 @@ class _Encoding:
 
     def _start(self) -> None:
         n, h, w = self.header.iterations, self.header.height, self.header.width
-        self.segments: list[list[bytes]] = [[] for _ in range(n)]
-        self.crcs = [container.bits_crc(t) for t in range(n)]
+        self.chunks = container.Chunks(n)
+        self.segments = self.chunks.segments  # what the rate control sizes
         self.canvases = [Canvas(h, w, self.header.overlap) for _ in range(n)] if self.reconstruct else []
         self.whole = _TiledQuality(self.rate, n)
         self.counts: list[np.ndarray] = []  # each tile's blocks' iteration counts
@@ -204,7 +191,7 @@ class _Encoding:
                   tries: int = 3) -> None:
         n = self.header.iterations
         original = self.pixels[box.y0 : box.y1, box.x0 : box.x1]
-        x = _tile_input(self.pixels, box)
+        x = torch.from_numpy(model_input(self.pixels, box))
         alloc = None
         if self.rate.adaptive:
             margin = 0.03 if self.rate.psnr is not None else 0.0002  # what the coding pass may lose to the prediction
@@ -237,14 +224,14 @@ class _Encoding:
             b = (bits[0] > 0).to(torch.uint8).numpy()
             session = session or coder.session(b.shape)
             coded = counts > t
-            self._add(t, box, session.encode(b, None if coded.all() else coded), b)
+            self.chunks.add(t, session.encode(b, None if coded.all() else coded), b)
             pixels = None if at.recon is None or not pixels_wanted else _tile_pixels(at.recon.float(), box)
             if self.canvases:
                 self.canvases[t].add(box, pixels)
             if self.tiled:
                 self.whole.add(t, original, pixels)
                 for rest in range(t + 1, n) if t + 1 == last else ():  # every block has stopped: no more bits
-                    self._add(rest, box, b"", np.zeros_like(b))
+                    self.chunks.add(rest, b"", np.zeros_like(b))
                     self.whole.add(rest, original, pixels)
                     if self.canvases:
                         self.canvases[rest].add(box, pixels)
@@ -259,10 +246,6 @@ class _Encoding:
             if short > 0 and alloc.reachable and tries > 1:  # the coding pass fell short: aim higher
                 self._start()
                 self.code_tile(model, coder, box, bf16, raise_aim + 2 * short, tries - 1)
-
-    def _add(self, t: int, box: TileBox, segment: bytes, bits: np.ndarray) -> None:
-        self.segments[t].append(segment)
-        self.crcs[t] = container.bits_crc_update(bits, self.crcs[t])
 
     def _measure(self, original: np.ndarray, recon: torch.Tensor, box: TileBox) -> float:
         return self.rate.measure(original, to_uint8(_tile_pixels(recon.float(), box).copy()))
@@ -366,9 +349,8 @@ class _Encoding:
             self.rate.check_reached(self.keep, self.quality)
         if self.blocks:
             header = replace(header, blocks=container.pack_blocks(self.counts))
-        chunks = [(container.join_segments(self.segments[t]), self.crcs[t]) for t in range(self.keep)]
-        data = container.truncate(header, chunks, self.keep)
-        return Encoded(data, self.keep, self.canvases[self.keep - 1].result() if self.canvases else None)
+        recon = self.canvases[self.keep - 1].result() if self.canvases else None
+        return Encoded(self.chunks.file(header, self.keep), self.keep, recon)
 
 
 class _BlockOrder:

@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 
+from .errors import OptionError
+
+STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
 CELLS = ("lstm", "assoc_lstm", "gru", "residual_gru")
 LATER_FIELDS = {"priming": 0}  # ModelConfig fields added after the first release, with their defaults
 FRAMEWORKS = ("oneshot", "additive", "residual_scaling", "iteration_gain")
@@ -34,6 +37,13 @@ class ModelConfig:
     def depth(self, paper_depth: int) -> int:
         """Scaled layer depth, kept a multiple of 8 so depth-to-space and complex pairs split evenly."""
         return max(8, int(round(paper_depth * self.width / 8)) * 8)
+
+    def coded_iterations(self, iterations: int | None) -> int:
+        """The iterations an encoder codes when asked for `iterations` (None: all the model has)."""
+        n = self.iterations if iterations is None else iterations
+        if not 1 <= n <= self.iterations:
+            raise OptionError(f"iterations must be between 1 and {self.iterations} for this model")
+        return n
 
     def to_json(self) -> str:
         """The config as stored with weights (and hashed into the model id). Fields added since

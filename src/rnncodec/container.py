@@ -80,6 +80,24 @@ def truncate(header: Header, chunks: list[tuple[bytes, int]], iterations: int) -
     return write(replace(header, iterations=iterations), chunks[:iterations])
 
 
+class Chunks:
+    """The chunks an encoder codes, tile by tile in raster order: each iteration's tile segments,
+    and the CRC of its bits so far."""
+
+    def __init__(self, iterations: int) -> None:
+        self.segments: list[list[bytes]] = [[] for _ in range(iterations)]
+        self.crcs = [bits_crc(t) for t in range(iterations)]
+
+    def add(self, t: int, segment: bytes, bits: np.ndarray) -> None:
+        """Iteration t's segment of the next tile, and the bits (uint8 0/1) it codes."""
+        self.segments[t].append(segment)
+        self.crcs[t] = bits_crc_update(bits, self.crcs[t])
+
+    def file(self, header: Header, iterations: int) -> bytes:
+        """The file of the first `iterations` chunks."""
+        return truncate(header, [(join_segments(s), c) for s, c in zip(self.segments[:iterations], self.crcs)], iterations)
+
+
 def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
     """Parse a stream; every complete chunk is returned, a partial one is an error."""
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:

@@ -5,16 +5,20 @@ bf16 halves the encoder's and decoder's time on CPUs with AVX512-BF16 or AMX, at
 quality measured in docs/RESULTS.md. It changes nothing a decoder must reproduce exactly: the
 entropy coder's probabilities are integer (coder 2), and a file's bits are whatever its encoder
 wrote, so a file encoded in one precision decodes in the other, to within rounding.
+
+Torch loads only when a precision or device is resolved: the CLI reads PRECISIONS without it.
 """
 from __future__ import annotations
 
 import warnings
 from functools import lru_cache
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import Note
+
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -23,6 +27,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def bf16_native() -> bool:
     """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX, read from /proc/cpuinfo) and
     oneDNN uses it; elsewhere bf16 would be emulated, and slower than fp32."""
+    import torch
+
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -48,6 +54,8 @@ def resolve_device(name: str) -> torch.device:
     """The device the image model decodes on: cpu, or cuda[:N] where PyTorch sees that GPU. The
     context model and the range coder stay on the CPU, so the bits never depend on it; only the
     float image model's pixels may differ by rounding (docs/RESULTS.md, "Portability")."""
+    import torch
+
     try:
         dev = torch.device(name)
     except RuntimeError:

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from rnncodec import container
 from rnncodec.config import preset
-from rnncodec.entropy.context_model import ContextConfig, ContextModel
+from rnncodec.entropy.context import ContextConfig
+from rnncodec.entropy.context_model import ContextModel
 from rnncodec.errors import FormatError, ModelError
 from rnncodec.models import RNNCodec
 from rnncodec.stored import save_weights
@@ -93,7 +94,7 @@ def tiny_context_model(seed: int, **config: int) -> ContextModel:
 def save_tiny_integer_model(float_net: ContextModel, path: Path, **metadata: str) -> bytes:
     """Coder 2's integer model of a float context model (post-training quantisation, as
     quantise-entropy starts), with small tables to keep the file small; returns its id."""
-    from rnncodec.entropy.integer_model import IntegerConfig
+    from rnncodec.entropy.integer import IntegerConfig
     from rnncodec.train.quantise import FakeQuantModel, relu_scales  # a fitting tool: only when asked
 
     bits = (torch.rand(4, 3, float_net.cfg.bits, 5, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float() * 2 - 1

@@ -9,6 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import STRIDE
+from .errors import OptionError
+from .image import pad_to_multiple
+
+DEFAULT_TILE = 1024  # Kodak-sized images (768×512) code as one tile, with no overlap overhead
+DEFAULT_OVERLAP = 16
+
 
 @dataclass(frozen=True)
 class TileBox:
@@ -28,6 +35,12 @@ def _cuts(size: int, tile: int) -> list[int]:
     return [round(i * size / n / 16) * 16 for i in range(n)] + [size]
 
 
+def check_tiling(tile: int, overlap: int) -> None:
+    """Tiles and overlaps on the model's block grid, an overlap smaller than its tile."""
+    if tile % STRIDE or tile <= 0 or overlap % STRIDE or overlap < 0 or overlap >= tile:
+        raise OptionError(f"tile must be a positive multiple of {STRIDE} and overlap a smaller multiple of {STRIDE}")
+
+
 def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[TileBox]:
     """The coded region of every tile, in raster order; no tile is larger than `tile` + 2·overlap."""
     ys, xs = _cuts(height, tile), _cuts(width, tile)
@@ -36,6 +49,14 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[TileBox
         for y0, y1 in zip(ys, ys[1:])
         for x0, x1 in zip(xs, xs[1:])
     ]
+
+
+def model_input(pixels: np.ndarray, box: TileBox) -> np.ndarray:
+    """One tile, edge-padded to the model's stride, as the 1×3×H×W float32 array in [−0.5, 0.5]
+    the image model takes. Its memory stays in the pixels' order (channels-last), which is how
+    the torch model's convolutions want it."""
+    crop = pad_to_multiple(pixels[box.y0 : box.y1, box.x0 : box.x1], STRIDE)
+    return crop.transpose(2, 0, 1)[None].astype(np.float32) / 255.0 - 0.5
 
 
 def _ramp(lo: int, hi: int, size: int, overlap: int) -> np.ndarray:

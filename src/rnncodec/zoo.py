@@ -4,6 +4,9 @@ coders 1 and 2 range-code with.
 
 An encoder names its models by file (or takes the packaged defaults); a decoder finds them by
 the ids the .rnc header names. Loaders are cached: `clear_caches` forgets them all.
+
+Importing this module does not import torch: the lookups and coder 2 run without it, and torch
+loads when the image model (or coder 1's float context model) is built.
 """
 from __future__ import annotations
 
@@ -12,14 +15,17 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .config import ModelConfig
 from .entropy import NO_MODEL, BitCoder, ContextCoder, RawCoder, arithmetic, coder_spec, integer
 from .errors import FormatError, ModelError
-from .models.rnn_codec import RNNCodec
 from .stored import StoredWeights, build_module, load_weights, read_metadata
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models.rnn_codec import RNNCodec
 
 IMAGE = "image"  # the image model's weights kind (the context models': arithmetic.KIND, integer.KIND)
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
@@ -67,12 +73,31 @@ def find_by_id(model_id: bytes, kind: str) -> StoredWeights:
     return stored
 
 
-def _load(kind: str, path: Path | None) -> StoredWeights:
+def stored_weights(kind: str, path: Path | None = None) -> StoredWeights:
     """The weights in `path`, or the package's default ones of this kind."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS[kind]
     if not path.exists():
         raise ModelError(f"no {kind} model weights at {path}")
     return load_weights(path)
+
+
+# The image model's encoding steps as ONNX graphs (onnx_export.py writes them, onnx_codec.py runs
+# them), beside its weights: one graph per (first iteration, with the decoder), weights not included.
+GRAPH_VARIANTS = ((True, True), (True, False), (False, True), (False, False))
+
+
+def graph_name(model_id: bytes, first: bool, decode: bool) -> str:
+    """A model's graph file, e.g. image-a6c0eb0b5daf2741.next-bits.onnx."""
+    return f"image-{model_id.hex()}.{'first' if first else 'next'}{'' if decode else '-bits'}.onnx"
+
+
+def find_graphs(model_id: bytes) -> Path | None:
+    """The first folder ($RNNCODEC_MODEL_PATH's, then the package's) holding all of a model's
+    graphs; None if there is none (then torch encodes)."""
+    for folder in search_paths():
+        if all((folder / graph_name(model_id, *v)).is_file() for v in GRAPH_VARIANTS):
+            return folder
+    return None
 
 
 # -- the image model ----------------------------------------------------------------------
@@ -91,6 +116,10 @@ class ImageModel:
 def _image_model(stored: StoredWeights) -> ImageModel:
     """Its weights channels-last: oneDNN's convolutions then keep activations in NHWC, with no
     layout conversions around each one (encoding 15 % and decoding 28 % faster here; RESULTS)."""
+    import torch
+
+    from .models.rnn_codec import RNNCodec
+
     net = build_module(stored, IMAGE, lambda config: RNNCodec(ModelConfig.from_json(config)))
     return ImageModel(net.to(memory_format=torch.channels_last), stored.model_id)
 
@@ -98,13 +127,21 @@ def _image_model(stored: StoredWeights) -> ImageModel:
 @lru_cache(maxsize=4)
 def load_image_model(path: Path | None = None) -> ImageModel:
     """The model in `path`, or the package's default model."""
-    return _image_model(_load(IMAGE, path))
+    return _image_model(stored_weights(IMAGE, path))
 
 
 @lru_cache(maxsize=4)
 def image_model_by_id(model_id: bytes) -> ImageModel:
     """The model a file names, found by id."""
     return _image_model(find_by_id(model_id, IMAGE))
+
+
+def image_model_id(model: ImageModel | bytes | None = None) -> bytes:
+    """The id of an image model, given as itself or its id; None is the packaged default, whose id
+    is read from its metadata, without loading it (or torch)."""
+    if model is None:
+        return bytes.fromhex(read_metadata(DEFAULT_WEIGHTS[IMAGE])["model_id"])
+    return model if isinstance(model, bytes) else model.model_id
 
 
 @lru_cache(maxsize=2)
@@ -119,7 +156,7 @@ def on_device(model: ImageModel, device: torch.device) -> ImageModel:
 @lru_cache(maxsize=8)
 def _context_coder(coder_id: int, path: Path | None) -> ContextCoder:
     spec = coder_spec(coder_id)
-    return spec.build(_load(spec.kind, path))
+    return spec.build(stored_weights(spec.kind, path))
 
 
 def arithmetic_coder(path: Path | None = None) -> ContextCoder:
@@ -143,26 +180,27 @@ def coder_by_id(coder_id: int, entropy_id: bytes) -> BitCoder:
     return spec.build(find_by_id(entropy_id, spec.kind))
 
 
-def default_coder(model: ImageModel | None = None) -> BitCoder:
-    """Arithmetic coding with a context model fitted to this image model (default: the packaged
-    one): the integer one (coder 2, portable) if there is one, else the float one (coder 1);
-    raw bits when there is none, since a mismatched context model can cost more than raw."""
-    model_id = (model or load_image_model()).model_id.hex()
+def default_coder(model: ImageModel | bytes | None = None) -> BitCoder:
+    """Arithmetic coding with a context model fitted to this image model (or id; default: the
+    packaged one): the integer one (coder 2, portable) if there is one, else the float one (coder
+    1); raw bits when there is none, since a mismatched context model can cost more than raw."""
+    model_id = image_model_id(model).hex()
     for coder_id in (integer.CODER_ID, arithmetic.CODER_ID):
         if path := find(coder_spec(coder_id).kind, image_model=model_id):
             return _context_coder(coder_id, path)
     return RawCoder()
 
 
-def make_coder(name: str | None, model: ImageModel) -> BitCoder:
+def make_coder(name: str | None, model: ImageModel | bytes) -> BitCoder:
     """The coder a user names ("raw", "arithmetic", "integer"), or the default one for this image
-    model. A named context model coder takes the weights fitted to the model, else the packaged."""
+    model (or id). A named context model coder takes the weights fitted to the model, else the
+    packaged."""
     if name is None:
         return default_coder(model)
     if name == "raw":
         return RawCoder()
     coder_id = CODER_NAMES[name]
-    return _context_coder(coder_id, find(coder_spec(coder_id).kind, image_model=model.model_id.hex()))
+    return _context_coder(coder_id, find(coder_spec(coder_id).kind, image_model=image_model_id(model).hex()))
 
 
 def clear_caches() -> None:

@@ -9,45 +9,37 @@ Two sources of context:
   previous iteration's bits; a 3×3 conv of its state is the context for the whole iteration.
 Bits enter as ±1; a bit not yet known is 0 (the zero padding above the first row).
 
-`forward` computes every probability in parallel for training; `TileContext` computes the same
-function one row at a time, the way an encoder and a decoder must.
+`forward` computes every probability in parallel for training; context.TileContext steps the
+row methods below to compute the same function one row at a time, the way an encoder and a
+decoder must (coder 1, arithmetic.py).
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ModelError
 from ..layers.cells import ConvLSTM, State
 from ..stored import StoredWeights, build_module
+from .arithmetic import KIND, quantise
+from .context import ContextConfig
 
-KIND = "entropy"
 
-
-@dataclass(frozen=True)
-class ContextConfig:
-    bits: int = 32  # bits per position per iteration: the image model's binarizer depth
-    iterations: int = 16  # iterations with their own learned bias; later ones reuse the last
-    masked: int = 32  # channels of the masked conv over the rows above
-    rows_above: int = 3  # rows the masked conv sees
-    kernel_w: int = 7  # its width
-    state: int = 32  # channels of the cross-iteration conv-LSTM
-    row: int = 32  # channels of the row LSTM
-    head: int = 64  # channels of the 1×1 output layers
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ContextConfig:
-        return cls(**json.loads(text))
+@contextmanager
+def deterministic() -> Iterator[None]:
+    """One thread, no autograd, no autocast: the same float32 kernels whatever the caller's thread
+    count or mixed precision, so that a coder 1 decoder computes the encoder's probabilities."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class RowLSTM(ConvLSTM):
@@ -102,90 +94,26 @@ class ContextModel(nn.Module):
             out.append(logits)
         return torch.cat(out, 2).unflatten(0, (n, t_max))
 
-    # -- the row-by-row coding path (TileContext) --------------------------------------------
+    # -- the row-by-row coding path (context.RowModel) ---------------------------------------
     @property
     def arch(self) -> ContextConfig:
         return self.cfg
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.masked.weight.dtype
+    def running(self) -> AbstractContextManager:
+        return deterministic()
 
-    def begin_iteration(self, prev: Tensor, state: State | None, t: int) -> tuple[tuple[Tensor, Tensor], State]:
+    def begin_iteration(self, prev: np.ndarray, state: State | None, t: int) -> tuple[tuple[Tensor, Tensor], State]:
         """The context of iteration t for every row, and the state for the next iteration."""
-        ctx, state = self.iteration_context(prev, state)
+        ctx, state = self.iteration_context(torch.from_numpy(prev)[None], state)
         return (ctx, self.bias(t)[None, :, None, None]), state
 
-    def row_probabilities(self, known: Tensor, it: tuple[Tensor, Tensor], y: int, rows: State | None) -> tuple[Tensor, State]:
-        """P(1) of row y's C×w bits, from the 1×C×rows_above×w bits above it."""
+    def row_probabilities(self, known: np.ndarray, it: tuple[Tensor, Tensor], y: int,
+                          rows: State | None) -> tuple[np.ndarray, State]:
+        """P(1) of row y's C×w bits on the coder's grid, from the C×rows_above×w bits above it."""
         ctx, bias = it
-        above = torch.tanh(self.masked(known.contiguous()))
+        above = torch.tanh(self.masked(torch.from_numpy(known)[None].contiguous()))
         logits, rows = self._logits(above, ctx[:, :, y : y + 1].contiguous(), rows, bias)
-        return torch.sigmoid(logits)[0, :, 0], rows
-
-
-RowCoder = Callable[[int, Tensor], np.ndarray]  # (row index, C×n probabilities) -> those n positions' C×n bits
-
-
-class RowModel(Protocol):
-    """A context model as TileContext steps it: ContextModel (float) or IntegerNet (coder 2)."""
-
-    @property
-    def arch(self) -> ContextConfig: ...
-
-    @property
-    def dtype(self) -> torch.dtype: ...
-
-    def begin_iteration(self, prev: Tensor, state: Any, t: int) -> tuple[Any, Any]: ...
-
-    def row_probabilities(self, known: Tensor, it: Any, y: int, rows: Any) -> tuple[Tensor, Any]: ...
-
-
-class TileContext:
-    """A model's state while one tile's iterations are coded in order, row by row.
-
-    Encoder and decoder run this same code with the same shapes, so they compute the same
-    probabilities (exactly for the integer model; for the float one, under the determinism
-    rules of coder 1).
-    """
-
-    def __init__(self, model: RowModel, shape: tuple[int, int, int]) -> None:
-        if shape[0] != model.arch.bits:
-            raise ModelError(f"the entropy model codes {model.arch.bits} bits per position, the image model {shape[0]}")
-        self.model, self.shape = model, shape
-        self.prev = torch.zeros(1, *shape, dtype=model.dtype)
-        self.state: Any = None
-        self.t = 0
-        self.before: tuple[Tensor, Any, int] | None = None  # (prev, state, t) before the last iteration
-
-    def iteration(self, code_row: RowCoder, active: np.ndarray | None = None) -> np.ndarray:
-        """Code the next iteration; `code_row` turns each row's probabilities into its bits. With
-        `active` (h×w bool), only active positions are coded: the others are 0 in the output and
-        unknown (0, like the rows not yet coded) to the model."""
-        m, (c, h, w), k = self.model, self.shape, self.model.arch.rows_above
-        self.before = (self.prev, self.state, self.t)  # the model's states are new tensors each iteration
-        it, self.state = m.begin_iteration(self.prev, self.state, self.t)
-        known = torch.zeros(1, c, h + k, w, dtype=m.dtype)  # k rows of zeros, then the bits as they are coded
-        out = np.zeros(self.shape, dtype=np.uint8)
-        rows = None
-        for y in range(h):
-            p, rows = m.row_probabilities(known[:, :, y : y + k], it, y, rows)
-            if active is None:
-                out[:, y] = code_row(y, p)
-                known[0, :, y + k] = torch.from_numpy(out[:, y]).to(m.dtype) * 2 - 1
-            elif active[y].any():
-                cols = torch.from_numpy(active[y])
-                out[:, y, active[y]] = code_row(y, p[:, cols])
-                known[0, :, y + k, cols] = torch.from_numpy(out[:, y, active[y]]).to(m.dtype) * 2 - 1
-        self.prev = known[:, :, k:].clone()
-        self.t += 1
-        return out
-
-    def undo(self) -> None:
-        """Back to before the last iteration (`CoderSession.undo`)."""
-        if self.before is None:
-            raise RuntimeError("no iteration to undo")
-        (self.prev, self.state, self.t), self.before = self.before, None
+        return quantise(torch.sigmoid(logits)[0, :, 0]).reshape(self.cfg.bits, -1), rows
 
 
 def build_context_model(stored: StoredWeights) -> ContextModel:

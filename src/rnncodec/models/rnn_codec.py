@@ -20,10 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import STRIDE, ModelConfig
 from ..layers import Binarizer, Conv2d, make_cell
-
-STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
 
 
 @dataclass(frozen=True)
@@ -222,5 +220,11 @@ class RNNCodec(nn.Module):
                 recon = b.new_zeros(b.shape[0], 3, b.shape[2] * STRIDE, b.shape[3] * STRIDE, dtype=torch.float32)
             mask = active(t) if active is not None else None
             with _autocast(bf16):
-                recon, dec = self._reconstruct(b, dec, recon, self._gain(recon, t), t, mask)
+                recon, dec = self.decode_step(b, dec, recon, t, mask)
             yield recon
+
+    def decode_step(self, bits: Tensor, dec: list, recon: Tensor, t: int,
+                    active: Tensor | None = None) -> tuple[Tensor, list]:
+        """Decoding iteration t alone: x̂_t and the decoder's states, from b_t, x̂_(t−1) and the
+        states before (`decode` runs these in turn; an exported decoder runs one)."""
+        return self._reconstruct(bits, dec, recon, self._gain(recon, t), t, active)

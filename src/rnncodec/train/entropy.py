@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..entropy.context_model import KIND, ContextConfig, ContextModel
+from ..entropy.arithmetic import KIND
+from ..entropy.context import ContextConfig
+from ..entropy.context_model import ContextModel
 from ..errors import ModelError, OptionError
 from ..stored import save_weights
 from ..zoo import ImageModel, load_image_model

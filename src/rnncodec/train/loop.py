@@ -102,7 +102,7 @@ class Trainer(Run):
         training batch."""
         if path.suffix == ".safetensors":
             stored = load_weights(path)
-            config, state = stored.config, stored.tensors
+            config, state = stored.config, {k: torch.from_numpy(v) for k, v in stored.tensors.items()}
         else:
             ck = load_checkpoint(path)
             config, state = ck["model_config"], ck["model"]

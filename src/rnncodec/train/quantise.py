@@ -23,20 +23,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..entropy.arithmetic import PROB_BITS
 from ..entropy.context_model import ContextModel, build_context_model
-from ..entropy.integer_model import (
-    ACT,
-    KIND,
-    PROB_BITS,
-    WEIGHT_MAX,
-    IntegerConfig,
-    IntegerNet,
-    Layer,
-    channels,
-    integer_tensors,
-    layer_specs,
-    make_tables,
-)
+from ..entropy.integer import ACT, KIND, WEIGHT_MAX, IntegerConfig, Layer, channels, layer_specs
+from ..entropy.integer_model import IntegerNet, integer_tensors, make_tables
 from ..errors import ModelError
 from ..image import list_images
 from ..stored import load_weights, save_weights

@@ -1,0 +1,132 @@
+"""The image model's steps as ONNX graphs, for the torch-free encoder (onnx_codec.py).
+
+    rnncodec export-onnx [WEIGHTS] -o FOLDER     (default: the packaged model)
+
+`EncodeStep` and `DecodeStep` are one iteration of `RNNCodec.step` and `RNNCodec.decode_step`
+with their recurrent states spelled out as tensors, traced once on a small image with height
+and width left free (bench/onnx_runtime.py runs the decoding steps). The weights stay out of
+the graphs: each tensor of the model's weights file becomes a graph input of that name, which
+onnx_codec feeds from the .safetensors, so that a model's graphs add some 0.1 MB to the package
+rather than its weights again. Needs `onnx` (and `onnxscript`, which torch.onnx imports).
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from .fileio import atomic_write
+from .models.rnn_codec import RNNCodec, Step
+from .onnx_codec import MODEL_ID, NEXT
+from .zoo import GRAPH_VARIANTS, ImageModel, graph_name
+
+OPSET = 17
+EXAMPLE = (64, 96)  # the traced image's height and width: small, and not square, so no side stands in for the other
+
+
+def _flat(states: list) -> list[Tensor]:
+    return [s for layer in states for s in layer]
+
+
+def _nest(flat: list[Tensor], sizes: list[int]) -> list[tuple[Tensor, ...]]:
+    """Flat state tensors back into one tuple per layer, `sizes` tensors each."""
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [tuple(flat[s : s + n]) for s, n in zip(starts, sizes)]
+
+
+class EncodeStep(nn.Module):
+    """An encoding iteration: (x, x̂, t, encoder states, decoder states) -> (bits, x̂', states').
+    The first iteration takes x alone (no states: the cells' shortcut for none); without the
+    decoder, the step needs no decoder states and gives the bits alone."""
+
+    def __init__(self, net: RNNCodec, sizes: tuple[list[int], list[int]], first: bool, decode: bool) -> None:
+        super().__init__()
+        self.net, self.sizes, self.first, self.decode = net, sizes, first, decode
+
+    def forward(self, x: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
+        if self.first:
+            at = self.net.begin(x)
+        else:
+            recon, t, *states = rest
+            n_enc = sum(self.sizes[0])
+            dec = _nest(states[n_enc:], self.sizes[1]) if self.decode else [None] * len(self.sizes[1])
+            at = Step(t, _nest(states[:n_enc], self.sizes[0]), dec, recon)
+        bits, after = self.net.step(x, at, decode=self.decode)
+        return (bits, after.recon, *_flat(after.enc), *_flat(after.dec)) if self.decode else (bits,)
+
+
+class DecodeStep(nn.Module):
+    """A decoding iteration: (bits, x̂, t, decoder states) -> (x̂', states'); the first takes
+    (bits, x̂ = 0) alone."""
+
+    def __init__(self, net: RNNCodec, sizes: list[int], first: bool) -> None:
+        super().__init__()
+        self.net, self.sizes, self.first = net, sizes, first
+
+    def forward(self, bits: Tensor, recon: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
+        t, dec = (0, [None] * len(self.sizes)) if self.first else (rest[0], _nest(list(rest[1:]), self.sizes))
+        recon, dec = self.net.decode_step(bits, dec, recon, t)
+        return (recon, *_flat(dec))
+
+
+def export_step(model: ImageModel, step: nn.Module, inputs: dict[str, Tensor], outputs: list[str]) -> onnx.ModelProto:
+    """`step` traced on `inputs` as a graph of free height and width that names its model and
+    takes the model's weights from outside (the module docstring)."""
+    example = tuple(inputs.values())
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # `t == 0` in a later step is False: traced as such
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, which traces the shortcuts as run
+        warnings.filterwarnings("ignore", "TF32 acceleration", UserWarning)  # from switching oneDNN off and on
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):  # plain convolutions
+            results = step.eval()(*example)
+            ndim = {n: t.ndim for n, t in [*inputs.items(), *zip(outputs, results)]}
+            torch.onnx.export(step, example, buf, dynamo=False, opset_version=OPSET, input_names=list(inputs),
+                              output_names=outputs, do_constant_folding=False,
+                              dynamic_axes={n: {d - 2: f"{n}_height", d - 1: f"{n}_width"} for n, d in ndim.items() if d >= 4})
+    graph = onnx.load_from_string(buf.getvalue())
+    _weights_outside(graph, model)
+    onnx.helper.set_model_props(graph, {MODEL_ID: model.model_id.hex(), "config": model.cfg.to_json()})
+    return graph
+
+
+def _weights_outside(graph: onnx.ModelProto, model: ImageModel) -> None:
+    """The initializers that the model's weights file holds become inputs of the same name."""
+    weights = model.net.state_dict()
+    renamed, kept = {}, []
+    for init in graph.graph.initializer:
+        name = init.name.removeprefix("net.")  # the step module's own prefix
+        if name in weights:
+            renamed[init.name] = name
+            graph.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, init.dims))
+        else:  # computed while tracing, or a buffer not stored (the associative LSTM's permutations)
+            kept.append(init)
+    del graph.graph.initializer[:]
+    graph.graph.initializer.extend(kept)
+    for node in graph.graph.node:
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+
+
+def export_graphs(model: ImageModel, folder: Path, force: bool = False) -> list[Path]:
+    """Write the model's graphs for onnx_codec (`zoo.GRAPH_VARIANTS`) into `folder`; their paths."""
+    x = torch.rand(1, 3, *EXAMPLE, generator=torch.Generator().manual_seed(0)) - 0.5
+    with torch.inference_mode():
+        _, at = model.net.step(x, model.net.begin(x))
+    sizes = [len(s) for s in at.enc], [len(s) for s in at.dec]  # tensors per layer's state: the cell's (1 for a GRU)
+    enc = {f"enc_{i}": s.clone() for i, s in enumerate(_flat(at.enc))}
+    dec = {f"dec_{i}": s.clone() for i, s in enumerate(_flat(at.dec))}
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for first, decode in GRAPH_VARIANTS:
+        inputs = {"x": x} if first else {"x": x, "recon": at.recon.clone(), "t": torch.tensor(1), **enc,
+                                         **(dec if decode else {})}
+        outputs = ["bits", *(NEXT + n for n in ("recon", *enc, *dec) if decode)]
+        graph = export_step(model, EncodeStep(model.net, sizes, first, decode), inputs, outputs)
+        path = folder / graph_name(model.model_id, first, decode)
+        atomic_write(path, lambda f, graph=graph: f.write(graph.SerializeToString()), force)
+        paths.append(path)
+    return paths
