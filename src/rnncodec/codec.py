@@ -566,6 +566,8 @@ def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, 
             canvas.add(box, _tile_pixels(recon, box))
             if i + 1 < len(boxes) and boxes[i + 1].y0 != box.y0:  # a row of tiles is done above the next
                 canvas.finish(boxes[i + 1].y0)
+            if i + 1 < len(boxes):  # as encode does: the next tile's activations land in the freed pages
+                _release_memory()
         bar.close()
     for t in range(n_iter):
         if crcs[t] != chunk_crcs[t]:
