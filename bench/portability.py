@@ -29,7 +29,7 @@ from rnncodec.precision import PRECISIONS, resolve
 
 # VARIABLE=value for the child's environment; ONEDNN=0 is this script's own: oneDNN switched off.
 CAPS = ["ATEN_CPU_CAPABILITY=default", "ATEN_CPU_CAPABILITY=avx2", "DNNL_MAX_CPU_ISA=SSE41", "DNNL_MAX_CPU_ISA=AVX2",
-        "ONEDNN=0", "OMP_NUM_THREADS=1", "OMP_NUM_THREADS=2", "cuda"]
+        "OPENBLAS_CORETYPE=Prescott", "OPENBLAS_CORETYPE=Haswell", "ONEDNN=0", "OMP_NUM_THREADS=1", "OMP_NUM_THREADS=2", "cuda"]
 _CHILD = """
 import sys, torch
 torch.backends.mkldnn.enabled = False

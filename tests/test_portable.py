@@ -140,12 +140,14 @@ for name in sys.argv[4:]:
     except FormatError as exc:  # a desynchronised decoder: no bits
         print(name, exc)
 """
-# What stands in for other machines: other instruction sets for ATen's and oneDNN's kernels, no
-# oneDNN at all, other thread counts.
+# What stands in for other machines: other instruction sets for ATen's and oneDNN's kernels (the
+# image model) and for numpy's OpenBLAS (coder 2's products), no oneDNN at all, other thread counts.
 CAPS = {"ATEN_CPU_CAPABILITY=default": {"ATEN_CPU_CAPABILITY": "default"},
         "ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
         "DNNL_MAX_CPU_ISA=SSE41": {"DNNL_MAX_CPU_ISA": "SSE41"},
         "DNNL_MAX_CPU_ISA=AVX2": {"DNNL_MAX_CPU_ISA": "AVX2"},
+        "OPENBLAS_CORETYPE=Prescott": {"OPENBLAS_CORETYPE": "Prescott"},
+        "OPENBLAS_CORETYPE=Haswell": {"OPENBLAS_CORETYPE": "Haswell"},
         "oneDNN disabled": {},
         "1 thread": {"OMP_NUM_THREADS": "1"},
         "2 threads": {"OMP_NUM_THREADS": "2"}}
