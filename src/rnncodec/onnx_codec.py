@@ -79,8 +79,9 @@ class OnnxImageModel:
 
 
 def load(path: str | Path | None = None) -> OnnxImageModel | None:
-    """The image model in `path` (default: the packaged one) in ONNX Runtime; None where that
-    is no image model's weights file or the model's graphs were not exported (torch serves it)."""
+    """The image model in `path` (default: the packaged one) in ONNX Runtime; None where the
+    weights are not an image model's or its graphs were not exported (torch serves it). A path
+    with no weights is the ModelError the torch path would give."""
     weights = stored_weights(IMAGE, path)
     folder = find_graphs(weights.model_id) if weights.kind == IMAGE else None
     return None if folder is None else OnnxImageModel(weights, folder)
