@@ -23,7 +23,7 @@ RUNS=(
 COMMON=(--preset small --unroll 16 --crop 128 --lr 5e-4 --warmup 100 --steps 1000000 --val-every 200
         --checkpoint-minutes 2 --threads 4 --seed 7)
 PACK_SOURCES=(../shared/data/train/cid22:1 ../shared/data/train/bsds500:2 ../shared/data/train/sun_hays80:2)
-WHEELS=(constriction pytorch-msssim tqdm safetensors)  # wheel names are module names
+WHEELS=(constriction pytorch-msssim tqdm safetensors threadpoolctl)  # wheel names are module names
 PIECE=15m  # results come back in pieces: the device tool returns files of at most 16 MiB
 
 mode=run minutes=9 data=.traindata.tar from=checkpoints/default.pt out=${OUT:-runs/gpu-out} collect="" only="" extra=""
@@ -50,7 +50,7 @@ export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 
 case $mode in
 prepare)
-  rm -rf .traindata && "$PY" tools/pack_data.py "${PACK_SOURCES[@]}" -o .traindata
+  rm -rf .traindata && "$PY" tools/pack_data.py "${PACK_SOURCES[@]}" -o .traindata --quality 85
   tar -cf "$data" -C .traindata . && rm -rf .traindata
   # the runtime dependencies the GPU machine's image (Python 3.12, torch, numpy, Pillow) may lack
   rm -rf .whl
