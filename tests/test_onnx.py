@@ -99,19 +99,30 @@ def test_cli_compresses_without_torch(tmp_path):
         assert abs(psnr[0] - psnr[1]) < 0.01
 
 
+def test_cli_compresses_an_image_of_several_tiles_in_torch(tmp_path):
+    """Several tiles: torch's encoder after all (its bf16 tiles hold half the memory), same file."""
+    pixels = smooth_image(40, 56)
+    png, rnc = tmp_path / "in.png", tmp_path / "out.rnc"
+    Image.fromarray(pixels).save(png)
+    args = ["compress", png, "-o", rnc, "-i", "2", "--tile", "32", "--overlap", "16"]
+    r = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True)
+    assert json.loads(r.stderr.splitlines()[-1]) == {"rc": 0, "torch": True}, r.stderr
+    assert rnc.read_bytes() == codec.encode(pixels, iterations=2, tile=32, overlap=16).data
+
+
 @pytest.mark.parametrize("options", [["--precision", "bf16"], ["--bpp", "0.5"], ["--target-psnr", "30"],
                                      ["--coder", "integer"], ["--model", "tiny"]])
 def test_other_options_take_the_torch_path(options, model_dir):
     options = [str(model_dir / "tiny.safetensors") if o == "tiny" else o for o in options]  # a model without graphs
-    assert _onnx_encoder(build_parser().parse_args(["compress", "in.png", *options])) is None
-    assert _onnx_encoder(build_parser().parse_args(["compress", "in.png", "-i", "2"])) is not None
+    assert _onnx_encoder(build_parser().parse_args(["compress", "in.png", *options]), {}) is None
+    assert _onnx_encoder(build_parser().parse_args(["compress", "in.png", "-i", "2"]), {}) is not None
 
 
 def test_without_onnx_runtime_torch_serves(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
     monkeypatch.delitem(sys.modules, "rnncodec.onnx_codec")
     monkeypatch.delattr(rnncodec, "onnx_codec")
-    assert _onnx_encoder(build_parser().parse_args(["compress", "in.png"])) is None
+    assert _onnx_encoder(build_parser().parse_args(["compress", "in.png"]), {}) is None
 
 
 def test_export_command(tmp_path, model_dir, monkeypatch, capsys):

@@ -1,11 +1,12 @@
-"""Pack training folders into small JPEG q90 4:4:4 copies, for a machine that takes limited uploads.
+"""Pack training folders into small JPEG 4:4:4 copies (q90 unless --quality), for a machine that takes limited uploads.
 
     .venv/bin/python tools/pack_data.py ../shared/data/train/cid22:1 ../shared/data/train/bsds500:2 \
         ../shared/data/train/sun_hays80:2 -o .traindata
 
 Each FOLDER:F is written to OUT/<folder name>/ with every image box-downscaled by F first (F = 2
 for JPEG sources, as `train --jpeg-downscale 2` does), so train on the copies with
-`--jpeg-downscale 1`. q90 4:4:4 errors (≈ 40 dB) sit far below what the codec reproduces.
+`--jpeg-downscale 1`. q90 4:4:4 errors (≈ 40 dB), or q85's (≈ 38 dB, what gpu_train.sh packs), sit far
+below what the codec reproduces.
 """
 from __future__ import annotations
 

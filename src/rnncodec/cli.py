@@ -17,7 +17,7 @@ from .eval.cli import register as register_eval
 from .fileio import atomic_write, decoded_name, output_name
 from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, RGBImage
 from .precision import PRECISIONS
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles
 from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
@@ -70,7 +70,7 @@ def _compress(args: argparse.Namespace) -> None:
     if args.input != STDIO and Path(args.input).is_dir():
         _compress_folder(args, reading, options)
         return
-    encode = _onnx_encoder(args) or _torch_encoder(args, options)
+    encode = _onnx_encoder(args, options) or _torch_encoder(args, options)
     out = args.output or (STDIO if args.input == STDIO else output_name(Path(args.input)))
     _check_output(out, args.force)
     data = encode(read_image(sys.stdin.buffer if args.input == STDIO else Path(args.input), **reading))
@@ -88,10 +88,12 @@ def _torch_encoder(args: argparse.Namespace, options: dict) -> Callable[[RGBImag
     return lambda rgb: encode(rgb, model=model, coder=coder, progress=_progress(args), **options).data
 
 
-def _onnx_encoder(args: argparse.Namespace) -> Callable[[RGBImage], bytes] | None:
+def _onnx_encoder(args: argparse.Namespace, options: dict) -> Callable[[RGBImage], bytes] | None:
     """The torch-free encoder (onnx_codec.py), a second faster to start, where it serves: a fixed
     number of iterations, the default coder, fp32, and a model whose graphs were exported; None
-    elsewhere, or where ONNX Runtime is not installed."""
+    elsewhere, or where ONNX Runtime is not installed. An image of several tiles goes to torch
+    after all: there the start is a small part of the time, and ONNX Runtime's fp32 tiles held
+    twice the memory of torch's bf16 ones (6000×4000: 2.2 GiB; docs/RESULTS.md, issue 14)."""
     if (args.bpp is not None or args.target_psnr is not None or args.target_ms_ssim is not None or args.adaptive
             or args.coder is not None or args.precision == "bf16"):
         return None
@@ -106,7 +108,13 @@ def _onnx_encoder(args: argparse.Namespace) -> Callable[[RGBImage], bytes] | Non
         return None
     model.cfg.coded_iterations(args.iterations)
     coder = default_coder(model.model_id)
-    return lambda rgb: onnx_codec.encode(rgb, model, coder, args.iterations, args.tile, args.overlap, _progress(args))
+
+    def encode(rgb: RGBImage) -> bytes:
+        if len(plan_tiles(*rgb.pixels.shape[:2], args.tile, args.overlap)) > 1:
+            return _torch_encoder(args, options)(rgb)
+        return onnx_codec.encode(rgb, model, coder, args.iterations, args.tile, args.overlap, _progress(args))
+
+    return encode
 
 
 def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> None:
