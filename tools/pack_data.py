@@ -5,8 +5,8 @@
 
 Each FOLDER:F is written to OUT/<folder name>/ with every image box-downscaled by F first (F = 2
 for JPEG sources, as `train --jpeg-downscale 2` does), so train on the copies with
-`--jpeg-downscale 1`. q90 4:4:4 errors (≈ 40 dB), or q85's (≈ 38 dB, what gpu_train.sh packs), sit far
-below what the codec reproduces.
+`--jpeg-downscale 1`. q90 4:4:4 errors (≈ 40 dB), q85's (≈ 38 dB) and lower, which gpu_train.sh
+--prepare falls back to when the upload is full, sit far below what the codec reproduces.
 """
 from __future__ import annotations
 
