@@ -9,7 +9,7 @@ from rnncodec.entropy.context_model import build_context_model
 from rnncodec.errors import ModelError
 from rnncodec.layers import Binarizer
 from rnncodec.layers.cells import ConvGRU, ConvLSTM, ResidualGRU
-from rnncodec.models import RNNCodec
+from rnncodec.models import RNNCodec, rnn_codec
 from rnncodec.stored import StoredWeights, build_module, load_weights, save_weights
 from rnncodec.zoo import load_image_model
 
@@ -28,6 +28,34 @@ def test_bits_per_iteration(cell, framework):
         assert set(b.unique().tolist()) <= {-1.0, 1.0}
         assert r.shape == x.shape
         assert torch.equal(r, d)
+
+
+@pytest.mark.parametrize("cell,bf16", [(c, False) for c in CELLS] + [("residual_gru", True)])
+def test_layers_in_strips_compute_what_whole_layers_do(cell, bf16, monkeypatch):
+    """Inference runs a large layer in strips of rows (issue 14's memory), through the encoder's
+    strided layers and the decoder's, over several iterations (the strips' states carry their halo
+    rows), here in an image whose block grid is odd both ways. The decoder replays the encoder's
+    reconstruction exactly, and the strips compute what whole layers do: the same bits, and the
+    same reconstruction but for the last bit of a float (vectorised and scalar elementwise loops
+    round apart, and a strip moves where each runs)."""
+    torch.manual_seed(0)
+    net = RNNCodec(preset("tiny", encoder_cell=cell, decoder_cell=cell)).eval()
+    x = torch.rand(1, 3, 16 * 9, 16 * 7) - 0.5
+    runs = []
+    for pixels in (1 << 30, 40, 7):  # whole; strips of several rows; the fewest rows a halo allows
+        monkeypatch.setattr(rnn_codec, "STRIP_PIXELS", pixels)
+        with torch.inference_mode():
+            at, bits = net.begin(x), []
+            for _ in range(3):
+                b, at = net.step(x, at, bf16)
+                bits.append(b)
+            replay = list(net.decode(bits, bf16))
+        assert torch.equal(replay[-1], at.recon)
+        runs.append((torch.stack(bits), at.recon))
+    assert isinstance(at.dec[-1], rnn_codec.Strips)  # the strips did run
+    for bits, recon in runs[1:]:
+        assert torch.equal(bits, runs[0][0])
+        torch.testing.assert_close(recon, runs[0][1], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("cell", CELLS)

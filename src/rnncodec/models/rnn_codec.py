@@ -44,15 +44,60 @@ def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
+STRIP_PIXELS = 1 << 14  # a layer's output pixels above which inference runs it in strips of rows (the fastest here)
+
+
+@dataclass(frozen=True)
+class Strips:
+    """A recurrent layer's state computed in strips: each strip's state tensors over its rows and
+    the rows around them that its next output depends on, so that every strip's update reads
+    whole, contiguous tensors (bf16 arithmetic on row slices of one tensor takes a slow path)."""
+
+    parts: list[tuple[Tensor, ...]]
+
+
+def _strip_plan(h: int, w: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """(first row, end, first row with halo, end with halo) of each strip of about STRIP_PIXELS;
+    none shorter than its halo but the last, so that a neighbour holds every halo row whole."""
+    rows = max(-(-h // -(-h * w // STRIP_PIXELS)), halo)
+    return [(a, min(a + rows, h), max(a - halo, 0), min(a + rows + halo, h)) for a in range(0, h, rows)]
+
+
+def _in_strips(cell: nn.Module, x: Tensor, state: tuple | Strips | None,
+               after: Callable[[Tensor], Tensor]) -> tuple[Tensor, tuple | Strips]:
+    """A recurrent layer, then `after` (which scales rows by a whole factor), in horizontal strips
+    of its output at inference: the same numbers as one pass, but a large tile's gates and temporaries
+    are alive one strip at a time, and all of a size, so the heap reuses them instead of growing
+    (issue 14: the 6000×4000 image's peak memory). Encoder and decoder both reconstruct through
+    here, so they take one path. A strided layer's strips start on even input rows, so each
+    strip's convolutions see the rows that the whole layer's would."""
+    stride = cell.conv_x.stride[0]
+    h, w = -(-x.shape[-2] // stride), -(-x.shape[-1] // stride)  # the output's
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or h * w <= STRIP_PIXELS:
+        y, state = cell(x, state)
+        return after(y), state
+    halo = sum(m.kernel_size[0] // 2 for m in cell.modules() if isinstance(m, nn.Conv2d))  # a bound: convs in a chain
+    plan = _strip_plan(h, w, halo)
+    ys, parts = [], []
+    for i, (a, b, lo, hi) in enumerate(plan):
+        y, part = cell(x[..., lo * stride:hi * stride, :], None if state is None else state.parts[i])
+        ys.append(after(y[..., a - lo:b - lo, :]))
+        parts.append(part)
+    for (_, b, lo, hi), (_, _, nlo, _), part, nxt in zip(plan, plan[1:], parts, parts[1:]):
+        for mine, theirs in zip(part, nxt):  # the halo rows, from the neighbour that computed them whole
+            theirs[..., :b - nlo, :] = mine[..., nlo - lo:b - lo, :]
+            mine[..., b - lo:, :] = theirs[..., b - nlo:hi - nlo, :]
+    return torch.cat(ys, dim=-2), Strips(parts)
+
+
 def _through_cells(cells: nn.ModuleList, x: Tensor, states: list,
-                   after: Callable[[Tensor], Tensor] = lambda x: x) -> tuple[Tensor, list]:
-    """x through each recurrent layer in turn (and `after` each), with its state: the output and
-    the layers' new states."""
+                   after: Callable[[int, Tensor], Tensor]) -> tuple[Tensor, list]:
+    """x through each recurrent layer in turn, and `after(i, ·)` layer i, with its state: the
+    output and the layers' new states."""
     new_states = []
-    for cell, state in zip(cells, states):
-        x, state = cell(x, state)
+    for i, (cell, state) in enumerate(zip(cells, states)):
+        x, state = _in_strips(cell, x, state, lambda y, i=i: after(i, y))
         new_states.append(state)
-        x = after(x)
     return x, new_states
 
 
@@ -70,7 +115,7 @@ class Encoder(nn.Module):
         self.out_channels = d(512)
 
     def forward(self, x: Tensor, states: list) -> tuple[Tensor, list]:
-        return _through_cells(self.rnns, self.conv(x), states)
+        return _through_cells(self.rnns, self.conv(x), states, lambda i, y: y)
 
 
 class Decoder(nn.Module):
@@ -86,8 +131,12 @@ class Decoder(nn.Module):
         self.out = Conv2d(d(128) // 4, 3, 1)
 
     def forward(self, bits: Tensor, states: list) -> tuple[Tensor, list]:
-        x, states = _through_cells(self.rnns, self.conv(bits), states, after=lambda x: F.pixel_shuffle(x, 2))
-        return torch.tanh(self.out(x)) / 2, states
+        return _through_cells(self.rnns, self.conv(bits), states, self._after)
+
+    def _after(self, i: int, x: Tensor) -> Tensor:
+        """Depth-to-space after each layer; after the last, the output conv to RGB."""
+        x = F.pixel_shuffle(x, 2)
+        return torch.tanh(self.out(x)) / 2 if i == len(self.rnns) - 1 else x
 
 
 class GainNet(nn.Module):
