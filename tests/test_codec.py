@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from conftest import smooth_image
 
 from rnncodec import container
@@ -291,6 +292,33 @@ def test_the_last_iteration_codes_only_the_blocks_the_target_needs(metric):
     assert len(enc.data) < len(container.truncate(*container.read(full), 3))
     assert np.array_equal(decode(enc.data, precision="fp32").pixels, enc.reconstruction)
     assert [decode(container.truncate(header, chunks, k)).iterations for k in (1, 2, 3)] == [1, 2, 3]
+
+
+def test_adaptive_that_keeps_falling_short_lets_the_target_alone_land_it(monkeypatch):
+    """The allocation predicts from a first pass; should its coding pass miss a reachable target
+    try after try, the tile is coded by the target alone, which lands it: never a file short of
+    a target the model reaches, with a note that calls it out of reach."""
+    from rnncodec import codec
+    from rnncodec.zoo import load_image_model
+
+    packaged = load_image_model()
+    img = _half_flat(64, 128)
+    target = psnr_rgb(img, decode(encode(img, model=packaged, iterations=3, precision="fp32").data).pixels)
+
+    class FallsShort:  # an allocation whose every try gives each block one iteration
+        reachable = True
+
+        def __init__(self, net, x, *rest) -> None:
+            self.counts = np.ones((x.shape[2] // 16, x.shape[3] // 16), np.uint8)
+
+        def mask(self, t: int) -> torch.Tensor | None:
+            return None if t == 0 else torch.zeros(1, 1, *self.counts.shape)
+
+    monkeypatch.setattr(codec, "_Allocation", FallsShort)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Note)
+        enc = encode(img, model=packaged, target_psnr=target, adaptive=True, precision="fp32")
+    assert enc.iterations == 3 and psnr_rgb(img, decode(enc.data, precision="fp32").pixels) >= target
 
 
 def test_adaptive_needs_a_target_and_corrupt_counts_are_refused(tiny_model):

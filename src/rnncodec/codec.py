@@ -189,14 +189,18 @@ class _Encoding:
 
     def code_tile(self, model: ImageModel, coder: BitCoder, box: TileBox, bf16: bool, raise_aim: float = 0.0,
                   tries: int = 3) -> None:
+        """Code one tile. With `adaptive`, `tries` is how many allocations may still be tried, each
+        aiming higher than the last fell short; at none left, the target alone codes the tile."""
         n = self.header.iterations
         original = self.pixels[box.y0 : box.y1, box.x0 : box.x1]
         x = torch.from_numpy(model_input(self.pixels, box))
         alloc = None
-        if self.rate.adaptive:
+        if self.rate.adaptive and tries > 0:
             margin = 0.03 if self.rate.psnr is not None else 0.0002  # what the coding pass may lose to the prediction
             alloc = _Allocation(model.net, x, lambda recon: self._measure(original, recon, box), self.rate, n, bf16,
                                 self.rate.target + margin + raise_aim)
+            if not alloc.reachable:  # aimed past what the model reaches: the target alone lands what can be
+                alloc = None
         counts = alloc.counts if alloc else np.full((x.shape[2] // STRIDE, x.shape[3] // STRIDE), n, np.uint8)
         self.counts.append(counts)
         last = int(counts.max())
@@ -243,8 +247,8 @@ class _Encoding:
         if alloc and not self.tiled:
             self.keep, self.quality = last, self._measure(original, at.recon, box)
             short = self.rate.target - self.quality
-            if short > 0 and alloc.reachable and tries > 1:  # the coding pass fell short: aim higher
-                self._start()
+            if short > 0:  # the coding pass fell short: aim higher, or, at the
+                self._start()                   # last, let the target alone land it, as it always can
                 self.code_tile(model, coder, box, bf16, raise_aim + 2 * short, tries - 1)
 
     def _measure(self, original: np.ndarray, recon: torch.Tensor, box: TileBox) -> float:
@@ -432,7 +436,7 @@ class _Allocation:
             for _ in range(12):
                 mid = (lo + hi) / 2
                 lo, hi = (mid, hi) if measure(self.compose(counts(mid))) >= aim else (lo, mid)
-        self.counts = counts(lo) if self.reachable else np.full(d.shape[1:], len(recons) - 1, np.uint8)
+        self.counts = counts(lo)  # of use only where the aim is reachable
 
     def compose(self, counts: np.ndarray) -> torch.Tensor:
         """The first pass's reconstruction of each block after its count of iterations."""
