@@ -303,7 +303,8 @@ def test_adaptive_that_keeps_falling_short_lets_the_target_alone_land_it(monkeyp
 
     packaged = load_image_model()
     img = _half_flat(64, 128)
-    target = psnr_rgb(img, decode(encode(img, model=packaged, iterations=3, precision="fp32").data).pixels)
+    three = encode(img, model=packaged, iterations=3, precision="fp32").data
+    target = psnr_rgb(img, decode(three, precision="fp32").pixels)
 
     class FallsShort:  # an allocation whose every try gives each block one iteration
         reachable = True
