@@ -247,8 +247,8 @@ class _Encoding:
         if alloc and not self.tiled:
             self.keep, self.quality = last, self._measure(original, at.recon, box)
             short = self.rate.target - self.quality
-            if short > 0:  # the coding pass fell short: aim higher, or, at the
-                self._start()                   # last, let the target alone land it, as it always can
+            if short > 0:  # the coding pass fell short: aim higher, or at the last try let the target alone land it
+                self._start()
                 self.code_tile(model, coder, box, bf16, raise_aim + 2 * short, tries - 1)
 
     def _measure(self, original: np.ndarray, recon: torch.Tensor, box: TileBox) -> float:
