@@ -51,8 +51,11 @@ def test_training_logs_and_checkpoints(trained):
 
 
 def test_resume_continues_the_step_count(data_dir, trained, tmp_path):
+    stored = torch.load(trained / "checkpoint.pt", weights_only=False)["optimizer"]["state"]
+    assert {s["exp_avg_sq"].dtype for s in stored.values()} == {torch.bfloat16}  # the committed file's size
     here = Trainer(config(data_dir, tmp_path / "copy", steps=9), resume=trained / "checkpoint.pt", progress=False)
     assert here.step == 6
+    assert {s["exp_avg_sq"].dtype for s in here.opt.state.values()} == {torch.float32}
     here.run()
     assert torch.load(tmp_path / "copy" / "checkpoint.pt", weights_only=False)["step"] == 9
 
@@ -218,3 +221,23 @@ def test_training_with_randomly_stopped_blocks(data_dir, tmp_path):
     assert all((later <= earlier).all() for later, earlier in zip(masks[1:], masks))  # stopped stays stopped
     assert 0 < float(torch.cat(masks).mean()) < 1
     t.run()
+
+
+def test_a_wider_tail_grows_from_a_trained_model_computing_what_it_did(data_dir, trained, tmp_path):
+    """--tail-width with --init-from a narrower model: the same reconstructions before any step
+    (the new channels read by nothing), then training moves the new weights."""
+    narrow = torch.load(trained / "checkpoint.pt", weights_only=False)
+    t = Trainer(config(data_dir, tmp_path / "w", steps=2, init_from=str(trained / "checkpoint.pt"),
+                       model_overrides={"tail_width": 0.125}), progress=False)
+    assert t.model.decoder.out.weight.shape[1] == 2 * narrow["model"]["decoder.out.weight"].shape[1]
+    before = Trainer(config(data_dir, tmp_path / "n", steps=2, init_from=str(trained / "checkpoint.pt")), progress=False)
+    x = t.val_batch[:2]
+    t.model.eval()
+    with torch.no_grad():
+        wide, ref = t.model(x, 3)[1], before.model.eval()(x, 3)[1]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(wide, ref))
+    out = t.model.decoder.out.weight.detach().clone()
+    t.run()
+    assert not torch.equal(t.model.decoder.out.weight[:, out.shape[1] // 2:], out[:, out.shape[1] // 2:])
+    with pytest.raises(ModelError):  # a narrower tail cannot hold the wider model's weights
+        Trainer(config(data_dir, tmp_path / "x", steps=1, init_from=str(tmp_path / "w" / "checkpoint.pt")), progress=False)

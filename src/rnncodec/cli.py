@@ -225,7 +225,7 @@ def _train(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in (("encoder_cell", args.cell), ("decoder_cell", args.cell), ("framework", args.framework),
                                     ("iterations", args.model_iterations), ("width", args.width),
-                                    ("priming", args.priming)) if v is not None}
+                                    ("priming", args.priming), ("tail_width", args.tail_width)) if v is not None}
     tc = from_args(TrainConfig, args, model_overrides=overrides)
     Trainer(tc, resume=Path(args.resume_from) if args.resume_from else args.resume).run()
 
@@ -372,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=float, help="layer width relative to the paper's (default: the preset's)")
     t.add_argument("--model-iterations", type=int, help="most iterations a file may hold")
     t.add_argument("--priming", type=int, help="extra decoder steps on the first iteration's bits (Johnston 2018)")
+    t.add_argument("--tail-width", type=float, help="width of the decoder's last conv-RNN layer (default: --width); "
+                   "with --init-from a narrower model, it grows into it computing what it did")
     t.add_argument("--resume-from", metavar="CKPT", help="continue from this checkpoint (e.g. checkpoints/default.pt)")
     t.set_defaults(func=_train)
 

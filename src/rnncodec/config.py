@@ -8,7 +8,7 @@ from .errors import OptionError
 
 STRIDE = 16  # total encoder stride: one bit vector per 16×16 block
 CELLS = ("lstm", "assoc_lstm", "gru", "residual_gru")
-LATER_FIELDS = {"priming": 0}  # ModelConfig fields added after the first release, with their defaults
+LATER_FIELDS = {"priming": 0, "tail_width": 0.0}  # ModelConfig fields added after the first release, with their defaults
 FRAMEWORKS = ("oneshot", "additive", "residual_scaling", "iteration_gain")
 
 
@@ -25,6 +25,7 @@ class ModelConfig:
     assoc_copies: int = 4  # memory copies of the associative LSTM
     gain_width: int = 32  # channels of the residual-scaling gain network
     priming: int = 0  # extra decoder steps on the first iteration's bits (Johnston et al. 2018): no extra bits
+    tail_width: float = 0.0  # width of the decoder's last conv-RNN layer, which feeds the pixels (0: `width`)
 
     def __post_init__(self) -> None:
         if self.encoder_cell not in CELLS or self.decoder_cell not in CELLS:
@@ -33,10 +34,12 @@ class ModelConfig:
             raise ValueError(f"framework must be one of {FRAMEWORKS}")
         if not 0 < self.width <= 4 or not 1 <= self.bits <= 256 or not 1 <= self.iterations <= 64 or not 0 <= self.priming <= 8:
             raise ValueError("width, bits, iterations or priming out of range")
+        if not 0 <= self.tail_width <= 4:
+            raise ValueError("tail_width out of range")
 
-    def depth(self, paper_depth: int) -> int:
+    def depth(self, paper_depth: int, width: float = 0.0) -> int:
         """Scaled layer depth, kept a multiple of 8 so depth-to-space and complex pairs split evenly."""
-        return max(8, int(round(paper_depth * self.width / 8)) * 8)
+        return max(8, int(round(paper_depth * (width or self.width) / 8)) * 8)
 
     def coded_iterations(self, iterations: int | None) -> int:
         """The iterations an encoder codes when asked for `iterations` (None: all the model has)."""

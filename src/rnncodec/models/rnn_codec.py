@@ -125,10 +125,11 @@ class Decoder(nn.Module):
         super().__init__()
         d, cell = cfg.depth, cfg.decoder_cell
         self.conv = Conv2d(cfg.bits, d(512), 1)
-        layers = ((d(512), d(512), 1), (d(512) // 4, d(512), 1), (d(512) // 4, d(256), 3), (d(256) // 4, d(128), 3))
+        tail = cfg.depth(128, cfg.tail_width)
+        layers = ((d(512), d(512), 1), (d(512) // 4, d(512), 1), (d(512) // 4, d(256), 3), (d(256) // 4, tail, 3))
         self.rnns = nn.ModuleList(make_cell(cell, cin, cout, k_in=3, k_hidden=kh, stride=1, copies=cfg.assoc_copies)
                                   for cin, cout, kh in layers)
-        self.out = Conv2d(d(128) // 4, 3, 1)
+        self.out = Conv2d(tail // 4, 3, 1)
 
     def forward(self, bits: Tensor, states: list) -> tuple[Tensor, list]:
         return _through_cells(self.rnns, self.conv(bits), states, self._after)

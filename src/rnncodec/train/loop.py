@@ -40,6 +40,38 @@ def _dist_setup() -> tuple[int, int, torch.device]:
     return rank, dist.get_world_size(), torch.device("cpu")
 
 
+def grown(model: RNNCodec, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A narrower model's weights placed in `model` (wider layers) so that it computes what the
+    narrow one did, after Net2Net (Chen et al. 2016) with zeros: each gate's old rows keep their
+    weights and read nothing new, new rows keep their initial values. Training then gives the new
+    channels a use without first undoing what the trained model knows."""
+    modules = dict(model.named_modules())
+    out = {}
+    for name, new in model.state_dict().items():
+        old = state.get(name)
+        if old is None or old.shape == new.shape:
+            if old is not None:
+                out[name] = old
+            continue
+        if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
+            raise ModelError(f"{name}: stored {tuple(old.shape)} does not fit in {tuple(new.shape)}")
+        path, _, _ = name.rpartition(".")
+        owner, _, conv = path.rpartition(".")
+        gates = {"conv_x": "in_gates", "conv_h": "hidden_gates"}.get(conv)
+        chunks = int(getattr(modules.get(owner), gates, 1)) if gates else 1
+        grown_ = new.detach().clone()
+        old_rows, new_rows = old.shape[0] // chunks, new.shape[0] // chunks
+        for g in range(chunks):
+            rows = slice(g * new_rows, g * new_rows + old_rows)
+            if new.dim() > 1:
+                grown_[rows] = 0
+                grown_[rows, : old.shape[1]] = old[g * old_rows: (g + 1) * old_rows]
+            else:
+                grown_[rows] = old[g * old_rows: (g + 1) * old_rows]
+        out[name] = grown_
+    return out
+
+
 class Trainer(Run):
     """The image model's trainer: L1 on the residual after every unrolled iteration."""
 
@@ -97,18 +129,20 @@ class Trainer(Run):
         """Fine-tuning: only the weights carry over, so a new run gets its own warmup and decay.
 
         The weights may come from a model with the same layers but another reconstruction
-        framework or priming (additive → iteration gain, say): the shared layers carry over, new
-        ones keep their initial values, and True asks for newly added gains to be calibrated on a
-        training batch."""
+        framework or priming (additive → iteration gain, say), or a narrower tail (`grown`): the
+        shared layers carry over, new ones keep their initial values, and True asks for newly
+        added gains to be calibrated on a training batch."""
         if path.suffix == ".safetensors":
             stored = load_weights(path)
             config, state = stored.config, {k: torch.from_numpy(v) for k, v in stored.tensors.items()}
         else:
             ck = load_checkpoint(path)
             config, state = ck["model_config"], ck["model"]
-        if replace(ModelConfig.from_json(config), framework=self.cfg.framework, priming=self.cfg.priming) != self.cfg:
+        same = dict(framework=self.cfg.framework, priming=self.cfg.priming, tail_width=self.cfg.tail_width)
+        if replace(ModelConfig.from_json(config), **same) != self.cfg:
             raise ModelError(f"{path} holds another model config (preset, cell, width)")
-        missing = self.model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False).missing_keys
+        state = grown(self.model, {k: v.float() for k, v in state.items()})
+        missing = self.model.load_state_dict(state, strict=False).missing_keys
         return "log_gain" in missing
 
     def _set_weights(self, path: Path, config: str, state: dict[str, torch.Tensor]) -> None:
@@ -117,8 +151,14 @@ class Trainer(Run):
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
 
     def checkpoint_state(self) -> dict[str, Any]:
+        """Adam's moments in bf16: they need fp32's range, not its precision, and the committed
+        checkpoint has to fit the GPU machine's upload beside the training data (a resume casts
+        them back to the parameters' dtype)."""
+        opt = self.opt.state_dict()
+        opt["state"] = {i: {k: v.to(torch.bfloat16) if k.startswith("exp_avg") else v for k, v in s.items()}
+                        for i, s in opt["state"].items()}
         return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "optimizer": self.opt.state_dict(), "model_config": self.cfg.to_json()}
+                "optimizer": opt, "model_config": self.cfg.to_json()}
 
     # -- steps -------------------------------------------------------------------------------
     def validate(self) -> list[float] | None:
