@@ -4,10 +4,10 @@ change that would stop old files from decoding, or change what they decode to, f
 - tiny-entropy-int.safetensors: a tiny integer context model (rows_above 2, kernel 5 wide);
 - coder2.rnc: a 32×48 image at 3 iterations in two tiles, written with it and the tests' tiny
   seeded image model (conftest.save_tiny_image_model, found by id);
-- shipped-*.rnc to shipped5-*.rnc: written with the shipped context models (coder 1's float
+- shipped-*.rnc to shipped6-*.rnc: written with the shipped context models (coder 1's float
   one, coder 2's integer one; shipped-: those fitted to image model 3419f1cfdb626ccb, shipped2-:
   to a6c0eb0b5daf2741, shipped3-: to ad883a38e080d596, shipped4-: to 8922bf4848b8e303, shipped5-:
-  to c8c7bbcae3cacd56) over the
+  to c8c7bbcae3cacd56, shipped6-: to 0543fd59b35811da) over the
   tiny image model's bits: odd sizes, several tiles, block iteration counts (format version 2)
   and an alpha plane. A shipped model they name must stay findable (docs/FORMAT.md,
   "Compatibility");
@@ -48,7 +48,8 @@ from rnncodec.zoo import (
 VECTORS = Path(__file__).parent / "vectors"
 MODEL = VECTORS / "tiny-entropy-int.safetensors"
 # every default the package has had, oldest first
-SHIPPED_IMAGE_MODELS = ["3419f1cfdb626ccb", "a6c0eb0b5daf2741", "ad883a38e080d596", "8922bf4848b8e303", "c8c7bbcae3cacd56"]
+SHIPPED_IMAGE_MODELS = ["3419f1cfdb626ccb", "a6c0eb0b5daf2741", "ad883a38e080d596", "8922bf4848b8e303", "c8c7bbcae3cacd56",
+                        "0543fd59b35811da"]
 
 
 def _bits() -> torch.Tensor:
@@ -98,11 +99,12 @@ def test_every_image_model_the_package_has_shipped_is_still_in_it():
 
 def _vectors(image: ImageModel) -> dict[str, Callable[[], bytes]]:
     """How each vector is made (run only for a missing one). The shipped-* ones name the context
-    models shipped with image model 3419f1cfdb626ccb, the shipped2-* to shipped4-* ones the next
-    three's, the shipped5-* ones the default's."""
+    models shipped with image model 3419f1cfdb626ccb, the shipped2-* to shipped5-* ones the next
+    four's, the shipped6-* ones the default's."""
     shipped_coders = (("ae5bd7d83ad31875", "2c8714206b3e8c7e"), ("811441aa9ef3a3a4", "e99d80e9fbf5d3b8"),
-                      ("7949e2980d03fe00", "dd3708c71e187167"), ("3a07a2863f26aff7", "42bef58629e7a3e1"))
-    first, second, third, fourth = ({kind: PACKAGE_WEIGHTS / f"{kind}-{model_id}.safetensors"
+                      ("7949e2980d03fe00", "dd3708c71e187167"), ("3a07a2863f26aff7", "42bef58629e7a3e1"),
+                      ("66482883fcb4cd14", "da32f99fc09a97b6"))
+    first, second, third, fourth, fifth = ({kind: PACKAGE_WEIGHTS / f"{kind}-{model_id}.safetensors"
                                      for kind, model_id in zip(("entropy", "entropy-int"), ids)}
                                     for ids in shipped_coders)
     rgba = np.dstack([smooth_image(29, 41, seed=9), np.linspace(0, 255, 29 * 41).reshape(29, 41).astype(np.uint8)])
@@ -133,8 +135,13 @@ def _vectors(image: ImageModel) -> dict[str, Callable[[], bytes]]:
                                                 coder=integer_coder(fourth["entropy-int"]), tile=48, overlap=16,
                                                 precision="fp32").data,
         "shipped5-coder1-odd": lambda: encode(smooth_image(39, 45, seed=20), iterations=2, model=image,
-                                              coder=arithmetic_coder(), precision="fp32").data,
+                                              coder=arithmetic_coder(fifth["entropy"]), precision="fp32").data,
         "shipped5-coder2-tiles": lambda: encode(smooth_image(56, 88, seed=21), iterations=3, model=image,
+                                                coder=integer_coder(fifth["entropy-int"]), tile=48, overlap=16,
+                                                precision="fp32").data,
+        "shipped6-coder1-odd": lambda: encode(smooth_image(41, 43, seed=22), iterations=2, model=image,
+                                              coder=arithmetic_coder(), precision="fp32").data,
+        "shipped6-coder2-tiles": lambda: encode(smooth_image(48, 96, seed=23), iterations=3, model=image,
                                                 coder=integer_coder(), tile=48, overlap=16, precision="fp32").data,
     }
 
