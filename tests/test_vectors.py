@@ -97,53 +97,40 @@ def test_every_image_model_the_package_has_shipped_is_still_in_it():
         assert image_model_by_id(bytes.fromhex(model_id)).model_id.hex() == model_id
 
 
+# each shipment's context models (coder 1, coder 2; None: the package's defaults) and the image
+# size and seed of its two vectors: one at an odd size with coder 1, one in tiles with coder 2
+SHIPMENTS = (
+    ("shipped", ("ae5bd7d83ad31875", "2c8714206b3e8c7e"), (37, 53, 11), (72, 100, 12)),
+    ("shipped2", ("811441aa9ef3a3a4", "e99d80e9fbf5d3b8"), (35, 51, 14), (64, 96, 15)),
+    ("shipped3", ("7949e2980d03fe00", "dd3708c71e187167"), (33, 55, 16), (80, 64, 17)),
+    ("shipped4", ("3a07a2863f26aff7", "42bef58629e7a3e1"), (31, 57, 18), (64, 80, 19)),
+    ("shipped5", ("66482883fcb4cd14", "da32f99fc09a97b6"), (39, 45, 20), (56, 88, 21)),
+    ("shipped6", None, (41, 43, 22), (48, 96, 23)),
+)
+
+
 def _vectors(image: ImageModel) -> dict[str, Callable[[], bytes]]:
-    """How each vector is made (run only for a missing one). The shipped-* ones name the context
-    models shipped with image model 3419f1cfdb626ccb, the shipped2-* to shipped5-* ones the next
-    four's, the shipped6-* ones the default's."""
-    shipped_coders = (("ae5bd7d83ad31875", "2c8714206b3e8c7e"), ("811441aa9ef3a3a4", "e99d80e9fbf5d3b8"),
-                      ("7949e2980d03fe00", "dd3708c71e187167"), ("3a07a2863f26aff7", "42bef58629e7a3e1"),
-                      ("66482883fcb4cd14", "da32f99fc09a97b6"))
-    first, second, third, fourth, fifth = ({kind: PACKAGE_WEIGHTS / f"{kind}-{model_id}.safetensors"
-                                     for kind, model_id in zip(("entropy", "entropy-int"), ids)}
-                                    for ids in shipped_coders)
+    """How each vector is made (run only for a missing one): `SHIPMENTS`' two each, and with the
+    first shipment's integer model a file with block counts and one with alpha."""
+    def made(size: tuple[int, int, int], iterations: int, coder: Callable[[], BitCoder], **tiles) -> Callable[[], bytes]:
+        h, w, seed = size
+        return lambda: encode(smooth_image(h, w, seed=seed), iterations=iterations, model=image, coder=coder(),
+                              precision="fp32", **tiles).data
+
+    def path(kind: str, model_id: str | None) -> Path | None:
+        return model_id and PACKAGE_WEIGHTS / f"{kind}-{model_id}.safetensors"
+
+    vectors = {"coder2": made((32, 48, 7), 3, lambda: integer_coder(MODEL), tile=32, overlap=16)}
+    for name, ids, odd, tiled in SHIPMENTS:
+        float_id, int_id = ids or (None, None)
+        vectors[f"{name}-coder1-odd"] = made(odd, 2, lambda f=float_id: arithmetic_coder(path("entropy", f)))
+        vectors[f"{name}-coder2-tiles"] = made(tiled, 3, lambda i=int_id: integer_coder(path("entropy-int", i)),
+                                               tile=48, overlap=16)
+    first = integer_coder(path("entropy-int", SHIPMENTS[0][1][1]))
     rgba = np.dstack([smooth_image(29, 41, seed=9), np.linspace(0, 255, 29 * 41).reshape(29, 41).astype(np.uint8)])
-    return {
-        "coder2": lambda: encode(smooth_image(32, 48, seed=7), iterations=3, model=image, coder=integer_coder(MODEL),
-                                 tile=32, overlap=16, precision="fp32").data,
-        "shipped-coder1-odd": lambda: encode(smooth_image(37, 53, seed=11), iterations=2, model=image,
-                                             coder=arithmetic_coder(first["entropy"]), precision="fp32").data,
-        "shipped-coder2-tiles": lambda: encode(smooth_image(72, 100, seed=12), iterations=3, model=image,
-                                               coder=integer_coder(first["entropy-int"]), tile=48, overlap=16,
-                                               precision="fp32").data,
-        "shipped-coder2-blocks": lambda: _partial(image, smooth_image(48, 80, seed=13), integer_coder(first["entropy-int"])),
-        "shipped-coder2-alpha": lambda: encode(rgba, iterations=1, model=image, coder=integer_coder(first["entropy-int"]),
-                                               precision="fp32").data,
-        "shipped2-coder1-odd": lambda: encode(smooth_image(35, 51, seed=14), iterations=2, model=image,
-                                              coder=arithmetic_coder(second["entropy"]), precision="fp32").data,
-        "shipped2-coder2-tiles": lambda: encode(smooth_image(64, 96, seed=15), iterations=3, model=image,
-                                                coder=integer_coder(second["entropy-int"]), tile=48, overlap=16,
-                                                precision="fp32").data,
-        "shipped3-coder1-odd": lambda: encode(smooth_image(33, 55, seed=16), iterations=2, model=image,
-                                              coder=arithmetic_coder(third["entropy"]), precision="fp32").data,
-        "shipped3-coder2-tiles": lambda: encode(smooth_image(80, 64, seed=17), iterations=3, model=image,
-                                                coder=integer_coder(third["entropy-int"]), tile=48, overlap=16,
-                                                precision="fp32").data,
-        "shipped4-coder1-odd": lambda: encode(smooth_image(31, 57, seed=18), iterations=2, model=image,
-                                              coder=arithmetic_coder(fourth["entropy"]), precision="fp32").data,
-        "shipped4-coder2-tiles": lambda: encode(smooth_image(64, 80, seed=19), iterations=3, model=image,
-                                                coder=integer_coder(fourth["entropy-int"]), tile=48, overlap=16,
-                                                precision="fp32").data,
-        "shipped5-coder1-odd": lambda: encode(smooth_image(39, 45, seed=20), iterations=2, model=image,
-                                              coder=arithmetic_coder(fifth["entropy"]), precision="fp32").data,
-        "shipped5-coder2-tiles": lambda: encode(smooth_image(56, 88, seed=21), iterations=3, model=image,
-                                                coder=integer_coder(fifth["entropy-int"]), tile=48, overlap=16,
-                                                precision="fp32").data,
-        "shipped6-coder1-odd": lambda: encode(smooth_image(41, 43, seed=22), iterations=2, model=image,
-                                              coder=arithmetic_coder(), precision="fp32").data,
-        "shipped6-coder2-tiles": lambda: encode(smooth_image(48, 96, seed=23), iterations=3, model=image,
-                                                coder=integer_coder(), tile=48, overlap=16, precision="fp32").data,
-    }
+    vectors["shipped-coder2-blocks"] = lambda: _partial(image, smooth_image(48, 80, seed=13), first)
+    vectors["shipped-coder2-alpha"] = lambda: encode(rgba, iterations=1, model=image, coder=first, precision="fp32").data
+    return vectors
 
 
 def _partial(image: ImageModel, pixels: np.ndarray, coder: BitCoder) -> bytes:
