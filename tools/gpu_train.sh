@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 # the GPU (each learns at half speed): one run when the model, not a comparison, is the aim.
 RUNS=(
   "bf16:--framework iteration_gain --binarizer sign --bf16"
+  "wide:--framework iteration_gain --binarizer sign --bf16 --tail-width 0.5"  # issue 11's capacity lead, grown from the checkpoint
 )
 COMMON=(--preset small --unroll 16 --crop 128 --lr 5e-4 --warmup 100 --steps 1000000 --val-every 200
         --checkpoint-minutes 2 --threads 4 --seed 7)
