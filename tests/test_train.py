@@ -60,6 +60,22 @@ def test_resume_continues_the_step_count(data_dir, trained, tmp_path):
     assert torch.load(tmp_path / "copy" / "checkpoint.pt", weights_only=False)["step"] == 9
 
 
+def test_a_committed_checkpoint_resumes_without_adams_moments(data_dir, trained, tmp_path):
+    committed = tmp_path / "default.pt"
+    r = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "tools" / "commit_checkpoint.py"),
+                        str(trained / "checkpoint.pt"), str(committed)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert committed.stat().st_size < (trained / "checkpoint.pt").stat().st_size / 3
+    export = [sys.executable, "-m", "rnncodec.cli", "export"]
+    ids = [subprocess.run([*export, str(ck), "-o", str(tmp_path / f"{i}.safetensors")], capture_output=True,
+                          text=True).stdout.split()[-1] for i, ck in enumerate((trained / "checkpoint.pt", committed))]
+    assert ids[0] == ids[1]  # the same model
+    here = Trainer(config(data_dir, tmp_path / "c", steps=8), resume=committed, progress=False)
+    assert here.step == 6 and not here.opt.state
+    here.run()
+    assert torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)["step"] == 8
+
+
 def test_export_writes_loadable_release_weights(data_dir, trained, tmp_path):
     weights = tmp_path / "w.safetensors"
     r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "export", str(trained / "checkpoint.pt"), "-o", str(weights)],

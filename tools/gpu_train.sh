@@ -19,7 +19,8 @@ cd "$(dirname "$0")/.."
 # the GPU (each learns at half speed): one run when the model, not a comparison, is the aim.
 RUNS=(
   "bf16:--framework iteration_gain --binarizer sign --bf16"
-  "wide:--framework iteration_gain --binarizer sign --bf16 --tail-width 0.5"  # issue 11's capacity lead, grown from the checkpoint
+  # issue 11's capacity lead: the decoder's last layer at ½ width, continued from its own last run
+  "wide:--framework iteration_gain --binarizer sign --bf16 --tail-width 0.5 --init-from checkpoints/wide.pt"
 )
 COMMON=(--preset small --unroll 16 --crop 128 --lr 5e-4 --warmup 100 --steps 1000000 --val-every 200
         --checkpoint-minutes 2 --threads 4 --seed 7)

@@ -151,9 +151,9 @@ class Trainer(Run):
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """Adam's moments in bf16: they need fp32's range, not its precision, and the committed
-        checkpoint has to fit the GPU machine's upload beside the training data (a resume casts
-        them back to the parameters' dtype)."""
+        """Adam's moments in bf16: they need fp32's range, not its precision, and the GPU machine
+        returns every run's checkpoint within a few 16 MiB files (a resume casts them back to the
+        parameters' dtype; tools/commit_checkpoint.py drops them from the committed file)."""
         opt = self.opt.state_dict()
         opt["state"] = {i: {k: v.to(torch.bfloat16) if k.startswith("exp_avg") else v for k, v in s.items()}
                         for i, s in opt["state"].items()}
