@@ -209,6 +209,16 @@ def test_every_precision_round_trips(request, tiny_model, coder_name, enc_precis
         assert np.array_equal(dec.pixels, enc.reconstruction)
 
 
+@pytest.mark.parametrize("written", ["fp32", "bf16"])
+def test_auto_decodes_in_the_encoders_precision(tiny_model, integer_coder, monkeypatch, written):
+    """A decoder in the encoder's arithmetic replays its reconstruction exactly; in the other it drifts."""
+    monkeypatch.setattr("rnncodec.precision.bf16_native", lambda: True)
+    enc = encode(smooth_image(48, 64, seed=6), iterations=3, model=tiny_model, coder=integer_coder, precision=written,
+                 reconstruct=True)
+    assert container.read(enc.data)[0].precision == written
+    assert np.array_equal(decode(enc.data).pixels, enc.reconstruction)
+
+
 def test_bf16_falls_back_to_fp32_where_the_cpu_lacks_it(tiny_model, monkeypatch):
     from rnncodec.errors import Note
 

@@ -18,9 +18,19 @@ def stream(tiny_model) -> bytes:
 
 
 def test_header_round_trip():
-    h = container.Header(0, b"abcdefgh", bytes(8), 10, 20, 512, 16, 4, b"icc-bytes", b"alpha-bytes")
+    h = container.Header(0, b"abcdefgh", bytes(8), 10, 20, 512, 16, 4, b"icc-bytes", b"alpha-bytes", precision="bf16")
     parsed, chunks = container.read(container.write(h, [(b"xy", 7)]))
     assert parsed == h and chunks == [(b"xy", 7)]
+
+
+@pytest.mark.parametrize("byte,precision", [(0, None), (1, "fp32"), (2, "bf16"), (9, None)])
+def test_the_encoders_precision_is_a_byte_older_readers_skip(stream, byte, precision):
+    """The byte older files left 0: a value this reader does not know reads as not recorded."""
+    data = bytearray(stream)
+    data[7] = byte
+    pos = len(container.read(stream)[0].to_bytes()) - 4  # the header CRC's place
+    data[pos: pos + 4] = struct.pack(">I", zlib.crc32(bytes(data[:pos])))
+    assert container.read(bytes(data))[0].precision == precision
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from .entropy import BitCoder, CoderSession, explain_failure
 from .errors import FormatError, Note, OptionError
 from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, read_image
 from .models.rnn_codec import STRIDE, RNNCodec, Step
-from .precision import resolve, resolve_device
+from .precision import resolve, resolve_device, resolve_for
 from .quality import gaussian_window, ms_ssim_rgb, psnr_rgb, ssim_map
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, to_uint8
 from .zoo import ImageModel, coder_by_id, default_coder, image_model_by_id, load_image_model, on_device
@@ -154,10 +154,11 @@ def encode(
     check_tiling(tile, overlap)
     h, w = rgb.pixels.shape[:2]
     boxes = plan_tiles(h, w, tile, overlap)
+    arithmetic = resolve(precision)
     header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile,
-                              None if rgb.alpha is None else container.pack_alpha(rgb.alpha))
+                              None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision=arithmetic)
     run = _Encoding(rgb.pixels, header, rate, len(boxes) > 1, reconstruct)
-    bf16 = resolve(precision) == "bf16"
+    bf16 = arithmetic == "bf16"
     with torch.inference_mode():
         for i, box in enumerate(tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0)):
             run.code_tile(model, coder, box, bf16)
@@ -505,7 +506,8 @@ def decode(
     device: str = "cpu",
 ) -> Decoded:
     """Decode the first `iterations` chunks (default: all the file holds); `precision` as encode's,
-    on the CPU; `device` (cuda, cuda:N) runs the image model on a GPU instead, in fp32.
+    on the CPU (`auto` follows the encoder's, recorded in the header, where it can); `device`
+    (cuda, cuda:N) runs the image model on a GPU instead, in fp32.
 
     The lookups turn the header's ids into the image model (by model id) and the payload coder (by
     coder id and entropy model id); by default zoo's, which find the weights by id."""
@@ -529,7 +531,7 @@ def decode(
     payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
     try:
         canvas = _decode_tiles(model, coder, header, boxes, payloads, [crc for _, crc in chunks[:n_iter]], progress,
-                               resolve(precision) == "bf16" and dev.type == "cpu")
+                               resolve_for(precision, header.precision) == "bf16" and dev.type == "cpu")
     except FormatError as exc:
         raise explain_failure(header.coder_id, exc) from None
     return Decoded(canvas.result(), n_iter, header.icc_profile, alpha)

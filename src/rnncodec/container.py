@@ -24,7 +24,8 @@ FLAG_ICC = 1
 FLAG_ALPHA = 2
 FLAG_BLOCKS = 4
 _SECTIONS = ((FLAG_ICC, "icc_profile"), (FLAG_ALPHA, "alpha"), (FLAG_BLOCKS, "blocks"))  # in file order
-_FIXED = struct.Struct(">4sBBBB8s8sIIHHB")  # magic ver coder flags reserved model entropy w h tile overlap iters
+_FIXED = struct.Struct(">4sBBBB8s8sIIHHB")  # magic ver coder flags precision model entropy w h tile overlap iters
+PRECISION_BYTES = {None: 0, "fp32": 1, "bf16": 2}  # the encoder's arithmetic, in the byte older files left 0
 _CHUNK = struct.Struct(">II")  # payload length, CRC32 of the decoded bits
 CHUNK_OVERHEAD = _CHUNK.size
 
@@ -42,12 +43,13 @@ class Header:
     icc_profile: bytes | None = None
     alpha: bytes | None = None  # the alpha plane as `pack_alpha` stores it; None: opaque
     blocks: bytes | None = None  # iterations per 16×16 block as `pack_blocks` stores them; None: all
+    precision: str | None = None  # the image model's arithmetic in the encoder (fp32, bf16); None: not recorded
 
     def to_bytes(self) -> bytes:
         sections = [(flag, getattr(self, name)) for flag, name in _SECTIONS if getattr(self, name)]
         version = VERSION_ADAPTIVE if self.blocks else VERSION
-        out = _FIXED.pack(MAGIC, version, self.coder_id, sum(flag for flag, _ in sections), 0, self.model_id,
-                          self.entropy_id, self.width, self.height, self.tile, self.overlap, self.iterations)
+        out = _FIXED.pack(MAGIC, version, self.coder_id, sum(flag for flag, _ in sections), PRECISION_BYTES[self.precision],
+                          self.model_id, self.entropy_id, self.width, self.height, self.tile, self.overlap, self.iterations)
         out += b"".join(struct.pack(">I", len(data)) + data for _, data in sections)
         return out + struct.pack(">I", zlib.crc32(out))
 
@@ -104,7 +106,7 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
         raise FormatError("not an .rnc file (bad magic)")
     if len(data) < _FIXED.size + 4:
         raise FormatError("truncated header")
-    magic, version, coder, flags, _, model_id, entropy_id, w, h, tile, overlap, iters = _FIXED.unpack_from(data)
+    magic, version, coder, flags, precision, model_id, entropy_id, w, h, tile, overlap, iters = _FIXED.unpack_from(data)
     if version not in (VERSION, VERSION_ADAPTIVE):
         raise FormatError(f"unsupported .rnc format version {version} (this rnncodec reads {VERSION} and "
                           f"{VERSION_ADAPTIVE})")
@@ -133,7 +135,8 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
         raise FormatError(f"invalid image size {w}×{h}")
     if not 1 <= iters <= MAX_ITERATIONS or tile % 16 or tile == 0 or overlap % 16 or overlap >= tile:
         raise FormatError("invalid header fields (iterations, tile or overlap)")
-    header = Header(coder, model_id, entropy_id, w, h, tile, overlap, iters, **sections)
+    written = {v: k for k, v in PRECISION_BYTES.items()}.get(precision)  # a value it does not know: not recorded
+    header = Header(coder, model_id, entropy_id, w, h, tile, overlap, iters, **sections, precision=written)
     chunks = []
     while pos < len(data):
         if len(chunks) == iters:

@@ -94,7 +94,7 @@ def encode(rgb: RGBImage, model: OnnxImageModel, coder: BitCoder, iterations: in
     check_tiling(tile, overlap)
     h, w = rgb.pixels.shape[:2]
     header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n, rgb.icc_profile,
-                              None if rgb.alpha is None else container.pack_alpha(rgb.alpha))
+                              None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision="fp32")
     chunks = container.Chunks(n)
     boxes = plan_tiles(h, w, tile, overlap)
     if progress:

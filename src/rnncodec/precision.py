@@ -4,7 +4,8 @@ natively; on the CPU, or decoding on a CUDA GPU.
 bf16 halves the encoder's and decoder's time on CPUs with AVX512-BF16 or AMX, at a cost in
 quality measured in docs/RESULTS.md. It changes nothing a decoder must reproduce exactly: the
 entropy coder's probabilities are integer (coder 2), and a file's bits are whatever its encoder
-wrote, so a file encoded in one precision decodes in the other, to within rounding.
+wrote, so a file encoded in one precision decodes in the other, to within rounding; the header
+records the encoder's, and `auto` decodes in it where the CPU can.
 
 Torch loads only when a precision or device is resolved: the CLI reads PRECISIONS without it.
 """
@@ -48,6 +49,15 @@ def resolve(precision: str) -> str:
     if precision == "bf16":
         warnings.warn("this CPU has no native bf16: running in fp32", Note, stacklevel=3)
     return "fp32"
+
+
+def resolve_for(precision: str, written: str | None) -> str:
+    """A decoder's precision: `auto` follows the encoder's (`written`, from the file's header)
+    where this CPU can, since a decoder whose arithmetic differs from the encoder's drifts from
+    its reconstruction over the iterations (docs/RESULTS.md, "Precision"); else as `resolve`."""
+    if precision == "auto" and written == "fp32":
+        return "fp32"
+    return resolve(precision)
 
 
 def resolve_device(name: str) -> torch.device:
