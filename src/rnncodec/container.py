@@ -26,6 +26,7 @@ FLAG_BLOCKS = 4
 _SECTIONS = ((FLAG_ICC, "icc_profile"), (FLAG_ALPHA, "alpha"), (FLAG_BLOCKS, "blocks"))  # in file order
 _FIXED = struct.Struct(">4sBBBB8s8sIIHHB")  # magic ver coder flags precision model entropy w h tile overlap iters
 PRECISION_BYTES = {None: 0, "fp32": 1, "bf16": 2}  # the encoder's arithmetic, in the byte older files left 0
+_PRECISION_OF_BYTE = {v: k for k, v in PRECISION_BYTES.items()}
 _CHUNK = struct.Struct(">II")  # payload length, CRC32 of the decoded bits
 CHUNK_OVERHEAD = _CHUNK.size
 
@@ -135,7 +136,7 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
         raise FormatError(f"invalid image size {w}×{h}")
     if not 1 <= iters <= MAX_ITERATIONS or tile % 16 or tile == 0 or overlap % 16 or overlap >= tile:
         raise FormatError("invalid header fields (iterations, tile or overlap)")
-    written = {v: k for k, v in PRECISION_BYTES.items()}.get(precision)  # a value it does not know: not recorded
+    written = _PRECISION_OF_BYTE.get(precision)  # a value it does not know: not recorded
     header = Header(coder, model_id, entropy_id, w, h, tile, overlap, iters, **sections, precision=written)
     chunks = []
     while pos < len(data):

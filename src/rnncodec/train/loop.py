@@ -55,19 +55,15 @@ def grown(model: RNNCodec, state: dict[str, torch.Tensor]) -> dict[str, torch.Te
             continue
         if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
             raise ModelError(f"{name}: stored {tuple(old.shape)} does not fit in {tuple(new.shape)}")
-        path, _, _ = name.rpartition(".")
-        owner, _, conv = path.rpartition(".")
+        owner, conv, _ = name.rsplit(".", 2)
         gates = {"conv_x": "in_gates", "conv_h": "hidden_gates"}.get(conv)
         chunks = int(getattr(modules.get(owner), gates, 1)) if gates else 1
         grown_ = new.detach().clone()
         old_rows, new_rows = old.shape[0] // chunks, new.shape[0] // chunks
         for g in range(chunks):
             rows = slice(g * new_rows, g * new_rows + old_rows)
-            if new.dim() > 1:
-                grown_[rows] = 0
-                grown_[rows, : old.shape[1]] = old[g * old_rows: (g + 1) * old_rows]
-            else:
-                grown_[rows] = old[g * old_rows: (g + 1) * old_rows]
+            grown_[rows] = 0  # the old rows read no new channel
+            grown_[(rows, *map(slice, old.shape[1:]))] = old[g * old_rows: (g + 1) * old_rows]
         out[name] = grown_
     return out
 
