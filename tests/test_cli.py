@@ -219,6 +219,9 @@ def test_adaptive_from_the_command_line(tmp_path, png):
     rnc, out = tmp_path / "a.rnc", tmp_path / "a.png"
     assert run("compress", png, "-o", rnc, "--target-psnr", "26", "--adaptive").returncode == 0
     assert run("decompress", rnc, "-o", out).returncode == 0
+    for flag, name in (([], "default.rnc"), (["--no-adaptive"], "alone.rnc")):  # adaptive is the default for targets
+        assert run("compress", png, "-o", tmp_path / name, "--target-psnr", "26", *flag).returncode == 0
+    assert (tmp_path / "default.rnc").read_bytes() == rnc.read_bytes() != (tmp_path / "alone.rnc").read_bytes()
     info = json.loads(run("info", rnc, "--json").stdout)
     assert info["iterations"] >= 1
     r = run("compress", png, "-o", tmp_path / "b.rnc", "--iterations", "3", "--adaptive")

@@ -144,7 +144,7 @@ def test_a_quality_target_stops_at_the_first_iteration_that_reaches_it(tiny_mode
     img = smooth_image(48, 64, seed=3)
     header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model).data)
     for target in sorted(psnrs)[1:4]:
-        enc = encode(img, model=tiny_model, target_psnr=target)  # one tile: judged exactly, and stopped there
+        enc = encode(img, model=tiny_model, target_psnr=target, adaptive=False)  # one tile: judged exactly, stopped there
         assert enc.iterations == next(k for k, p in enumerate(psnrs, 1) if p >= target)
         assert enc.data == container.truncate(header, chunks, enc.iterations)
     with pytest.warns(Note, match="out of reach"):
@@ -156,7 +156,7 @@ def test_a_quality_target_over_several_tiles_is_judged_from_the_tiles(tiny_model
     img = smooth_image(64, 96, seed=4)
     header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model, tile=48, overlap=16).data)
     target = sorted(psnrs)[2]
-    enc = encode(img, model=tiny_model, tile=48, overlap=16, target_psnr=target)
+    enc = encode(img, model=tiny_model, tile=48, overlap=16, target_psnr=target, adaptive=False)
     assert enc.data == container.truncate(header, chunks, enc.iterations)
     assert psnrs[enc.iterations - 1] >= target - 0.5  # overlaps are counted in each tile: close, not exact
 
@@ -282,6 +282,25 @@ def test_adaptive_blocks_stop_where_the_image_is_easy():
     assert len(enc.data) < len(plain.data)  # stopped blocks cost no bits
 
 
+def test_adaptive_ms_ssim_spends_fewer_block_iterations_than_whole_ones():
+    """An MS-SSIM target (five scales: sides of 161 px and more) met by counts that the search
+    moved off uniform: fewer block-iterations and bytes than the first whole iteration reaching it."""
+    from rnncodec.quality import ms_ssim_rgb
+    from rnncodec.zoo import load_image_model
+
+    packaged = load_image_model()
+    img = smooth_image(176, 192, seed=8)
+    img[:, :96] = 128
+    full = encode(img, model=packaged, iterations=5, precision="fp32").data
+    header, chunks = container.read(full)
+    q = [ms_ssim_rgb(img, decode(container.truncate(header, chunks, k)).pixels) for k in range(1, 6)]
+    target = (q[1] + q[2]) / 2
+    enc = encode(img, model=packaged, target_ms_ssim=target, adaptive=True, precision="fp32")
+    counts = container.block_counts(container.read(enc.data)[0], [(11, 12)])[0]
+    assert ms_ssim_rgb(img, decode(enc.data).pixels) >= target
+    assert counts.sum() < 3 * counts.size and len(enc.data) < len(container.truncate(header, chunks, 3))
+
+
 @pytest.mark.parametrize("metric", ["psnr", "ms_ssim"])
 def test_the_last_iteration_codes_only_the_blocks_the_target_needs(metric):
     from rnncodec.quality import ms_ssim_rgb
@@ -294,7 +313,7 @@ def test_the_last_iteration_codes_only_the_blocks_the_target_needs(metric):
     header, chunks = container.read(full)
     q = [measure(img, decode(container.truncate(header, chunks, k)).pixels) for k in (2, 3)]
     target = q[0] + 0.3 * (q[1] - q[0])  # between the 2nd and the 3rd whole iteration
-    enc = encode(img, model=packaged, precision="fp32", reconstruct=True, **{f"target_{metric}": target})
+    enc = encode(img, model=packaged, precision="fp32", reconstruct=True, adaptive=False, **{f"target_{metric}": target})
     header, chunks = container.read(enc.data)
     got = measure(img, decode(enc.data, precision="fp32").pixels)
     assert enc.iterations == 3 and header.blocks is not None

@@ -83,3 +83,28 @@ def test_ms_ssim_scores_images_of_any_size():
         a = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
         noisy = np.clip(a + rng.normal(0, 20, a.shape), 0, 255).astype(np.uint8)
         assert score(a, a) == pytest.approx(1.0) and 0 < score(a, noisy) < 1
+
+
+@pytest.mark.parametrize("side", [8, 64, 200])
+def test_ms_ssim_gradient_predicts_the_change_of_the_score(side):
+    """What the adaptive encoder prices blocks by: the first-order change of the rounded score,
+    for an image of any size; the padding beyond the original gets no gradient."""
+    import torch
+
+    from rnncodec.quality import ms_ssim_gradient
+    from rnncodec.quality import ms_ssim_rgb as score
+    from rnncodec.tiles import to_uint8
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(30, 226, (side, side, 3), dtype=np.uint8)
+    recon = torch.tensor(a.astype(np.float32) / 255 - 0.5).permute(2, 0, 1)[None]
+    recon = torch.nn.functional.pad(recon + torch.tensor(rng.normal(0, 0.08, recon.shape), dtype=torch.float32), (0, 8, 0, 8))
+    slope = ms_ssim_gradient(a, recon)
+    assert slope.shape == recon.shape and not slope[..., side:, :].any() and not slope[..., side:].any()
+    step = 0.5 * (torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255 - 0.5 - recon[..., :side, :side])
+    moved = recon.clone()
+    moved[..., :side, :side] += step  # halfway back to the original
+    predicted = float((slope[..., :side, :side] * step).sum())
+    actual, before = (score(a, to_uint8(r[0, :, :side, :side].permute(1, 2, 0).numpy().copy())) for r in (moved, recon))
+    actual -= before
+    assert actual > 0 and predicted == pytest.approx(actual, rel=0.5)

@@ -3,7 +3,7 @@ registers it).
 
     im = Image.open("photo.rnc")        # size and mode (RGB, or RGBA with an alpha plane) from the header
     im.iterations = 2                   # optional, before loading: decode only a prefix (default: all)
-    im.save("photo.rnc", iterations=4)  # or bpp=0.3, target_psnr=, target_ms_ssim= (adaptive=True);
+    im.save("photo.rnc", iterations=4)  # or bpp=0.3, target_psnr=, target_ms_ssim= (adaptive=False: faster);
                                         # alpha="drop" and background= as rnncodec.compress
 
 `iterations` plays the part of JPEG 2000's `layers` in Pillow. Only the container is imported

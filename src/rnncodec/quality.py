@@ -27,13 +27,31 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     161 px; a smaller image is scored by single-scale SSIM, and one under 11 px (no window fits)
     by 1 − MSE / 255², so that quality targets work on any image.
     """
-    side = min(a.shape[:2])
-    if side < 11:
-        return 1 - float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0**2
     x, y = (torch.tensor(v, dtype=torch.float32).permute(2, 0, 1)[None] for v in (a, b))
+    return float(_ms_ssim(x, y))
+
+
+def _ms_ssim(x: Tensor, y: Tensor) -> Tensor:
+    """`ms_ssim_rgb` of 1×3×H×W tensors in [0, 255], differentiable."""
+    side = min(x.shape[-2:])
+    if side < 11:
+        return 1 - (x.double() - y.double()).square().mean() / 255.0**2
     if side < MS_SSIM_MIN_SIDE:
-        return float(ssim(x, y, data_range=255, size_average=True))
-    return float(ms_ssim(x, y, data_range=255, size_average=True))
+        return ssim(x, y, data_range=255, size_average=True)
+    return ms_ssim(x, y, data_range=255, size_average=True)
+
+
+def ms_ssim_gradient(original: np.ndarray, recon: Tensor) -> Tensor:
+    """How `ms_ssim_rgb` of `recon`'s 8-bit rounding moves with each of its values: the gradient
+    (straight through the rounding) for 1×3×H×W `recon` in [−0.5, 0.5], at least the original's
+    size (0 beyond it). What the adaptive encoder prices each block's next iteration by."""
+    h, w = original.shape[:2]
+    with torch.inference_mode(False), torch.enable_grad():
+        y = recon.float().clone().requires_grad_(True)  # a clone outside inference mode can carry a gradient
+        q = ((y[..., :h, :w] + 0.5) * 255).clamp(0, 255)
+        x = torch.tensor(original, dtype=torch.float32).permute(2, 0, 1)[None]
+        _ms_ssim(x, q + (q.round() - q).detach()).backward()
+    return y.grad
 
 
 def gaussian_window(size: int = 7, sigma: float = 1.5) -> Tensor:
