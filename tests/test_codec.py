@@ -252,15 +252,16 @@ def _half_flat(h: int, w: int) -> np.ndarray:
 
 @pytest.mark.parametrize("coder_name", ["raw", "entropy_coder", "integer_coder"])
 @pytest.mark.parametrize("tile", [1024, 48])
-def test_adaptive_files_round_trip_at_every_prefix(request, tiny_model, coder_name, tile):
+def test_adaptive_files_round_trip_at_every_prefix(request, coder_name, tile):
+    from rnncodec.zoo import load_image_model
+
+    packaged = load_image_model()  # a trained model: its counts beat the target alone's file, which is kept
     coder = RawCoder() if coder_name == "raw" else request.getfixturevalue(coder_name)
     img = _half_flat(64, 96)
-    header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model, coder=coder, tile=tile, overlap=16).data)
-    target = sorted(psnrs)[-2]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Note)  # a target out of reach is fine here
-        enc = encode(img, model=tiny_model, coder=coder, tile=tile, overlap=16, target_psnr=target, adaptive=True,
-                     reconstruct=True, precision="fp32")
+    full = encode(img, model=packaged, coder=coder, tile=tile, overlap=16, iterations=4).data
+    header, chunks, psnrs = _prefix_psnrs(img, full)
+    enc = encode(img, model=packaged, coder=coder, tile=tile, overlap=16, target_psnr=psnrs[2], adaptive=True,
+                 reconstruct=True, precision="fp32")
     header, chunks = container.read(enc.data)
     assert enc.data[4] == container.VERSION_ADAPTIVE and header.blocks is not None
     assert np.array_equal(decode(enc.data, precision="fp32").pixels, enc.reconstruction)
@@ -349,6 +350,30 @@ def test_adaptive_that_keeps_falling_short_lets_the_target_alone_land_it(monkeyp
         warnings.simplefilter("error", Note)
         enc = encode(img, model=packaged, target_psnr=target, adaptive=True, precision="fp32")
     assert enc.iterations == 3 and psnr_rgb(img, decode(enc.data, precision="fp32").pixels) >= target
+
+
+def test_adaptive_never_writes_more_than_the_target_alone(monkeypatch):
+    """An allocation that meets the target wastefully (every block all its iterations) loses to
+    the target alone, whose file is the one written."""
+    from rnncodec import codec
+    from rnncodec.zoo import load_image_model
+
+    packaged = load_image_model()
+    img = _half_flat(64, 128)
+    target = 0.8 * psnr_rgb(img, decode(encode(img, model=packaged, iterations=3, precision="fp32").data).pixels)
+    alone = encode(img, model=packaged, target_psnr=target, adaptive=False, precision="fp32").data
+
+    class Wasteful:  # meets any target the first pass reaches, with every block's every iteration
+        reachable = True
+
+        def __init__(self, net, x, original, measure, rate, iterations, *rest) -> None:
+            self.counts = np.full((x.shape[2] // 16, x.shape[3] // 16), iterations, np.uint8)
+
+        def mask(self, t: int) -> torch.Tensor | None:
+            return None if t == 0 else torch.ones(1, 1, *self.counts.shape)
+
+    monkeypatch.setattr(codec, "_Allocation", Wasteful)
+    assert encode(img, model=packaged, target_psnr=target, precision="fp32").data == alone
 
 
 def test_adaptive_needs_a_target_and_corrupt_counts_are_refused(tiny_model):

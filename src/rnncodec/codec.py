@@ -148,7 +148,8 @@ def encode(
     `adaptive` (with a quality target, and the default there): each 16×16 block gets its own number
     of iterations, where they buy the most quality (spatially adaptive bit rates, after Johnston et
     al. 2018; `_Allocation`): on Kodak 6.5 % (MS-SSIM) and 15 % (PSNR) less rate than the target
-    alone, for 3–6× the encode time; False codes the target alone, faster.
+    alone, for 3–6× the encode time; False codes the target alone, faster. An image of one tile
+    also codes the target alone and keeps the smaller file, so adaptive never costs more.
     """
     rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim, adaptive)
     rgb = _as_rgb(image)
@@ -161,14 +162,26 @@ def encode(
     arithmetic = resolve(precision)
     header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile,
                               None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision=arithmetic)
-    run = _Encoding(rgb.pixels, header, rate, len(boxes) > 1, reconstruct)
-    bf16 = arithmetic == "bf16"
+    run = _code(rgb.pixels, header, rate, boxes, model, coder, arithmetic == "bf16", reconstruct, progress)
+    encoded = run.finish()
+    if run.allocated and len(boxes) == 1:  # never more than the target alone: on an image whose first
+        # iterations move it far, mixes of counts can cost more for the target (docs/RESULTS.md)
+        alone = _code(rgb.pixels, header, replace(rate, adaptive=False), boxes, model, coder, arithmetic == "bf16",
+                      reconstruct, progress).finish()
+        encoded = min(encoded, alone, key=lambda e: len(e.data))
+    return encoded
+
+
+def _code(pixels: np.ndarray, header: container.Header, rate: RateControl, boxes: list[TileBox], model: ImageModel,
+          coder: BitCoder, bf16: bool, reconstruct: bool, progress: bool) -> _Encoding:
+    """Every tile through one encoding, before `finish` cuts the file."""
+    run = _Encoding(pixels, header, rate, len(boxes) > 1, reconstruct)
     with torch.inference_mode():
         for i, box in enumerate(tqdm(boxes, desc="encoding", unit="tile", disable=not progress, delay=1.0)):
             run.code_tile(model, coder, box, bf16)
             if i + 1 < len(boxes):  # not after the last: a caller's next image would fault its pages in again
                 _release_memory()
-    return run.finish()
+    return run
 
 
 class _Encoding:
@@ -191,6 +204,7 @@ class _Encoding:
         self.counts: list[np.ndarray] = []  # each tile's blocks' iteration counts
         self.blocks = self.rate.adaptive  # whether the file stores them
         self.keep, self.quality = n, 0.0
+        self.allocated = False  # whether an image of one tile met its target with an allocation's counts
 
     def code_tile(self, model: ImageModel, coder: BitCoder, box: TileBox, bf16: bool, raise_aim: float = 0.0,
                   tries: int = 3) -> None:
@@ -255,6 +269,8 @@ class _Encoding:
             if short > 0:  # the coding pass fell short: aim higher, or at the last try let the target alone land it
                 self._start()
                 self.code_tile(model, coder, box, bf16, raise_aim + 2 * short, tries - 1)
+            else:
+                self.allocated = True
 
     def _measure(self, original: np.ndarray, recon: torch.Tensor, box: TileBox) -> float:
         return self.rate.measure(original, to_uint8(_tile_pixels(recon.float(), box).copy()))
