@@ -42,6 +42,8 @@ def edge_excess(pixels: np.ndarray, data: bytes, decoded: np.ndarray) -> tuple[f
     """(squared error in 2-px bands along edges between blocks of different counts, squared error
     of the blocks on either side of them); (nan, nan) when every block got the same count."""
     header, _ = container.read(data)
+    if header.blocks is None:  # the target alone's file, of whole iterations, was the smaller
+        return float("nan"), float("nan")
     box = plan_tiles(header.height, header.width, header.tile, header.overlap)[0]  # Kodak: one tile
     counts = container.block_counts(header, [tuple(-(-s // STRIDE) for s in box.shape)])[0]
     counts = np.minimum(counts, header.iterations)

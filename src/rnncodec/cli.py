@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop at the first iteration whose MS-SSIM reaches X, coding in it only the blocks needed")
     c.add_argument("--adaptive", action=argparse.BooleanOptionalAction, help="with a target (the default there): each "
                    "16×16 block gets its own number of iterations, where they buy the most quality (spatially adaptive "
-                   "bit rates: a smaller file, 3–6× the encode time); --no-adaptive codes the target alone, faster")
+                   "bit rates: a smaller file, 4–7× the encode time); --no-adaptive codes the target alone, faster")
     _model_flag(c)
     c.add_argument("--coder", choices=("raw", "arithmetic", "integer"),
                    help="payload coder: raw bits (0), the float context model (1, not portable) or the integer one "
