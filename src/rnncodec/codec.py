@@ -162,12 +162,13 @@ def encode(
     arithmetic = resolve(precision)
     header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile,
                               None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision=arithmetic)
-    run = _code(rgb.pixels, header, rate, boxes, model, coder, arithmetic == "bf16", reconstruct, progress)
+    bf16 = arithmetic == "bf16"
+    run = _code(rgb.pixels, header, rate, boxes, model, coder, bf16, reconstruct, progress)
     encoded = run.finish()
     if run.allocated and len(boxes) == 1:  # never more than the target alone: on an image whose first
         # iterations move it far, mixes of counts can cost more for the target (docs/RESULTS.md)
-        alone = _code(rgb.pixels, header, replace(rate, adaptive=False), boxes, model, coder, arithmetic == "bf16",
-                      reconstruct, progress).finish()
+        alone = _code(rgb.pixels, header, replace(rate, adaptive=False), boxes, model, coder, bf16, reconstruct,
+                      progress).finish()
         encoded = min(encoded, alone, key=lambda e: len(e.data))
     return encoded
 
@@ -455,7 +456,10 @@ class _Allocation:
         self.counts = np.full((x.shape[2] // STRIDE, x.shape[3] // STRIDE), reached or iterations, np.uint8)
         if not self.reachable:
             return
-        fits = lambda counts: measure(self.compose(counts)) >= aim  # noqa: E731
+
+        def fits(counts: np.ndarray) -> bool:
+            return measure(self.compose(counts)) >= aim
+
         if rate.psnr is not None:
             d = torch.stack([F.avg_pool2d((x - r).square().mean(1, keepdim=True), STRIDE)[0, 0] for r in recons]).numpy()
             d[0] = np.inf  # every block gets an iteration
