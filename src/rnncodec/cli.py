@@ -457,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rnncodec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`rnncodec info k.rnc | head`): quiet, as SIGPIPE would end a C tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit does not fail again
+        return 141
     except Exception as exc:  # a bug: still one line, unless debugging
         if os.environ.get("RNNCODEC_DEBUG"):
             raise
