@@ -157,3 +157,18 @@ def test_equal_rate_table_interpolates_the_others():
     rows = equal_rate_table([ours, jpeg], []).splitlines()
     assert rows[2] == "| 2 | 0.2500 | 0.9000 | 0.8125 | 25.00 | 24.50 |"
     assert rows[4].endswith("| – | 35.00 | – |")  # outside JPEG's measured rates: no number
+
+
+def test_description_names_a_wider_last_layer(tmp_path, model_dir):
+    """Results of two models of one width (the default and `--tail-width 0.5`) must not read alike."""
+    import torch
+
+    from rnncodec.config import preset
+    from rnncodec.models.rnn_codec import RNNCodec
+    from rnncodec.stored import save_weights
+
+    torch.manual_seed(0)
+    net = RNNCodec(preset("tiny", iterations=2, tail_width=0.5))
+    save_weights(tmp_path / "wide.safetensors", "image", net.cfg.to_json(), net.state_dict())
+    assert "last decoder layer 0.5" in runner.describe(runner.RNNCODEC, str(tmp_path / "wide.safetensors"))
+    assert "last decoder layer" not in runner.describe(runner.RNNCODEC, str(model_dir / "tiny.safetensors"))

@@ -156,7 +156,8 @@ def describe(codec: str, model: str | None) -> str:
         return available()[codec].description
     m = load_image_model(model)
     c = m.cfg
-    return (f"rnncodec {c.encoder_cell}/{c.framework}, width {c.width}, model {m.model_id.hex()}, "
+    tail = f", last decoder layer {c.tail_width}" if c.tail_width else ""
+    return (f"rnncodec {c.encoder_cell}/{c.framework}, width {c.width}{tail}, model {m.model_id.hex()}, "
             f"coder {default_coder(m).coder_id}; quality = iterations")
 
 
