@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import save_tiny_image_model, smooth_image
 from PIL import Image
 
 from rnncodec.cli import main
@@ -161,14 +161,6 @@ def test_equal_rate_table_interpolates_the_others():
 
 def test_description_names_a_wider_last_layer(tmp_path, model_dir):
     """Results of two models of one width (the default and `--tail-width 0.5`) must not read alike."""
-    import torch
-
-    from rnncodec.config import preset
-    from rnncodec.models.rnn_codec import RNNCodec
-    from rnncodec.stored import save_weights
-
-    torch.manual_seed(0)
-    net = RNNCodec(preset("tiny", iterations=2, tail_width=0.5))
-    save_weights(tmp_path / "wide.safetensors", "image", net.cfg.to_json(), net.state_dict())
+    save_tiny_image_model(tmp_path / "wide.safetensors", tail_width=0.5)
     assert "last decoder layer 0.5" in runner.describe(runner.RNNCODEC, str(tmp_path / "wide.safetensors"))
     assert "last decoder layer" not in runner.describe(runner.RNNCODEC, str(model_dir / "tiny.safetensors"))

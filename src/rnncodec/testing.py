@@ -73,10 +73,11 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
 
 
-def save_tiny_image_model(path: Path) -> bytes:
-    """The tiny seeded image model the tests (and tests/vectors) use; returns its id."""
+def save_tiny_image_model(path: Path, **overrides: float) -> bytes:
+    """The tiny seeded image model the tests (and tests/vectors) use, or a variant of it (preset
+    overrides, e.g. tail_width); returns its id."""
     torch.manual_seed(0)
-    net = RNNCodec(preset("tiny", iterations=6))
+    net = RNNCodec(preset("tiny", **{"iterations": 6, **overrides}))
     return save_weights(path, "image", net.cfg.to_json(), net.state_dict())
 
 
