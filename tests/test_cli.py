@@ -47,6 +47,26 @@ def test_explicit_model_and_bpp(tmp_path, png, model_dir):
     assert run("decompress", rnc, "-o", tmp_path / "a.png", env={"RNNCODEC_MODEL_PATH": str(model_dir)}).returncode == 0
 
 
+def test_packaged_models_by_name(tmp_path, png):
+    """`--model wide` picks the packaged wide model and the context model fitted to it; the file
+    names both, so decompress finds them with no option. A file of that name comes first."""
+    from rnncodec.stored import read_metadata
+    from rnncodec.zoo import NAMED_MODELS, find
+
+    wide_id = read_metadata(NAMED_MODELS["wide"])["model_id"]
+    files = {}
+    for name in ("default", "wide"):
+        files[name] = tmp_path / f"{name}.rnc"
+        assert run("compress", png, "-o", files[name], "-i", "2", "--model", name).returncode == 0
+        assert run("decompress", files[name], "-o", tmp_path / f"{name}.png").returncode == 0
+    described = {name: json.loads(run("info", f, "--json").stdout) for name, f in files.items()}
+    assert described["wide"]["model_id"] == wide_id != described["default"]["model_id"]
+    assert read_metadata(find("entropy-int", model_id=described["wide"]["entropy_id"]))["image_model"] == wide_id
+    (tmp_path / "wide").write_bytes(b"not weights")
+    r = run("compress", png, "-o", tmp_path / "x.rnc", "--model", "wide", cwd=tmp_path)
+    assert r.returncode != 0 and not (tmp_path / "x.rnc").exists()
+
+
 def test_quality_targets(tmp_path, png):
     from rnncodec.quality import ms_ssim_rgb, psnr_rgb
 

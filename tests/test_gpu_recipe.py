@@ -39,6 +39,7 @@ def test_gpu_recipe_dry_run_trains_every_run_and_packs_the_results(tmp_path):
     for run in runs:
         ck = torch.load(back / "runs" / run / "checkpoint.pt", weights_only=False)
         assert ck["step"] == 3
+        assert [Path(d).name for d in ck["train_config"]["data"]] == ["photos"]  # the image folders only, not the runs'
         assert (back / "runs" / run / "best.safetensors").exists()
         assert any("val_loss" in json.loads(line) for line in (back / "runs" / run / "log.jsonl").read_text().splitlines())
 

@@ -20,7 +20,7 @@ from rnncodec.onnx_export import export_graphs
 from rnncodec.quality import psnr_rgb
 from rnncodec.stored import load_weights, save_weights
 from rnncodec.tiles import TileBox, model_input
-from rnncodec.zoo import DEFAULT_WEIGHTS, IMAGE, PACKAGE_WEIGHTS, default_coder, load_image_model
+from rnncodec.zoo import PACKAGE_WEIGHTS, default_coder, load_image_model
 
 # the CLI in a fresh interpreter, saying on stderr its exit code and whether torch was imported
 CLI = ("import json, sys; from rnncodec.cli import main; rc = main(sys.argv[1:]); "
@@ -66,12 +66,12 @@ def test_graphs_compute_the_torch_steps(tmp_path, overrides):
 
 
 def test_packaged_graphs_are_the_packaged_models():
-    """The graphs shipped are those of the default weights shipped (regenerate them with
-    `rnncodec export-onnx -o src/rnncodec/weights` when the default model changes)."""
-    model_id = load_weights(DEFAULT_WEIGHTS[IMAGE]).model_id
-    assert zoo.find_graphs(model_id) == PACKAGE_WEIGHTS
+    """The graphs shipped are those of the named models shipped, the default and wide (regenerate
+    them with `rnncodec export-onnx [weights] -o src/rnncodec/weights` when one changes)."""
+    model_ids = [load_weights(path).model_id for path in zoo.NAMED_MODELS.values()]
+    assert all(zoo.find_graphs(model_id) == PACKAGE_WEIGHTS for model_id in model_ids)
     assert sorted(p.name for p in PACKAGE_WEIGHTS.glob("*.onnx")) == sorted(  # no other model's left behind
-        zoo.graph_name(model_id, *v) for v in zoo.GRAPH_VARIANTS)
+        zoo.graph_name(model_id, *v) for model_id in model_ids for v in zoo.GRAPH_VARIANTS)
     model, pixels = onnx_codec.load(), smooth_image(64, 96)
     x = np.ascontiguousarray(model_input(pixels, TileBox(0, 64, 0, 96)))
     _, recons = _torch_steps(load_image_model(), x, 1)

@@ -37,9 +37,9 @@ from rnncodec.entropy.integer_model import build_integer_net
 from rnncodec.stored import load_weights
 from rnncodec.zoo import (
     MODEL_PATH_ENV,
-    PACKAGE_WEIGHTS,
     ImageModel,
     arithmetic_coder,
+    find,
     image_model_by_id,
     integer_coder,
     load_image_model,
@@ -47,9 +47,9 @@ from rnncodec.zoo import (
 
 VECTORS = Path(__file__).parent / "vectors"
 MODEL = VECTORS / "tiny-entropy-int.safetensors"
-# every default the package has had, oldest first
+# every image model the package has shipped, oldest first (the defaults, then wide)
 SHIPPED_IMAGE_MODELS = ["3419f1cfdb626ccb", "a6c0eb0b5daf2741", "ad883a38e080d596", "8922bf4848b8e303", "c8c7bbcae3cacd56",
-                        "0543fd59b35811da", "a7cf522e9c7f5a28", "0078779592de70b3"]
+                        "0543fd59b35811da", "a7cf522e9c7f5a28", "0078779592de70b3", "9bbb9a97810b86e6"]
 
 
 def _bits() -> torch.Tensor:
@@ -108,6 +108,7 @@ SHIPMENTS = (
     ("shipped6", ("822de336c7f064f8", "1279614bea23d877"), (41, 43, 22), (48, 96, 23)),
     ("shipped7", ("23563a9a7da1c91c", "0de66af40652f4b6"), (43, 47, 24), (64, 72, 25)),
     ("shipped8", None, (45, 39, 26), (72, 56, 27)),
+    ("wide", ("9ed4464fcef5608f", "cb45dce5cf7f6037"), (47, 37, 28), (56, 72, 29)),  # `--model wide`'s context models
 )
 
 
@@ -120,7 +121,7 @@ def _vectors(image: ImageModel) -> dict[str, Callable[[], bytes]]:
                               precision="fp32", **tiles).data
 
     def path(kind: str, model_id: str | None) -> Path | None:
-        return model_id and PACKAGE_WEIGHTS / f"{kind}-{model_id}.safetensors"
+        return model_id and find(kind, model_id=model_id)
 
     vectors = {"coder2": made((32, 48, 7), 3, lambda: integer_coder(MODEL), tile=32, overlap=16)}
     for name, ids, odd, tiled in SHIPMENTS:

@@ -96,9 +96,9 @@ work=$(mktemp -d)
 # pack whatever the runs wrote on every exit, a failure after training included: the checkpoints come back
 pack() { mkdir -p "$out" && tar -cf - -C "$work" runs | split -b "$PIECE" -d - "$out/results.tar.part" && ls -l "$out"; rm -rf "$work"; }
 trap pack EXIT
-mkdir -p "$work/runs"
-tar -xf "$data" -C "$work"
-folders=("$work"/*/)
+mkdir -p "$work/runs" "$work/data"
+tar -xf "$data" -C "$work/data"
+folders=("$work"/data/*/)  # the image folders only: the runs' own folder is no training data
 [[ -d ${folders[0]} ]] || { echo "gpu_train.sh: no image folders in $data" >&2; exit 1; }
 
 if [[ $mode == dry-run ]]; then

@@ -32,6 +32,8 @@ PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = {IMAGE: PACKAGE_WEIGHTS / "default.safetensors",
                    arithmetic.KIND: PACKAGE_WEIGHTS / "default-entropy.safetensors",
                    integer.KIND: PACKAGE_WEIGHTS / "default-entropy-int.safetensors"}
+# the packaged image models a user can name instead of a path (`--model wide`)
+NAMED_MODELS = {"default": DEFAULT_WEIGHTS[IMAGE], "wide": PACKAGE_WEIGHTS / "wide.safetensors"}
 MODEL_PATH_ENV = "RNNCODEC_MODEL_PATH"  # extra folders searched for weights, os.pathsep-separated
 CODER_NAMES = {"arithmetic": arithmetic.CODER_ID, "integer": integer.CODER_ID}  # the context model coders, as users name them
 
@@ -73,9 +75,14 @@ def find_by_id(model_id: bytes, kind: str) -> StoredWeights:
     return stored
 
 
-def stored_weights(kind: str, path: Path | None = None) -> StoredWeights:
-    """The weights in `path`, or the package's default ones of this kind."""
-    path = Path(path) if path is not None else DEFAULT_WEIGHTS[kind]
+def stored_weights(kind: str, path: Path | str | None = None) -> StoredWeights:
+    """The weights in `path` (an image model may be named instead: NAMED_MODELS; a file that
+    exists comes first), or the package's default ones of this kind."""
+    if path is None:
+        path = DEFAULT_WEIGHTS[kind]
+    elif kind == IMAGE and str(path) in NAMED_MODELS and not Path(path).exists():
+        path = NAMED_MODELS[str(path)]
+    path = Path(path)
     if not path.exists():
         raise ModelError(f"no {kind} model weights at {path}")
     return load_weights(path)
@@ -125,8 +132,8 @@ def _image_model(stored: StoredWeights) -> ImageModel:
 
 
 @lru_cache(maxsize=4)
-def load_image_model(path: Path | None = None) -> ImageModel:
-    """The model in `path`, or the package's default model."""
+def load_image_model(path: Path | str | None = None) -> ImageModel:
+    """The model in `path` (or named: NAMED_MODELS), or the package's default model."""
     return _image_model(stored_weights(IMAGE, path))
 
 

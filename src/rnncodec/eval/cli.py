@@ -83,7 +83,8 @@ def _codecs_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _model_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="rnncodec image model weights (.safetensors); default: the packaged model")
+    p.add_argument("--model", help="rnncodec image model weights (.safetensors) or a packaged model's name (default, wide); "
+                   "default: the packaged default")
 
 
 def _jobs_flag(p: argparse.ArgumentParser) -> None:
