@@ -49,7 +49,8 @@ def test_explicit_model_and_bpp(tmp_path, png, model_dir):
 
 def test_packaged_models_by_name(tmp_path, png):
     """`--model wide` picks the packaged wide model and the context model fitted to it; the file
-    names both, so decompress finds them with no option. A file of that name comes first."""
+    names both, so decompress finds them with no option, and info names the model. A file of that
+    name comes first."""
     from rnncodec.stored import read_metadata
     from rnncodec.zoo import NAMED_MODELS, find
 
@@ -61,6 +62,9 @@ def test_packaged_models_by_name(tmp_path, png):
         assert run("decompress", files[name], "-o", tmp_path / f"{name}.png").returncode == 0
     described = {name: json.loads(run("info", f, "--json").stdout) for name, f in files.items()}
     assert described["wide"]["model_id"] == wide_id != described["default"]["model_id"]
+    assert [described[name]["model"] for name in files] == ["default", "wide"]  # info says where each is found
+    unknown = run("info", Path(__file__).parent / "vectors" / "coder2.rnc", env={"RNNCODEC_MODEL_PATH": ""})  # tiny model
+    assert unknown.returncode == 0 and "not found here" in unknown.stdout
     assert read_metadata(find("entropy-int", model_id=described["wide"]["entropy_id"]))["image_model"] == wide_id
     (tmp_path / "wide").write_bytes(b"not weights")
     r = run("compress", png, "-o", tmp_path / "x.rnc", "--model", "wide", cwd=tmp_path)

@@ -190,11 +190,13 @@ def _describe(data: bytes) -> dict:
     """What `info` shows of an .rnc stream: header fields, optional sections, and each chunk with
     the size and rate of the file cut after it (a prefix, as --iterations K writes it)."""
     from . import container
+    from .zoo import image_model_source
 
     header, chunks = container.read(data)
     pixels = header.width * header.height
     return {"bytes": len(data), "bpp": len(data) * 8 / pixels, "width": header.width, "height": header.height,
-            "model_id": header.model_id.hex(), "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(),
+            "model_id": header.model_id.hex(), "model": image_model_source(header.model_id),
+            "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(),
             "tile": header.tile, "overlap": header.overlap, "iterations": header.iterations,
             "icc_profile_bytes": len(header.icc_profile or b""), "alpha_bytes": len(header.alpha or b""),
             "block_counts_bytes": len(header.blocks or b""),
@@ -212,7 +214,8 @@ def _info(args: argparse.Namespace) -> None:
         ("adaptive: block iteration counts", "block_counts_bytes")) if d[key])
     print(f"file:        {d['file']} ({d['bytes']} bytes, {d['bpp']:.4f} bpp)")
     print(f"image:       {d['width']}×{d['height']}{sections}")
-    print(f"model id:    {d['model_id']}")
+    where = d["model"] or "not found here: its weights belong on $RNNCODEC_MODEL_PATH"
+    print(f"model id:    {d['model_id']} ({where})")
     print(f"coder:       {d['coder_id']} (entropy model {d['entropy_id']})")
     print(f"tiles:       {d['tile']} px, overlap {d['overlap']} px")
     print(f"iterations:  {len(d['chunks'])} of {d['iterations']} written")

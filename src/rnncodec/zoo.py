@@ -64,6 +64,14 @@ def find(kind: str, **metadata: str) -> Path | None:
     return None
 
 
+def image_model_source(model_id: bytes) -> str | None:
+    """Where a file's image model would be found here: its packaged name ("wide"), else its weights
+    file; None if nowhere (`info` says so before a decode would fail)."""
+    path = find(IMAGE, model_id=model_id.hex())
+    names = {weights: name for name, weights in NAMED_MODELS.items()}
+    return None if path is None else names.get(path, str(path))
+
+
 def find_by_id(model_id: bytes, kind: str) -> StoredWeights:
     """The weights whose id a file names, from the package or $RNNCODEC_MODEL_PATH, checked."""
     path = find(kind, model_id=model_id.hex())
