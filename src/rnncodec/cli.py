@@ -294,7 +294,7 @@ def _precision_flag(p: argparse.ArgumentParser, more: str = "") -> None:
 
 def _model_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="image model weights (.safetensors), or a packaged model's name: default, or wide (the "
-                   "decoder's last layer twice as wide: better from 4 iterations on, 1.6x the time); default: the packaged "
+                   "decoder's last layer twice as wide: better above 1 bpp, 1.3-1.6x the time); default: the packaged "
                    "default, or when decompressing the one the file names (found by id; weights given must be that model)")
 
 
