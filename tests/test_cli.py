@@ -63,12 +63,16 @@ def test_packaged_models_by_name(tmp_path, png):
     described = {name: json.loads(run("info", f, "--json").stdout) for name, f in files.items()}
     assert described["wide"]["model_id"] == wide_id != described["default"]["model_id"]
     assert [described[name]["model"] for name in files] == ["default", "wide"]  # info says where each is found
-    unknown = run("info", Path(__file__).parent / "vectors" / "coder2.rnc", env={"RNNCODEC_MODEL_PATH": ""})  # tiny model
-    assert unknown.returncode == 0 and "not found here" in unknown.stdout
     assert read_metadata(find("entropy-int", model_id=described["wide"]["entropy_id"]))["image_model"] == wide_id
     (tmp_path / "wide").write_bytes(b"not weights")
     r = run("compress", png, "-o", tmp_path / "x.rnc", "--model", "wide", cwd=tmp_path)
     assert r.returncode != 0 and not (tmp_path / "x.rnc").exists()
+
+
+def test_info_says_when_a_files_model_is_not_here():
+    """Before a decode would fail: the tests' tiny model is on no search path here."""
+    r = run("info", Path(__file__).parent / "vectors" / "coder2.rnc", env={"RNNCODEC_MODEL_PATH": ""})
+    assert r.returncode == 0 and "not found here" in r.stdout
 
 
 def test_quality_targets(tmp_path, png):

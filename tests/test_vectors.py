@@ -9,8 +9,9 @@ change that would stop old files from decoding, or change what they decode to, f
   to a6c0eb0b5daf2741, shipped3-: to ad883a38e080d596, shipped4-: to 8922bf4848b8e303, shipped5-:
   to c8c7bbcae3cacd56, shipped6-: to 0543fd59b35811da, shipped7-: to a7cf522e9c7f5a28, shipped8-:
   to 0078779592de70b3) over the tiny image model's bits: odd sizes, several tiles, block
-  iteration counts (format version 2) and an alpha plane. A shipped model they name must stay findable (docs/FORMAT.md,
-  "Compatibility");
+  iteration counts (format version 2) and an alpha plane; wide-*.rnc: with the context models of
+  the wide model (9bbb9a97810b86e6, `--model wide`). A shipped model they name must stay findable
+  (docs/FORMAT.md, "Compatibility");
 - NAME.json beside each NAME.rnc: the ids, the SHA-256 of the decoded bits (exact everywhere for
   coders 0 and 2, by construction) and of the decoded pixels (and alpha), from the float image
   model: exact on the machine that wrote them;
