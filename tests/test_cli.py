@@ -75,6 +75,24 @@ def test_info_says_when_a_files_model_is_not_here():
     assert r.returncode == 0 and "not found here" in r.stdout
 
 
+def test_downscaled_coding(tmp_path, png):
+    """--downscale 2 codes at half size and decodes at full size; a budget below one full-size
+    iteration goes to a smaller size by itself; info says both sizes."""
+    half, small, big = tmp_path / "half.rnc", tmp_path / "small.rnc", tmp_path / "big.png"
+    Image.fromarray(smooth_image(96, 128, seed=2)).save(big)
+    assert run("compress", png, "-o", half, "-i", "3", "--downscale", "2").returncode == 0
+    assert run("decompress", half, "-o", tmp_path / "half.png").returncode == 0
+    assert Image.open(tmp_path / "half.png").size == (56, 40)
+    info = run("info", half)
+    assert info.returncode == 0 and "56×40, coded at 28×20" in info.stdout
+    one = run("compress", big, "-o", tmp_path / "one.rnc", "-i", "1", "--downscale", "1")
+    budget = 0.7 * (tmp_path / "one.rnc").stat().st_size * 8 / (96 * 128)
+    assert one.returncode == 0 and run("compress", big, "-o", small, "--bpp", budget).returncode == 0
+    described = json.loads(run("info", small, "--json").stdout)
+    assert described["bpp"] <= budget and described["coded_width"] < described["width"] == 128
+    assert run("compress", png, "-o", tmp_path / "x.rnc", "--downscale", "3").returncode == 2
+
+
 def test_quality_targets(tmp_path, png):
     from rnncodec.quality import ms_ssim_rgb, psnr_rgb
 

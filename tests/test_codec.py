@@ -11,9 +11,10 @@ from conftest import smooth_image
 from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
-from rnncodec.errors import FormatError, ModelError, Note
+from rnncodec.errors import FormatError, ModelError, Note, OptionError
 from rnncodec.quality import psnr_rgb
 from rnncodec.stored import save_weights
+from rnncodec.zoo import load_image_model
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (17, 33), (333, 517)])
@@ -144,7 +145,8 @@ def test_a_quality_target_stops_at_the_first_iteration_that_reaches_it(tiny_mode
     img = smooth_image(48, 64, seed=3)
     header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model).data)
     for target in sorted(psnrs)[1:4]:
-        enc = encode(img, model=tiny_model, target_psnr=target, adaptive=False)  # one tile: judged exactly, stopped there
+        # one tile: judged exactly, stopped there
+        enc = encode(img, model=tiny_model, target_psnr=target, adaptive=False, downscale=1)
         assert enc.iterations == next(k for k, p in enumerate(psnrs, 1) if p >= target)
         assert enc.data == container.truncate(header, chunks, enc.iterations)
     with pytest.warns(Note, match="out of reach"):
@@ -156,7 +158,7 @@ def test_a_quality_target_over_several_tiles_is_judged_from_the_tiles(tiny_model
     img = smooth_image(64, 96, seed=4)
     header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model, tile=48, overlap=16).data)
     target = sorted(psnrs)[2]
-    enc = encode(img, model=tiny_model, tile=48, overlap=16, target_psnr=target, adaptive=False)
+    enc = encode(img, model=tiny_model, tile=48, overlap=16, target_psnr=target, adaptive=False, downscale=1)
     assert enc.data == container.truncate(header, chunks, enc.iterations)
     assert psnrs[enc.iterations - 1] >= target - 0.5  # overlaps are counted in each tile: close, not exact
 
@@ -231,11 +233,9 @@ def test_bf16_falls_back_to_fp32_where_the_cpu_lacks_it(tiny_model, monkeypatch)
 
 
 def test_edges_of_rate_control(tiny_model):
-    from rnncodec.errors import OptionError
-
     img = smooth_image(48, 64, seed=3)
-    with pytest.raises(OptionError, match="below what one iteration costs"):
-        encode(img, model=tiny_model, bpp=0.001)  # no silent file over the budget
+    with pytest.raises(OptionError, match="below what one iteration costs for this image, even coded at 1/4 size"):
+        encode(img, model=tiny_model, bpp=0.001)  # no silent file over the budget, at any size
     with pytest.raises(OptionError, match="positive"):
         encode(img, model=tiny_model, target_psnr=-3)
     with pytest.warns(Note, match=r"out of reach: stopped at 6 iterations at"):
@@ -253,8 +253,6 @@ def _half_flat(h: int, w: int) -> np.ndarray:
 @pytest.mark.parametrize("coder_name", ["raw", "entropy_coder", "integer_coder"])
 @pytest.mark.parametrize("tile", [1024, 48])
 def test_adaptive_files_round_trip_at_every_prefix(request, coder_name, tile):
-    from rnncodec.zoo import load_image_model
-
     packaged = load_image_model()  # a trained model: its counts beat the target alone's file, which is kept
     coder = RawCoder() if coder_name == "raw" else request.getfixturevalue(coder_name)
     img = _half_flat(64, 96)
@@ -270,8 +268,6 @@ def test_adaptive_files_round_trip_at_every_prefix(request, coder_name, tile):
 
 
 def test_adaptive_blocks_stop_where_the_image_is_easy():
-    from rnncodec.zoo import load_image_model
-
     packaged = load_image_model()  # a trained model: a random one meets no target anywhere
     img = _half_flat(64, 128)
     enc = encode(img, model=packaged, target_psnr=32.0, adaptive=True, precision="fp32")
@@ -287,8 +283,6 @@ def test_adaptive_ms_ssim_spends_fewer_block_iterations_than_whole_ones():
     """An MS-SSIM target (five scales: sides of 161 px and more) met by counts that the search
     moved off uniform: fewer block-iterations and bytes than the first whole iteration reaching it."""
     from rnncodec.quality import ms_ssim_rgb
-    from rnncodec.zoo import load_image_model
-
     packaged = load_image_model()
     img = smooth_image(176, 192, seed=8)
     img[:, :96] = 128
@@ -305,8 +299,6 @@ def test_adaptive_ms_ssim_spends_fewer_block_iterations_than_whole_ones():
 @pytest.mark.parametrize("metric", ["psnr", "ms_ssim"])
 def test_the_last_iteration_codes_only_the_blocks_the_target_needs(metric):
     from rnncodec.quality import ms_ssim_rgb
-    from rnncodec.zoo import load_image_model
-
     packaged = load_image_model()  # a trained model: its iterations' gains are uneven over the blocks
     img = _half_flat(96, 128)
     measure = psnr_rgb if metric == "psnr" else ms_ssim_rgb
@@ -329,8 +321,6 @@ def test_adaptive_that_keeps_falling_short_lets_the_target_alone_land_it(monkeyp
     try after try, the tile is coded by the target alone, which lands it: never a file short of
     a target the model reaches, with a note that calls it out of reach."""
     from rnncodec import codec
-    from rnncodec.zoo import load_image_model
-
     packaged = load_image_model()
     img = _half_flat(64, 128)
     three = encode(img, model=packaged, iterations=3, precision="fp32").data
@@ -356,8 +346,6 @@ def test_adaptive_never_writes_more_than_the_target_alone(monkeypatch):
     """An allocation that meets the target wastefully (every block all its iterations) loses to
     the target alone, whose file is the one written."""
     from rnncodec import codec
-    from rnncodec.zoo import load_image_model
-
     packaged = load_image_model()
     img = _half_flat(64, 128)
     target = 0.8 * psnr_rgb(img, decode(encode(img, model=packaged, iterations=3, precision="fp32").data).pixels)
@@ -377,8 +365,6 @@ def test_adaptive_never_writes_more_than_the_target_alone(monkeypatch):
 
 
 def test_adaptive_needs_a_target_and_corrupt_counts_are_refused(tiny_model):
-    from rnncodec.errors import OptionError
-
     with pytest.raises(OptionError, match="need a quality target"):
         encode(smooth_image(32, 32), model=tiny_model, iterations=2, adaptive=True)
     with pytest.warns(Note, match="out of reach"):
@@ -408,3 +394,47 @@ def test_canvas_finishes_rows_as_they_complete_with_the_same_pixels():
     assert peak <= 64 + 4 * overlap  # floats for about a row of tiles, not the image
     with pytest.raises(ValueError, match="finished"):
         streamed.add(boxes[0], tiles[0])
+
+
+def test_a_downscaled_file_decodes_at_full_size_at_every_prefix(tiny_model):
+    rgba = np.dstack([smooth_image(37, 70, seed=5), np.linspace(0, 255, 37 * 70).reshape(37, 70).astype(np.uint8)])
+    enc = encode(rgba, iterations=3, model=tiny_model, downscale=2, reconstruct=True)
+    header, chunks = container.read(enc.data)
+    assert (header.width, header.height) == (35, 19) and header.display_size == (70, 37)
+    full = decode(enc.data)
+    assert np.array_equal(full.pixels, enc.reconstruction) and np.array_equal(full.alpha, rgba[..., 3])  # alpha stays lossless
+    for k in (1, 2):
+        prefix = decode(container.truncate(header, chunks, k))
+        assert prefix.pixels.shape == (37, 70, 3) and np.array_equal(prefix.pixels, decode(enc.data, k).pixels)
+
+
+def test_a_budget_below_one_full_size_iteration_codes_at_a_smaller_size(tiny_model):
+    img = smooth_image(64, 96, seed=6)
+    one = len(encode(img, iterations=1, model=tiny_model).data) * 8 / img[..., 0].size
+    enc = encode(img, bpp=0.6 * one, model=tiny_model)
+    header, _ = container.read(enc.data)
+    assert len(enc.data) * 8 / img[..., 0].size <= 0.6 * one and header.display_size == (96, 64) and header.width < 96
+    assert decode(enc.data).pixels.shape == img.shape
+    # just above one iteration, a smaller size's several look better than one and a part; at 1.5, full size
+    assert [container.read(encode(img, bpp=r * one, model=tiny_model).data)[0].width for r in (1.1, 1.5)] == [48, 96]
+    with pytest.raises(OptionError, match=r"costs for this image \(0"):  # only the size asked for
+        encode(img, bpp=0.6 * one, model=tiny_model, downscale=1)
+
+
+def test_a_target_that_one_full_size_iteration_passes_lands_at_a_smaller_size():
+    packaged = load_image_model()  # a trained model: a random one meets no target anywhere
+    img = smooth_image(96, 128, seed=8)
+    whole = encode(img, iterations=1, model=packaged)
+    target = psnr_rgb(img, decode(whole.data).pixels) - 3
+    enc = encode(img, target_psnr=target, model=packaged, adaptive=False)
+    assert container.read(enc.data)[0].width < 128 and len(enc.data) < len(whole.data)
+    assert target <= psnr_rgb(img, decode(enc.data).pixels) < target + 1.5
+    assert encode(img, target_psnr=target, model=packaged, adaptive=False, downscale=1).data == whole.data
+
+
+def test_edges_of_downscaling(tiny_model):
+    img = smooth_image(64, 96, seed=3)
+    with pytest.raises(OptionError, match="downscale is one of 1, 2, 4"):
+        encode(img, model=tiny_model, iterations=1, downscale=3)
+    with pytest.raises(OptionError, match="fit one tile"):  # targets are judged on the upscaled image, one tile
+        encode(img, model=tiny_model, tile=16, overlap=0, target_psnr=20, downscale=2)

@@ -23,6 +23,17 @@ def test_header_round_trip():
     assert parsed == h and chunks == [(b"xy", 7)]
 
 
+def test_a_display_size_round_trips_and_is_checked():
+    h = container.Header(0, b"abcdefgh", bytes(8), 10, 20, 512, 16, 4, display=container.pack_display(19, 80))
+    parsed, _ = container.read(container.write(h, [(b"xy", 7)]))
+    assert parsed == h and parsed.display_size == (19, 80) and replace(h, display=None).display_size == (10, 20)
+    for display, message in ((container.pack_display(9, 20), "invalid display size 9×20 for an image coded at 10×20"),
+                             (container.pack_display(10, 161), "invalid display size"),  # more than 8× the coded side
+                             (b"\x00" * 7, "corrupt display size")):
+        with pytest.raises(FormatError, match=message):
+            container.read(container.write(replace(h, display=display), [(b"xy", 7)]))
+
+
 @pytest.mark.parametrize("byte,precision", [(0, None), (1, "fp32"), (2, "bf16"), (9, None)])
 def test_the_encoders_precision_is_a_byte_older_readers_skip(stream, byte, precision):
     """The byte older files left 0: a value this reader does not know reads as not recorded."""
@@ -118,7 +129,7 @@ def test_trailing_bytes(stream):
         decode(stream + b"\0" * 9)
 
 
-@pytest.mark.parametrize("offset,value,message", [(4, 9, "version 9"), (6, 8, "unknown header flags 0x08"),
+@pytest.mark.parametrize("offset,value,message", [(4, 9, "version 9"), (6, 16, "unknown header flags 0x10"),
                                                   (6, 4, "block iteration counts and format version disagree")])
 def test_a_newer_format_is_refused(stream, offset, value, message):
     bad = bytearray(stream[: container._FIXED.size])

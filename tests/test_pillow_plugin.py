@@ -32,6 +32,14 @@ def test_save_and_open_by_extension(tmp_path, photo):
     assert error < 30  # a real reconstruction of the photo, not a blank image
 
 
+def test_a_downscaled_file_opens_at_its_display_size(tmp_path, photo):
+    photo.save(tmp_path / "half.rnc", iterations=3, downscale=2)
+    with Image.open(tmp_path / "half.rnc") as im:
+        assert im.size == (56, 40)
+        im.load()
+        assert np.asarray(im).shape == (40, 56, 3)
+
+
 def test_iterations_decode_a_prefix(tmp_path, photo):
     photo.save(tmp_path / "four.rnc", iterations=4)
     photo.save(tmp_path / "two.rnc", iterations=2)

@@ -9,7 +9,8 @@ change that would stop old files from decoding, or change what they decode to, f
   to a6c0eb0b5daf2741, shipped3-: to ad883a38e080d596, shipped4-: to 8922bf4848b8e303, shipped5-:
   to c8c7bbcae3cacd56, shipped6-: to 0543fd59b35811da, shipped7-: to a7cf522e9c7f5a28, shipped8-:
   to 0078779592de70b3) over the tiny image model's bits: odd sizes, several tiles, block
-  iteration counts (format version 2) and an alpha plane; wide-*.rnc: with the context models of
+  iteration counts (format version 2), an alpha plane, and a display size (coded at half size,
+  with alpha: shipped-coder2-downscaled); wide-*.rnc: with the context models of
   the wide model (9bbb9a97810b86e6, `--model wide`). A shipped model they name must stay findable
   (docs/FORMAT.md, "Compatibility");
 - NAME.json beside each NAME.rnc: the ids, the SHA-256 of the decoded bits (exact everywhere for
@@ -115,7 +116,8 @@ SHIPMENTS = (
 
 def _vectors(image: ImageModel) -> dict[str, Callable[[], bytes]]:
     """How each vector is made (run only for a missing one): `SHIPMENTS`' two each, and with the
-    first shipment's integer model a file with block counts and one with alpha."""
+    first shipment's integer model a file with block counts, one with alpha, and one coded at half
+    size with alpha (the display size section)."""
     def made(size: tuple[int, int, int], iterations: int, coder: Callable[[], BitCoder], **tiles) -> Callable[[], bytes]:
         h, w, seed = size
         return lambda: encode(smooth_image(h, w, seed=seed), iterations=iterations, model=image, coder=coder(),
@@ -134,6 +136,8 @@ def _vectors(image: ImageModel) -> dict[str, Callable[[], bytes]]:
     rgba = np.dstack([smooth_image(29, 41, seed=9), np.linspace(0, 255, 29 * 41).reshape(29, 41).astype(np.uint8)])
     vectors["shipped-coder2-blocks"] = lambda: _partial(image, smooth_image(48, 80, seed=13), first)
     vectors["shipped-coder2-alpha"] = lambda: encode(rgba, iterations=1, model=image, coder=first, precision="fp32").data
+    vectors["shipped-coder2-downscaled"] = lambda: encode(rgba, iterations=2, model=image, coder=first, precision="fp32",
+                                                          downscale=2).data
     return vectors
 
 

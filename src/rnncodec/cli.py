@@ -15,7 +15,7 @@ from .config import CELLS, FRAMEWORKS
 from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
 from .eval.cli import register as register_eval
 from .fileio import atomic_write, decoded_name, output_name
-from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, RGBImage
+from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, DOWNSCALES, RGBImage
 from .precision import PRECISIONS
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles
 from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
@@ -64,7 +64,7 @@ def _compress(args: argparse.Namespace) -> None:
         raise OptionError("--bpp must be positive")
     options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
                    target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap, precision=args.precision,
-                   adaptive=args.adaptive)
+                   adaptive=args.adaptive, downscale=args.downscale)
     reading = dict(max_pixels=args.max_pixels, alpha=args.alpha, background=args.background)
     Image.MAX_IMAGE_PIXELS = args.max_pixels  # the application sets Pillow's cap; read_image applies ours
     if args.input != STDIO and Path(args.input).is_dir():
@@ -95,7 +95,7 @@ def _onnx_encoder(args: argparse.Namespace, options: dict) -> Callable[[RGBImage
     after all: there the start is a small part of the time, and ONNX Runtime's fp32 tiles held
     twice the memory of torch's bf16 ones (6000×4000: 2.2 GiB; docs/RESULTS.md, issue 14)."""
     if (args.bpp is not None or args.target_psnr is not None or args.target_ms_ssim is not None or args.adaptive
-            or args.coder is not None or args.precision == "bf16"):
+            or args.coder is not None or args.precision == "bf16" or (args.downscale or 1) > 1):
         return None
     try:
         from . import onnx_codec
@@ -193,8 +193,10 @@ def _describe(data: bytes) -> dict:
     from .zoo import image_model_source
 
     header, chunks = container.read(data)
-    pixels = header.width * header.height
-    return {"bytes": len(data), "bpp": len(data) * 8 / pixels, "width": header.width, "height": header.height,
+    width, height = header.display_size
+    pixels = width * height
+    return {"bytes": len(data), "bpp": len(data) * 8 / pixels, "width": width, "height": height,
+            "coded_width": header.width, "coded_height": header.height,
             "model_id": header.model_id.hex(), "model": image_model_source(header.model_id),
             "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(),
             "tile": header.tile, "overlap": header.overlap, "iterations": header.iterations,
@@ -213,7 +215,9 @@ def _info(args: argparse.Namespace) -> None:
         ("ICC profile", "icc_profile_bytes"), ("alpha plane", "alpha_bytes"),
         ("adaptive: block iteration counts", "block_counts_bytes")) if d[key])
     print(f"file:        {d['file']} ({d['bytes']} bytes, {d['bpp']:.4f} bpp)")
-    print(f"image:       {d['width']}×{d['height']}{sections}")
+    coded = f", coded at {d['coded_width']}×{d['coded_height']}" if (d["coded_width"], d["coded_height"]) != (
+        d["width"], d["height"]) else ""
+    print(f"image:       {d['width']}×{d['height']}{coded}{sections}")
     where = d["model"] or "not found here: its weights belong on $RNNCODEC_MODEL_PATH"
     print(f"model id:    {d['model_id']} ({where})")
     print(f"coder:       {d['coder_id']} (entropy model {d['entropy_id']})")
@@ -338,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--adaptive", action=argparse.BooleanOptionalAction, help="with a target (the default there): each "
                    "16×16 block gets its own number of iterations, where they buy the most quality (spatially adaptive "
                    "bit rates: a smaller file, 4–7× the encode time); --no-adaptive codes the target alone, faster")
+    c.add_argument("--downscale", type=int, choices=DOWNSCALES, help="code the image at 1/N of its width and height, "
+                   "which the decoder upscales: rates below one full-size iteration; default: full size, unless --bpp "
+                   "is below 1.25 full-size iterations or a target is passed by the first three (then the size that "
+                   "serves it best)")
     _model_flag(c)
     c.add_argument("--coder", choices=("raw", "arithmetic", "integer"),
                    help="payload coder: raw bits (0), the float context model (1, not portable) or the integer one "

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from . import container
 from .entropy import BitCoder, CoderSession, explain_failure
-from .errors import FormatError, Note, OptionError
-from .image import DEFAULT_MAX_PIXELS, RGBImage, from_pil, read_image
+from .errors import BudgetError, FormatError, Note, OptionError
+from .image import DEFAULT_MAX_PIXELS, DOWNSCALES, RGBImage, from_pil, read_image, resized
 from .models.rnn_codec import STRIDE, RNNCodec, Step
 from .precision import resolve, resolve_device, resolve_for
 from .quality import gaussian_window, ms_ssim_gradient, ms_ssim_rgb, psnr_rgb, ssim_map
@@ -79,6 +79,7 @@ class RateControl:
     psnr: float | None = None
     ms_ssim: float | None = None
     adaptive: bool | None = None  # spatially adaptive: each block its own iteration count (`_Allocation`); None: with a target
+    reference: np.ndarray | None = None  # for an image coded at reduced size: the original, which targets are judged on
 
     def __post_init__(self) -> None:
         if sum(v is not None for v in (self.iterations, self.bpp, self.psnr, self.ms_ssim)) > 1:
@@ -103,7 +104,10 @@ class RateControl:
         return self.target is not None
 
     def measure(self, original: np.ndarray, recon: np.ndarray) -> float:
-        """The targeted quality of an 8-bit reconstruction."""
+        """The targeted quality of an 8-bit reconstruction; of an image coded at reduced size, as the
+        decoder shows it (upscaled) against the original."""
+        if self.reference is not None:
+            original, recon = self.reference, resized(recon, self.reference.shape[1], self.reference.shape[0])
         return psnr_rgb(original, recon) if self.psnr is not None else ms_ssim_rgb(original, recon)
 
     def check_reached(self, iterations: int, quality: float) -> None:
@@ -116,8 +120,12 @@ class RateControl:
     def check_budget(self, size: int, pixels: int) -> None:
         """A budget below one iteration is an error: no file can meet it."""
         if size * 8 / pixels > self.bpp:
-            raise OptionError(f"{self.bpp:g} bpp is below what one iteration costs for this image "
-                              f"({size * 8 / pixels:.3f} bpp)")
+            raise BudgetError(f"{self.bpp:g} bpp is below what one iteration costs for this image "
+                              f"({size * 8 / pixels:.3f} bpp)", size * 8 / pixels)
+
+
+TRY_SMALLER_UP_TO = 3  # a target that this many full-size iterations reach is tried at smaller sizes too (docs/RESULTS.md)
+REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (`_Coding.within_budget`)
 
 
 def encode(
@@ -134,6 +142,7 @@ def encode(
     target_ms_ssim: float | None = None,
     precision: str = "auto",
     adaptive: bool | None = None,
+    downscale: int | None = None,
 ) -> Encoded:
     """Encode an image, iteration by iteration, until the rate control says stop (`RateControl`).
 
@@ -150,27 +159,100 @@ def encode(
     al. 2018; `_Allocation`): on Kodak 6.6 % (MS-SSIM) and 15 % (PSNR) less rate than the target
     alone, for 4–7× the encode time; False codes the target alone, faster. An image of one tile
     also codes the target alone and keeps the smaller file, so adaptive never costs more.
+    `downscale` (one of DOWNSCALES) codes the image at 1/downscale of its width and height, which
+    the decoder upscales: rates below what one full-size iteration costs. By default (None), full
+    size, except for a `bpp` under 1.25 full-size iterations (then the largest size whose first
+    iteration takes under 1/1.25 of it), and a target the first three full-size iterations pass
+    (then the smallest file of the sizes that reach it).
     """
     rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim, adaptive)
+    if downscale is not None and downscale not in DOWNSCALES:
+        raise OptionError(f"downscale is one of {', '.join(map(str, DOWNSCALES))}")
     rgb = _as_rgb(image)
     model = model or load_image_model()
     coder = coder or default_coder(model)
-    n_iter = model.cfg.coded_iterations(iterations)
     check_tiling(tile, overlap)
-    h, w = rgb.pixels.shape[:2]
-    boxes = plan_tiles(h, w, tile, overlap)
-    arithmetic = resolve(precision)
-    header = container.Header(coder.coder_id, model.model_id, coder.model_id, w, h, tile, overlap, n_iter, rgb.icc_profile,
-                              None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision=arithmetic)
-    bf16 = arithmetic == "bf16"
-    run = _code(rgb.pixels, header, rate, boxes, model, coder, bf16, reconstruct, progress)
-    encoded = run.finish()
-    if run.allocated and len(boxes) == 1:  # never more than the target alone: on an image whose first
-        # iterations move it far, mixes of counts can cost more for the target (docs/RESULTS.md)
-        alone = _code(rgb.pixels, header, replace(rate, adaptive=False), boxes, model, coder, bf16, reconstruct,
-                      progress).finish()
-        encoded = min(encoded, alone, key=lambda e: len(e.data))
-    return encoded
+    coding = _Coding(rgb, rate, model, coder, tile, overlap, resolve(precision), reconstruct, progress)
+    if downscale is not None:
+        return coding.at(downscale)[0]
+    if bpp is not None:
+        return coding.within_budget()
+    best, quality = coding.at(1)
+    if not rate.targets_quality or quality is None or quality < rate.target or best.iterations > TRY_SMALLER_UP_TO:
+        return best
+    for scale in DOWNSCALES[1:]:  # a target the first full-size iterations pass: fewer bits at a smaller size?
+        if not coding.one_tile(scale):
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Note)  # a smaller size that misses the target is not kept, nor reported
+            smaller, quality = coding.at(scale)
+        if quality is None or quality < rate.target or len(smaller.data) >= len(best.data):
+            break
+        best = smaller
+    return best
+
+
+class _Coding:
+    """One image's encode at one size or another (`encode`'s `downscale`)."""
+
+    def __init__(self, rgb: RGBImage, rate: RateControl, model: ImageModel, coder: BitCoder, tile: int, overlap: int,
+                 arithmetic: str, reconstruct: bool, progress: bool) -> None:
+        self.rgb, self.rate, self.model, self.coder, self.tile, self.overlap = rgb, rate, model, coder, tile, overlap
+        self.arithmetic, self.reconstruct, self.progress = arithmetic, reconstruct, progress
+        self.n_iter = model.cfg.coded_iterations(rate.iterations)
+
+    def size(self, scale: int) -> tuple[int, int]:
+        """(height, width) coded at 1/scale size."""
+        h, w = self.rgb.pixels.shape[:2]
+        return -(-h // scale), -(-w // scale)
+
+    def one_tile(self, scale: int) -> bool:
+        return len(plan_tiles(*self.size(scale), self.tile, self.overlap)) == 1
+
+    def within_budget(self) -> Encoded:
+        """The file that fills the budget at the largest size whose first iteration takes under
+        1/REDUCE_BELOW of it: just above one iteration's cost, a smaller size's several iterations
+        look better than one and a part (docs/RESULTS.md, "Below one iteration")."""
+        budget = self.rate.bpp * self.rgb.pixels.shape[0] * self.rgb.pixels.shape[1] / 8
+        for scale in DOWNSCALES[:-1]:
+            with contextlib.suppress(BudgetError):
+                encoded, _ = self.at(scale)
+                if REDUCE_BELOW * container.prefix_sizes(*container.read(encoded.data))[0] <= budget:
+                    return encoded
+        try:
+            return self.at(DOWNSCALES[-1])[0]
+        except BudgetError as exc:
+            raise BudgetError(f"{self.rate.bpp:g} bpp is below what one iteration costs for this image, even coded at "
+                              f"1/{DOWNSCALES[-1]} size ({exc.cost:.4f} bpp)", exc.cost) from None
+
+    def at(self, scale: int) -> tuple[Encoded, float | None]:
+        """The file coded at 1/scale size, with the quality its rate control measured (None where
+        it measured none)."""
+        h, w = self.size(scale)
+        pixels, rate, display = self.rgb.pixels, self.rate, None
+        if scale > 1:
+            if rate.targets_quality and not self.one_tile(scale):
+                raise OptionError("a quality target at reduced size needs the reduced image to fit one tile (--tile)")
+            pixels, rate = resized(pixels, w, h), replace(rate, reference=pixels)
+            display = container.pack_display(self.rgb.pixels.shape[1], self.rgb.pixels.shape[0])
+        boxes = plan_tiles(h, w, self.tile, self.overlap)
+        alpha = None if self.rgb.alpha is None else container.pack_alpha(self.rgb.alpha)
+        header = container.Header(self.coder.coder_id, self.model.model_id, self.coder.model_id, w, h, self.tile,
+                                  self.overlap, self.n_iter, self.rgb.icc_profile, alpha, precision=self.arithmetic,
+                                  display=display)
+        bf16 = self.arithmetic == "bf16"
+        run = _code(pixels, header, rate, boxes, self.model, self.coder, bf16, self.reconstruct, self.progress)
+        encoded, quality = run.finish(), run.quality if rate.targets_quality else None
+        if run.allocated and len(boxes) == 1:  # never more than the target alone: on an image whose first
+            # iterations move it far, mixes of counts can cost more for the target (docs/RESULTS.md)
+            alone = _code(pixels, header, replace(rate, adaptive=False), boxes, self.model, self.coder, bf16,
+                          self.reconstruct, self.progress)
+            other = alone.finish()
+            if len(other.data) < len(encoded.data):
+                encoded, quality = other, alone.quality
+        if display and encoded.reconstruction is not None:
+            encoded.reconstruction = resized(encoded.reconstruction, *self.rgb.pixels.shape[1::-1])
+        return encoded, quality
 
 
 def _code(pixels: np.ndarray, header: container.Header, rate: RateControl, boxes: list[TileBox], model: ImageModel,
@@ -193,7 +275,8 @@ class _Encoding:
     def __init__(self, pixels: np.ndarray, header: container.Header, rate: RateControl, tiled: bool,
                  reconstruct: bool) -> None:
         self.pixels, self.header, self.rate, self.tiled, self.reconstruct = pixels, header, rate, tiled, reconstruct
-        self.budget = None if rate.bpp is None else rate.bpp * header.width * header.height / 8
+        self.shown = header.display_size[0] * header.display_size[1]  # the pixels a rate is counted over
+        self.budget = None if rate.bpp is None else rate.bpp * self.shown / 8
         self._start()
 
     def _start(self) -> None:
@@ -239,16 +322,19 @@ class _Encoding:
                 reached = self.quality >= self.rate.target
                 if reached and t > 0:
                     bits, at = self._finer_last(model.net, x, original, box, before, (bits, at), quality, counts, bf16)
-            elif not self.tiled and self.budget is not None and t > 0 and not self._whole_fits(t):
-                part = self._fit_budget(model.net, x, before, at, counts, session, bf16)
+            b = (bits[0] > 0).to(torch.uint8).numpy()
+            session = session or coder.session(b.shape)
+            segment = session.encode(b, None if (counts > t).all() else counts > t)
+            if self._overflows(t, segment):
+                session.undo()
+                part = self._fit_budget(model.net, x, before, at, counts, session, bf16, len(segment))
                 if part is None:
                     self.keep = t
                     return
                 (bits, at), reached = part, True
-            b = (bits[0] > 0).to(torch.uint8).numpy()
-            session = session or coder.session(b.shape)
-            coded = counts > t
-            self.chunks.add(t, session.encode(b, None if coded.all() else coded), b)
+                b = (bits[0] > 0).to(torch.uint8).numpy()
+                segment = session.encode(b, counts > t)
+            self.chunks.add(t, segment, b)
             pixels = None if at.recon is None or not pixels_wanted else _tile_pixels(at.recon.float(), box)
             if self.canvases:
                 self.canvases[t].add(box, pixels)
@@ -259,8 +345,6 @@ class _Encoding:
                     self.whole.add(rest, original, pixels)
                     if self.canvases:
                         self.canvases[rest].add(box, pixels)
-            elif self._over_budget(t, original):
-                return
             elif reached:
                 self.keep = t + 1
                 return
@@ -276,15 +360,13 @@ class _Encoding:
     def _measure(self, original: np.ndarray, recon: torch.Tensor, box: TileBox) -> float:
         return self.rate.measure(original, to_uint8(_tile_pixels(recon.float(), box).copy()))
 
-    def _over_budget(self, t: int, original: np.ndarray) -> bool:
-        """For an image of one tile: whether iteration t overflows the budget (then keep the ones
-        before, and no block counts: those iterations coded every block)."""
-        header = replace(self.header, blocks=container.pack_blocks(self.counts)) if self.blocks else self.header
-        if self.budget is None or _size(header, self.segments[: t + 1]) <= self.budget:
+    def _overflows(self, t: int, segment: bytes) -> bool:
+        """For an image of one tile with a budget: whether iteration t, coded whole as `segment`,
+        would pass it. Not even the first fitting is an error."""
+        if self.tiled or self.budget is None or _size(self.header, self.segments[:t] + [[segment]]) <= self.budget:
             return False
         if t == 0:
-            self.rate.check_budget(_size(self.header, self.segments[:1]), original.shape[0] * original.shape[1])
-        self.keep, self.blocks = t, False
+            self.rate.check_budget(_size(self.header, [[segment]]), self.shown)
         return True
 
     def _finer_last(self, net: RNNCodec, x: torch.Tensor, original: np.ndarray, box: TileBox, before: Step,
@@ -329,22 +411,17 @@ class _Encoding:
                 return bits, at
         return full
 
-    def _whole_fits(self, t: int) -> bool:
-        """Whether iteration t should fit the budget whole, costing what the one before cost."""
-        spent = _size(self.header, self.segments[:t])
-        return _size(self.header, self.segments[:t] + [self.segments[t - 1]]) - spent <= self.budget - spent
-
     def _fit_budget(self, net: RNNCodec, x: torch.Tensor, before: Step, after: Step, counts: np.ndarray,
-                    session: CoderSession, bf16: bool) -> tuple[torch.Tensor, Step] | None:
-        """When iteration t will not fit whole, code only the blocks it helps most (in squared
-        error), as many as the budget's rest holds: a file that fills its budget instead of
-        stopping up to 0.125 bpp short. Each guess is coded and measured, then undone (the caller
+                    session: CoderSession, bf16: bool, whole: int) -> tuple[torch.Tensor, Step] | None:
+        """When iteration t does not fit whole (`whole` bytes), code only the blocks it helps most
+        (in squared error), as many as the budget's rest holds: a file that fills its budget instead
+        of stopping up to 0.125 bpp short. Each guess is coded and measured, then undone (the caller
         codes the one that fits); None when not even a few blocks fit."""
         t = before.t
         spent = _size(self.header, self.segments[:t])
         overhead = _size(self.header, self.segments[:t] + [[b""]]) - spent
         last = _BlockOrder(True, x, before, after, counts)
-        k = int(0.97 * (self.budget - spent - overhead) / (len(self.segments[t - 1][0]) / last.size))
+        k = int(0.97 * (self.budget - spent - overhead) / (whole / last.size))
         for _ in range(4):
             k = min(k, last.size - 1)
             if k < 1:
@@ -367,7 +444,7 @@ class _Encoding:
         """The file, cut where the rate control says (over several tiles, decided here)."""
         header, n = self.header, self.header.iterations
         if self.tiled and self.budget is not None:
-            self.rate.check_budget(_size(header, self.segments[:1]), header.width * header.height)
+            self.rate.check_budget(_size(header, self.segments[:1]), self.shown)
             self.keep = next((t for t in range(1, n) if _size(header, self.segments[: t + 1]) > self.budget), n)
         elif self.tiled and self.rate.targets_quality:
             self.keep, self.quality = self.whole.first_reaching()
@@ -590,8 +667,9 @@ def decode(
     The lookups turn the header's ids into the image model (by model id) and the payload coder (by
     coder id and entropy model id); by default zoo's, which find the weights by id."""
     header, chunks = container.read(data)
-    if header.width * header.height > max_pixels:
-        raise FormatError(f"the file claims {header.width}×{header.height} pixels, over the cap of {max_pixels}")
+    width, height = header.display_size  # at least the coded size
+    if width * height > max_pixels:
+        raise FormatError(f"the file claims {width}×{height} pixels, over the cap of {max_pixels}")
     if not chunks:
         raise FormatError("the file holds no iterations")
     if iterations is not None and not 1 <= iterations:
@@ -612,7 +690,10 @@ def decode(
                                resolve_for(precision, header.precision) == "bf16" and dev.type == "cpu")
     except FormatError as exc:
         raise explain_failure(header.coder_id, exc) from None
-    return Decoded(canvas.result(), n_iter, header.icc_profile, alpha)
+    pixels = canvas.result()
+    if header.display:  # coded at reduced size: shown at the original's
+        pixels = resized(pixels, width, height)
+    return Decoded(pixels, n_iter, header.icc_profile, alpha)
 
 
 def _decode_tiles(model: ImageModel, coder: BitCoder, header: container.Header, boxes: list[TileBox],

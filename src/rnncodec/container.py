@@ -3,7 +3,8 @@
 A file cut at a chunk boundary is a valid file with fewer iterations. Each chunk carries a CRC32
 of the bits it decodes to, so corruption and any encoder/decoder desync surface as FormatError.
 Optional header sections (an ICC profile, a lossless alpha plane, the block iteration counts of
-spatially adaptive bit rates) sit under the header's CRC, so every prefix of a file keeps them.
+spatially adaptive bit rates, the size to show an image coded at reduced size) sit under the
+header's CRC, so every prefix of a file keeps them.
 """
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ MAX_ITERATIONS = 64
 FLAG_ICC = 1
 FLAG_ALPHA = 2
 FLAG_BLOCKS = 4
-_SECTIONS = ((FLAG_ICC, "icc_profile"), (FLAG_ALPHA, "alpha"), (FLAG_BLOCKS, "blocks"))  # in file order
+FLAG_DISPLAY = 8
+# the optional sections, in file order
+_SECTIONS = ((FLAG_ICC, "icc_profile"), (FLAG_ALPHA, "alpha"), (FLAG_BLOCKS, "blocks"), (FLAG_DISPLAY, "display"))
+_DISPLAY = struct.Struct(">II")  # the width and height an image coded at reduced size is shown at
+MAX_UPSCALE = 8  # a display size more than this many times the coded one is refused
 _FIXED = struct.Struct(">4sBBBB8s8sIIHHB")  # magic ver coder flags precision model entropy w h tile overlap iters
 PRECISION_BYTES = {None: 0, "fp32": 1, "bf16": 2}  # the encoder's arithmetic, in the byte older files left 0
 _PRECISION_OF_BYTE = {v: k for k, v in PRECISION_BYTES.items()}
@@ -45,6 +50,13 @@ class Header:
     alpha: bytes | None = None  # the alpha plane as `pack_alpha` stores it; None: opaque
     blocks: bytes | None = None  # iterations per 16×16 block as `pack_blocks` stores them; None: all
     precision: str | None = None  # the image model's arithmetic in the encoder (fp32, bf16); None: not recorded
+    display: bytes | None = None  # the size the image is shown at, as `pack_display` stores it; None: as coded
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the decoded image: the coded size, or larger for an image coded at
+        reduced size (the decoder upscales it). The alpha plane, if any, is of this size."""
+        return _DISPLAY.unpack(self.display) if self.display else (self.width, self.height)
 
     def to_bytes(self) -> bytes:
         sections = [(flag, getattr(self, name)) for flag, name in _SECTIONS if getattr(self, name)]
@@ -111,7 +123,7 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
     if version not in (VERSION, VERSION_ADAPTIVE):
         raise FormatError(f"unsupported .rnc format version {version} (this rnncodec reads {VERSION} and "
                           f"{VERSION_ADAPTIVE})")
-    if flags & ~(FLAG_ICC | FLAG_ALPHA | FLAG_BLOCKS):
+    if flags & ~(FLAG_ICC | FLAG_ALPHA | FLAG_BLOCKS | FLAG_DISPLAY):
         raise FormatError(f"unknown header flags {flags:#04x}: the file needs a newer rnncodec, or is corrupt")
     if bool(flags & FLAG_BLOCKS) != (version == VERSION_ADAPTIVE):
         raise FormatError("corrupt header: block iteration counts and format version disagree")
@@ -138,6 +150,8 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
         raise FormatError("invalid header fields (iterations, tile or overlap)")
     written = _PRECISION_OF_BYTE.get(precision)  # a value it does not know: not recorded
     header = Header(coder, model_id, entropy_id, w, h, tile, overlap, iters, **sections, precision=written)
+    if "display" in sections:
+        _check_display(header)
     chunks = []
     while pos < len(data):
         if len(chunks) == iters:
@@ -200,12 +214,28 @@ def pack_alpha(plane: np.ndarray) -> bytes:
     return zlib.compress(np.diff(plane, axis=1, prepend=np.uint8(0)).tobytes(), 9)
 
 
+def pack_display(width: int, height: int) -> bytes:
+    """The display size section of an image coded at reduced size."""
+    return _DISPLAY.pack(width, height)
+
+
+def _check_display(header: Header) -> None:
+    """A display size is at least the coded size and at most MAX_UPSCALE times it, in each side."""
+    if len(header.display) != _DISPLAY.size:
+        raise FormatError("corrupt display size")
+    for shown, coded in zip(header.display_size, (header.width, header.height)):
+        if not coded <= shown <= min(MAX_SIDE, MAX_UPSCALE * coded):
+            raise FormatError(f"invalid display size {header.display_size[0]}×{header.display_size[1]} for an image "
+                              f"coded at {header.width}×{header.height}")
+
+
 def alpha_plane(header: Header) -> np.ndarray | None:
-    """The header's alpha plane (H×W uint8), or None for an opaque image; never inflates more
-    than the H×W bytes the header allows (a zip bomb stops there)."""
+    """The header's alpha plane (H×W uint8 at the display size), or None for an opaque image;
+    never inflates more than the H×W bytes the header allows (a zip bomb stops there)."""
     if header.alpha is None:
         return None
-    size = header.width * header.height
+    width, height = header.display_size
+    size = width * height
     inflate = zlib.decompressobj()
     try:
         raw = inflate.decompress(header.alpha, size)
@@ -215,7 +245,7 @@ def alpha_plane(header: Header) -> np.ndarray | None:
         complete = False
     if not complete or len(raw) != size:
         raise FormatError("corrupt alpha plane")
-    return np.cumsum(np.frombuffer(raw, np.uint8).reshape(header.height, header.width), axis=1, dtype=np.uint8)
+    return np.cumsum(np.frombuffer(raw, np.uint8).reshape(height, width), axis=1, dtype=np.uint8)
 
 
 def pack_blocks(counts: list[np.ndarray]) -> bytes:

@@ -30,6 +30,14 @@ class OptionError(RNNCodecError, ValueError):
     a ValueError too, as Python code that passes a bad value expects."""
 
 
+class BudgetError(OptionError):
+    """A rate budget below what one iteration of the image costs (`cost`, in bpp)."""
+
+    def __init__(self, message: str, cost: float) -> None:
+        super().__init__(message)
+        self.cost = cost
+
+
 class BatchError(RNNCodecError):
     """Some files of a folder failed (each was reported on its own line)."""
 

@@ -145,6 +145,15 @@ def read_image(path: str | Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS
         raise ImageError(f"{name}: cannot decode image ({exc})") from None
 
 
+DOWNSCALES = (1, 2, 4)  # the factors by which an image may be coded at reduced size (`codec.encode`)
+
+
+def resized(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An H×W×3 uint8 image resampled to width×height by Pillow's Lanczos filter: how an image coded
+    at reduced size is made smaller for the encoder and larger again for the viewer."""
+    return np.asarray(Image.fromarray(pixels, "RGB").resize((width, height), Image.Resampling.LANCZOS))
+
+
 def pad_to_multiple(pixels: np.ndarray, multiple: int) -> np.ndarray:
     """Edge-replicate an H×W×C array up to sides that are multiples of `multiple`."""
     h, w = pixels.shape[:2]

@@ -20,7 +20,7 @@ from PIL import Image, ImageFile
 from . import container
 
 # the keywords `im.save(…)` passes on to compress
-SAVE_OPTIONS = ("iterations", "bpp", "target_psnr", "target_ms_ssim", "adaptive", "alpha", "background")
+SAVE_OPTIONS = ("iterations", "bpp", "target_psnr", "target_ms_ssim", "adaptive", "downscale", "alpha", "background")
 
 
 def _accept(prefix: bytes) -> bool:
@@ -35,7 +35,7 @@ class RncImageFile(ImageFile.ImageFile):
         """Read and check the whole stream (headers and chunk framing), decode nothing yet."""
         self._stream = self.fp.read()
         header, chunks = container.read(self._stream)
-        self._size = (header.width, header.height)
+        self._size = header.display_size
         self._mode = "RGBA" if header.alpha else "RGB"
         self.iterations: int | None = None  # decode this many iterations (None: all the file holds)
         self.info["iterations"] = len(chunks)
