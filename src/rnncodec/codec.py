@@ -200,6 +200,7 @@ class _Coding:
         self.rgb, self.rate, self.model, self.coder, self.tile, self.overlap = rgb, rate, model, coder, tile, overlap
         self.arithmetic, self.reconstruct, self.progress = arithmetic, reconstruct, progress
         self.n_iter = model.cfg.coded_iterations(rate.iterations)
+        self.alpha = None if rgb.alpha is None else container.pack_alpha(rgb.alpha)  # at the display size, any scale
 
     def size(self, scale: int) -> tuple[int, int]:
         """(height, width) coded at 1/scale size."""
@@ -236,9 +237,8 @@ class _Coding:
             pixels, rate = resized(pixels, w, h), replace(rate, reference=pixels)
             display = container.pack_display(self.rgb.pixels.shape[1], self.rgb.pixels.shape[0])
         boxes = plan_tiles(h, w, self.tile, self.overlap)
-        alpha = None if self.rgb.alpha is None else container.pack_alpha(self.rgb.alpha)
         header = container.Header(self.coder.coder_id, self.model.model_id, self.coder.model_id, w, h, self.tile,
-                                  self.overlap, self.n_iter, self.rgb.icc_profile, alpha, precision=self.arithmetic,
+                                  self.overlap, self.n_iter, self.rgb.icc_profile, self.alpha, precision=self.arithmetic,
                                   display=display)
         bf16 = self.arithmetic == "bf16"
         run = _code(pixels, header, rate, boxes, self.model, self.coder, bf16, self.reconstruct, self.progress)
@@ -324,7 +324,8 @@ class _Encoding:
                     bits, at = self._finer_last(model.net, x, original, box, before, (bits, at), quality, counts, bf16)
             b = (bits[0] > 0).to(torch.uint8).numpy()
             session = session or coder.session(b.shape)
-            segment = session.encode(b, None if (counts > t).all() else counts > t)
+            coded = counts > t
+            segment = session.encode(b, None if coded.all() else coded)
             if self._overflows(t, segment):
                 session.undo()
                 part = self._fit_budget(model.net, x, before, at, counts, session, bf16, len(segment))
@@ -333,7 +334,7 @@ class _Encoding:
                     return
                 (bits, at), reached = part, True
                 b = (bits[0] > 0).to(torch.uint8).numpy()
-                segment = session.encode(b, counts > t)
+                segment = session.encode(b, counts > t)  # fewer blocks now: `_fit_budget` cut the counts
             self.chunks.add(t, segment, b)
             pixels = None if at.recon is None or not pixels_wanted else _tile_pixels(at.recon.float(), box)
             if self.canvases:
