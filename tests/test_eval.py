@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from rnncodec.cli import main
 from rnncodec.codec import encode
+from rnncodec.errors import Note
 from rnncodec.eval import runner
 from rnncodec.eval.bd import auc, auc_range, bd_rate, rising
 from rnncodec.eval.codecs import available
@@ -164,3 +166,28 @@ def test_description_names_a_wider_last_layer(tmp_path, model_dir):
     save_tiny_image_model(tmp_path / "wide.safetensors", tail_width=0.5)
     assert "last decoder layer 0.5" in runner.describe(runner.RNNCODEC, str(tmp_path / "wide.safetensors"))
     assert "last decoder layer" not in runner.describe(runner.RNNCODEC, str(model_dir / "tiny.safetensors"))
+
+
+def test_eval_of_ms_ssim_targets(dataset, tmp_path, model_dir, tiny_model):
+    """rnncodec-ms-ssim: one real file per target, as `compress --target-ms-ssim` writes it."""
+    out = tmp_path / "results"
+    args = ["eval", str(dataset), "--out", str(out), "--model", str(model_dir / "tiny.safetensors"),
+            "--codecs", runner.RNNCODEC_TARGETS, "--jobs", "1", "--limit", "1"]
+    assert main(args) == 0
+    doc = json.loads((out / f"{runner.RNNCODEC_TARGETS}.json").read_text())
+    assert doc["results"]["quality"] == list(runner.MS_SSIM_TARGETS) and "MS-SSIM target" in doc["description"]
+    with (out / "per_image.csv").open() as f:
+        rows = {float(r["quality"]): r for r in csv.DictReader(f)}
+    pixels = np.asarray(Image.open(dataset / "img0.png"))
+    target = runner.MS_SSIM_TARGETS[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Note)  # the tiny model may not reach it
+        size = len(encode(pixels, model=tiny_model, target_ms_ssim=target).data)
+    assert int(rows[target]["bytes"]) == size
+
+
+def test_comparison_page_refuses_ms_ssim_targets(dataset, tmp_path, capsys):
+    """The page matches every codec to rnncodec's iteration counts: targets have none."""
+    args = ["eval", str(dataset), "--out", str(tmp_path / "r"), "--codecs", f"rnncodec,{runner.RNNCODEC_TARGETS}", "--html"]
+    assert main(args) != 0
+    assert "unknown or unavailable codecs ['rnncodec-ms-ssim']" in capsys.readouterr().err

@@ -12,12 +12,13 @@ DEFAULT_ANCHORS = Path(__file__).parent / "anchors"  # published curves, shipped
 DEFAULT_ITERATIONS = (1, 2, 4, 8)  # the comparison page's rates: 0.125 to 1 bpp before entropy coding
 
 
-def _codecs(args: argparse.Namespace) -> list[str]:
-    """--codecs, checked against what this installation can write (default: all of it)."""
-    from .runner import default_codecs
+def _codecs(args: argparse.Namespace, targets: bool = False) -> list[str]:
+    """--codecs, checked against what this installation can write (default: rnncodec and every
+    classical codec); `targets` also allows the slow rnncodec-ms-ssim, which only `eval` measures."""
+    from .runner import default_codecs, known_codecs
 
-    known = default_codecs()
-    codecs = args.codecs.split(",") if args.codecs else known
+    known = known_codecs() if targets else default_codecs()
+    codecs = args.codecs.split(",") if args.codecs else default_codecs()
     unknown = [c for c in codecs if c not in known]
     if unknown:
         raise OptionError(f"unknown or unavailable codecs {unknown}; available: {known}")
@@ -27,7 +28,7 @@ def _codecs(args: argparse.Namespace) -> list[str]:
 def _eval(args: argparse.Namespace) -> None:
     from .runner import dataset_images, evaluate
 
-    codecs = _codecs(args)
+    codecs = _codecs(args, targets=not args.html)  # the page matches the others to rnncodec's iterations
     if args.html:
         from .compare import check_iterations
 
@@ -78,8 +79,9 @@ def _iteration_list(text: str) -> list[int]:
 
 
 # Options that several commands take, each written once.
-def _codecs_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--codecs", help="comma-separated subset (default: rnncodec and every available classical codec)")
+def _codecs_flag(p: argparse.ArgumentParser, more: str = "") -> None:
+    p.add_argument("--codecs", help="comma-separated subset of rnncodec and every available classical codec "
+                   f"(default: all of them){more}")
 
 
 def _model_flag(p: argparse.ArgumentParser) -> None:
@@ -103,7 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("dataset", help="folder of lossless images (e.g. Kodak PNGs)")
     e.add_argument("-o", "--output", "--out", dest="out", default="runs/eval",
                    help="results folder (its cache/ makes a rerun resume)")
-    _codecs_flag(e)
+    _codecs_flag(e, " and rnncodec-ms-ssim: the model coded to MS-SSIM targets, as compress "
+                 "--target-ms-ssim codes them, one file per target (slow)")
     _model_flag(e)
     _jobs_flag(e)
     e.add_argument("--limit", type=int, help="only the first N images (smoke tests)")

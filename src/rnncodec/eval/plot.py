@@ -26,7 +26,7 @@ def plot_metric(curves: list[Curve], metric: str, path: Path, max_bpp: float = 2
         order = np.argsort(c.bpp)
         x, y = c.bpp[order], c.metrics[metric][order]
         style = dict(linestyle="--", marker="x", alpha=0.8) if c.anchor else dict(marker="o", markersize=3)
-        width = 2.5 if c.name == "rnncodec" else 1.5
+        width = 2.5 if c.name.startswith("rnncodec") else 1.5
         ax.plot(x, y, label=f"{c.name} (published)" if c.anchor else c.name, linewidth=width, **style)
         shown.append(y[(x <= max_bpp) & np.isfinite(y)])
     values = np.concatenate(shown) if shown else np.array([0.0, 1.0])

@@ -17,7 +17,7 @@ _HEAD = {"psnr-rgb": "PSNR-RGB", "ms-ssim-rgb": "MS-SSIM", "ms-ssim-rgb-db": "MS
 
 def rd_table(curve: Curve) -> str:
     """One codec's averaged rate points: quality setting, bpp and every metric."""
-    param = "iterations" if curve.name == "rnncodec" else "quality"
+    param = {"rnncodec": "iterations", "rnncodec-ms-ssim": "MS-SSIM target"}.get(curve.name, "quality")
     lines = [f"| {param} | bpp | " + " | ".join(_HEAD[m] for m in METRICS) + " |",
              "|" + "---:|" * (len(METRICS) + 2)]
     for i, b in enumerate(curve.bpp):
