@@ -271,6 +271,17 @@ def test_every_command_has_help(command, capsys):
     assert exit_.value.code == 0 and "usage: rnncodec " + command in capsys.readouterr().out
 
 
+def test_quality_from_the_command_line(tmp_path, png):
+    rnc, out = tmp_path / "q.rnc", tmp_path / "q.png"
+    assert run("compress", png, "-o", rnc, "--quality", "40").returncode == 0
+    assert run("decompress", rnc, "-o", out).returncode == 0
+    assert Image.open(out).size == (56, 40)
+    assert "adaptive: block iteration counts" in run("info", rnc).stdout
+    r = run("compress", png, "-o", tmp_path / "bad.rnc", "--quality", "120")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "quality lies between 0 and 100" in r.stderr
+    assert not (tmp_path / "bad.rnc").exists()
+
+
 def test_adaptive_from_the_command_line(tmp_path, png):
     rnc, out = tmp_path / "a.rnc", tmp_path / "a.png"
     assert run("compress", png, "-o", rnc, "--target-psnr", "26", "--adaptive").returncode == 0

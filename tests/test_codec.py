@@ -12,8 +12,10 @@ from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, ModelError, Note, OptionError
+from rnncodec.models.rnn_codec import STRIDE
 from rnncodec.quality import psnr_rgb
 from rnncodec.stored import save_weights
+from rnncodec.tiles import plan_tiles
 from rnncodec.zoo import load_image_model
 
 
@@ -373,6 +375,42 @@ def test_adaptive_needs_a_target_and_corrupt_counts_are_refused(tiny_model):
     bad = container.write(replace(header, blocks=zlib.compress(bytes(8))), chunks)  # counts of 0
     with pytest.raises(FormatError, match="block iteration counts"):
         decode(bad)
+
+
+def test_quality_stops_each_block_where_more_stops_paying(integer_coder):
+    """`quality`: one rate–distortion slope for every block. The flat half stops sooner than the
+    busy one, the file decodes to the encoder's reconstruction, a higher quality buys a larger and
+    better file, and stopped blocks cost less than whole iterations as far."""
+    packaged = load_image_model()
+    img = _half_flat(64, 128)
+    low, high = (encode(img, model=packaged, coder=integer_coder, quality=q, reconstruct=True, precision="fp32")
+                 for q in (20, 60))
+    counts = container.block_counts(container.read(high.data)[0], [(4, 8)])[0]
+    assert counts[:, :4].mean() < counts[:, 4:].mean()
+    assert len(high.data) < len(encode(img, model=packaged, coder=integer_coder, iterations=high.iterations).data)
+    for enc in (low, high):
+        assert np.array_equal(decode(enc.data, precision="fp32").pixels, enc.reconstruction)
+    assert len(low.data) < len(high.data) and psnr_rgb(img, low.reconstruction) < psnr_rgb(img, high.reconstruction)
+
+
+def test_quality_over_tiles_round_trips_at_every_prefix(tiny_model, integer_coder):
+    img = smooth_image(64, 96, seed=5)
+    enc = encode(img, model=tiny_model, coder=integer_coder, tile=48, overlap=16, quality=90, reconstruct=True)
+    header, chunks = container.read(enc.data)
+    grids = [tuple(-(-side // STRIDE) for side in box.shape) for box in plan_tiles(64, 96, 48, 16)]
+    assert header.blocks is not None and len(container.block_counts(header, grids)) == len(grids) > 1
+    assert np.array_equal(decode(enc.data).pixels, enc.reconstruction)
+    for k in range(1, len(chunks) + 1):
+        assert decode(container.truncate(header, chunks, k)).iterations == k
+
+
+def test_edges_of_quality(tiny_model):
+    img = smooth_image(32, 32)
+    for bad, match in (({"quality": 101}, "between 0 and 100"), ({"quality": -1}, "between 0 and 100"),
+                       ({"quality": 50, "adaptive": False}, "adaptive by definition"),
+                       ({"quality": 50, "iterations": 2}, "give one of")):
+        with pytest.raises(OptionError, match=match):
+            encode(img, model=tiny_model, **bad)
 
 
 def test_canvas_finishes_rows_as_they_complete_with_the_same_pixels():

@@ -168,26 +168,27 @@ def test_description_names_a_wider_last_layer(tmp_path, model_dir):
     assert "last decoder layer" not in runner.describe(runner.RNNCODEC, str(model_dir / "tiny.safetensors"))
 
 
-def test_eval_of_ms_ssim_targets(dataset, tmp_path, model_dir, tiny_model):
-    """rnncodec-ms-ssim: one real file per target, as `compress --target-ms-ssim` writes it."""
+@pytest.mark.parametrize("mode", sorted(runner.RNNCODEC_MODES))
+def test_eval_of_rate_options(dataset, tmp_path, model_dir, tiny_model, mode):
+    """rnncodec-ms-ssim and rnncodec-quality: one real file per setting, as `compress` writes it."""
     out = tmp_path / "results"
     args = ["eval", str(dataset), "--out", str(out), "--model", str(model_dir / "tiny.safetensors"),
-            "--codecs", runner.RNNCODEC_TARGETS, "--jobs", "1", "--limit", "1"]
+            "--codecs", mode, "--jobs", "1", "--limit", "1"]
     assert main(args) == 0
-    doc = json.loads((out / f"{runner.RNNCODEC_TARGETS}.json").read_text())
-    assert doc["results"]["quality"] == list(runner.MS_SSIM_TARGETS) and "MS-SSIM target" in doc["description"]
+    keyword, sweep, meaning = runner.RNNCODEC_MODES[mode]
+    doc = json.loads((out / f"{mode}.json").read_text())
+    assert doc["results"]["quality"] == list(sweep) and meaning in doc["description"]
     with (out / "per_image.csv").open() as f:
         rows = {float(r["quality"]): r for r in csv.DictReader(f)}
     pixels = np.asarray(Image.open(dataset / "img0.png"))
-    target = runner.MS_SSIM_TARGETS[0]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Note)  # the tiny model may not reach it
-        size = len(encode(pixels, model=tiny_model, target_ms_ssim=target).data)
-    assert int(rows[target]["bytes"]) == size
+        warnings.simplefilter("ignore", Note)  # the tiny model may not reach a target
+        size = len(encode(pixels, model=tiny_model, **{keyword: sweep[0]}).data)
+    assert int(rows[sweep[0]]["bytes"]) == size
 
 
-def test_comparison_page_refuses_ms_ssim_targets(dataset, tmp_path, capsys):
-    """The page matches every codec to rnncodec's iteration counts: targets have none."""
-    args = ["eval", str(dataset), "--out", str(tmp_path / "r"), "--codecs", f"rnncodec,{runner.RNNCODEC_TARGETS}", "--html"]
+def test_comparison_page_refuses_rate_options(dataset, tmp_path, capsys):
+    """The page matches every codec to rnncodec's iteration counts: the rate options have none."""
+    args = ["eval", str(dataset), "--out", str(tmp_path / "r"), "--codecs", "rnncodec,rnncodec-ms-ssim", "--html"]
     assert main(args) != 0
     assert "unknown or unavailable codecs ['rnncodec-ms-ssim']" in capsys.readouterr().err

@@ -72,6 +72,18 @@ def test_a_quality_target(photo, adaptive):
     assert 10 * np.log10(255**2 / mse) >= 30.0
 
 
+def test_quality_as_for_jpeg(photo):
+    sizes = []
+    for q in (10, 70):
+        buf = io.BytesIO()
+        photo.save(buf, format="RNC", quality=q)
+        sizes.append(len(buf.getvalue()))
+        buf.seek(0)
+        with Image.open(buf) as im:
+            assert im.size == photo.size and np.asarray(im).shape == (40, 56, 3)
+    assert sizes[0] < sizes[1]
+
+
 def test_alpha_round_trip(tmp_path):
     alpha = np.tile(np.linspace(0, 255, 56, dtype=np.uint8), (40, 1))
     Image.fromarray(np.dstack([smooth_image(40, 56), alpha]), "RGBA").save(tmp_path / "t.rnc", iterations=1)

@@ -63,8 +63,8 @@ def _compress(args: argparse.Namespace) -> None:
     if args.bpp is not None and args.bpp <= 0:
         raise OptionError("--bpp must be positive")
     options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
-                   target_ms_ssim=args.target_ms_ssim, tile=args.tile, overlap=args.overlap, precision=args.precision,
-                   adaptive=args.adaptive, downscale=args.downscale)
+                   target_ms_ssim=args.target_ms_ssim, quality=args.quality, tile=args.tile, overlap=args.overlap,
+                   precision=args.precision, adaptive=args.adaptive, downscale=args.downscale)
     reading = dict(max_pixels=args.max_pixels, alpha=args.alpha, background=args.background)
     Image.MAX_IMAGE_PIXELS = args.max_pixels  # the application sets Pillow's cap; read_image applies ours
     if args.input != STDIO and Path(args.input).is_dir():
@@ -95,7 +95,7 @@ def _onnx_encoder(args: argparse.Namespace, options: dict) -> Callable[[RGBImage
     after all: there the start is a small part of the time, and ONNX Runtime's fp32 tiles held
     twice the memory of torch's bf16 ones (6000×4000: 2.2 GiB; docs/RESULTS.md, issue 14)."""
     if (args.bpp is not None or args.target_psnr is not None or args.target_ms_ssim is not None or args.adaptive
-            or args.coder is not None or args.precision == "bf16" or (args.downscale or 1) > 1):
+            or args.quality is not None or args.coder is not None or args.precision == "bf16" or (args.downscale or 1) > 1):
         return None
     try:
         from . import onnx_codec
@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop at the first iteration whose PSNR reaches DB, coding in it only the blocks needed")
     rate.add_argument("--target-ms-ssim", type=float, metavar="X",
                       help="stop at the first iteration whose MS-SSIM reaches X, coding in it only the blocks needed")
+    rate.add_argument("--quality", type=float, metavar="Q",
+                      help="0–100, as for JPEG: each 16×16 block stops where one more iteration improves it too little "
+                      "for its bits, the same trade in every image (most PSNR per byte; about 0.1 bpp at 0, 1 bpp at 50)"),
     c.add_argument("--adaptive", action=argparse.BooleanOptionalAction, help="with a target (the default there): each "
                    "16×16 block gets its own number of iterations, where they buy the most quality (spatially adaptive "
                    "bit rates: a smaller file, 4–7× the encode time); --no-adaptive codes the target alone, faster")

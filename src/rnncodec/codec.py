@@ -70,30 +70,43 @@ def _tile_pixels(recon: torch.Tensor, box: TileBox) -> np.ndarray:
 @dataclass(frozen=True)
 class RateControl:
     """When encoding stops: after `iterations`, when the real size (header included) fills `bpp`,
-    or at the first iteration whose reconstruction reaches `psnr` (dB) or `ms_ssim`. At most one
-    of the last three; with none, after `iterations` (default: all). For an image of one tile, the
-    last iteration of the last three codes only some blocks (`_Encoding`)."""
+    or at the first iteration whose reconstruction reaches `psnr` (dB) or `ms_ssim`; or, with
+    `quality`, block by block where one more iteration stops paying for itself (`slope`). At most
+    one; with none, after `iterations` (default: all). For an image of one tile, the last iteration
+    of `bpp`, `psnr` and `ms_ssim` codes only some blocks (`_Encoding`)."""
 
     iterations: int | None = None
     bpp: float | None = None
     psnr: float | None = None
     ms_ssim: float | None = None
+    quality: float | None = None  # 0–100: a constant rate–distortion slope, as a JPEG quality is roughly one
     adaptive: bool | None = None  # spatially adaptive: each block its own iteration count (`_Allocation`); None: with a target
     reference: np.ndarray | None = None  # for an image coded at reduced size: the original, which targets are judged on
 
     def __post_init__(self) -> None:
-        if sum(v is not None for v in (self.iterations, self.bpp, self.psnr, self.ms_ssim)) > 1:
-            raise OptionError("give one of iterations, bpp, target_psnr or target_ms_ssim")
+        if sum(v is not None for v in (self.iterations, self.bpp, self.psnr, self.ms_ssim, self.quality)) > 1:
+            raise OptionError("give one of iterations, bpp, target_psnr, target_ms_ssim or quality")
+        if self.quality is not None and not 0 <= self.quality <= 100:
+            raise OptionError("quality lies between 0 and 100")
         if self.bpp is not None and self.bpp <= 0:
             raise OptionError("bpp must be positive")
         if self.ms_ssim is not None and not 0 < self.ms_ssim < 1:
             raise OptionError("a target MS-SSIM lies between 0 and 1")
         if self.psnr is not None and not self.psnr > 0:
             raise OptionError("a target PSNR is a positive number of dB")
-        if self.adaptive and self.psnr is None and self.ms_ssim is None:
-            raise OptionError("adaptive bit rates need a quality target (target_psnr or target_ms_ssim)")
+        if self.quality is not None and self.adaptive is False:
+            raise OptionError("quality is spatially adaptive by definition: each block stops on its own")
+        if self.adaptive and self.psnr is None and self.ms_ssim is None and self.quality is None:
+            raise OptionError("adaptive bit rates need a quality target (target_psnr or target_ms_ssim) or a quality")
         if self.adaptive is None:  # the default wherever it can be: it codes a target for less (docs/RESULTS.md)
-            object.__setattr__(self, "adaptive", self.targets_quality)
+            object.__setattr__(self, "adaptive", self.targets_quality or self.quality is not None)
+
+    @property
+    def slope(self) -> float | None:
+        """λ for `quality`: a block gets one more iteration while that lowers its mean squared error
+        (pixels in [−0.5, 0.5]) by more than λ. Quality 0 is 10⁻², where most blocks stop after one
+        iteration; 100 is 10⁻⁷, where almost none stops before the model's last."""
+        return None if self.quality is None else 10.0 ** (-2.0 - 5.0 * self.quality / 100)
 
     @property
     def target(self) -> float | None:
@@ -143,6 +156,7 @@ def encode(
     precision: str = "auto",
     adaptive: bool | None = None,
     downscale: int | None = None,
+    quality: float | None = None,
 ) -> Encoded:
     """Encode an image, iteration by iteration, until the rate control says stop (`RateControl`).
 
@@ -164,8 +178,11 @@ def encode(
     size, except for a `bpp` under 1.25 full-size iterations (then the largest size whose first
     iteration takes under 1/1.25 of it), and a target the first three full-size iterations pass
     (then the smallest file of the sizes that reach it).
+    `quality` (0–100) stops each block where one more iteration lowers its squared error by less
+    than a fixed amount (`RateControl.slope`): no target per image, the same trade everywhere,
+    as a JPEG quality makes it; best for PSNR per byte over many images.
     """
-    rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim, adaptive)
+    rate = RateControl(iterations, bpp, target_psnr, target_ms_ssim, quality, adaptive)
     if downscale is not None and downscale not in DOWNSCALES:
         raise OptionError(f"downscale is one of {', '.join(map(str, DOWNSCALES))}")
     rgb = _as_rgb(image)
@@ -300,8 +317,9 @@ class _Encoding:
         alloc = None
         if self.rate.adaptive and tries > 0:
             margin = 0.03 if self.rate.psnr is not None else 0.0002  # what the coding pass may lose to the prediction
+            aim = self.rate.target + margin + raise_aim if self.rate.targets_quality else None
             alloc = _Allocation(model.net, x, original, lambda recon: self._measure(original, recon, box), self.rate, n,
-                                bf16, self.rate.target + margin + raise_aim)
+                                bf16, aim)
             if not alloc.reachable:  # aimed past what the model reaches: the target alone lands what can be
                 alloc = None
         counts = alloc.counts if alloc else np.full((x.shape[2] // STRIDE, x.shape[3] // STRIDE), n, np.uint8)
@@ -349,7 +367,9 @@ class _Encoding:
             elif reached:
                 self.keep = t + 1
                 return
-        if alloc and not self.tiled:
+        if alloc and not self.tiled and self.rate.quality is not None:
+            self.keep = last  # no target to check: the counts are the rate control
+        elif alloc and not self.tiled:
             self.keep, self.quality = last, self._measure(original, at.recon, box)
             short = self.rate.target - self.quality
             if short > 0:  # the coding pass fell short: aim higher, or at the last try let the target alone land it
@@ -505,6 +525,9 @@ class _Allocation:
     the fewest block-iterations found whose composition meets the aim:
     - PSNR: the squared error adds up over blocks, so counts minimising d_b(c) + λ·c block by
       block, for the largest λ that meets the aim, are that optimum (a bisection on log λ).
+    - A `quality` gives λ itself (`RateControl.slope`), with no aim: the first pass runs every
+      iteration, and the same counts follow in one step. One λ for every block of every image is
+      what makes the mean of many files best for their mean rate, the way one JPEG quality is.
     - MS-SSIM pools contrast and structure over windows and five scales, and does not add up
       over blocks: of the block proxies tried in its place (per-block SSIM, a local-variance-
       normalised error, a 4×4-averaged error), the best still cost 3.8 % more rate than whole
@@ -522,14 +545,21 @@ class _Allocation:
     ROUNDS = 8  # of the MS-SSIM search, at most; most stop sooner, when a round saves nothing
 
     def __init__(self, net: RNNCodec, x: torch.Tensor, original: np.ndarray, measure: Callable[[torch.Tensor], float],
-                 rate: RateControl, iterations: int, bf16: bool, aim: float) -> None:
+                 rate: RateControl, iterations: int, bf16: bool, aim: float | None) -> None:
         recons, at, reached = [torch.zeros_like(x)], net.begin(x), None
         while at.t < iterations and (reached is None or at.t < reached + self.PAST):
             _, at = net.step(x, at, bf16)
             recons.append(at.recon.float().clamp(-0.5, 0.5))
-            if reached is None and measure(recons[-1]) >= aim:
+            if reached is None and aim is not None and measure(recons[-1]) >= aim:
                 reached = at.t
         self.recons = torch.cat(recons)  # (T+1)×3×H×W
+        if rate.slope is not None or rate.psnr is not None:  # each block's mean squared error after c iterations
+            self.errors = torch.stack([F.avg_pool2d((x - r).square().mean(1, keepdim=True), STRIDE)[0, 0]
+                                       for r in recons]).numpy()
+            self.errors[0] = np.inf  # every block gets an iteration
+        if rate.slope is not None:
+            self.reachable, self.counts = True, self._by_slope(rate.slope).astype(np.uint8)
+            return
         self.reachable = reached is not None
         self.counts = np.full((x.shape[2] // STRIDE, x.shape[3] // STRIDE), reached or iterations, np.uint8)
         if not self.reachable:
@@ -539,10 +569,7 @@ class _Allocation:
             return measure(self.compose(counts)) >= aim
 
         if rate.psnr is not None:
-            d = torch.stack([F.avg_pool2d((x - r).square().mean(1, keepdim=True), STRIDE)[0, 0] for r in recons]).numpy()
-            d[0] = np.inf  # every block gets an iteration
-            cost = np.arange(len(recons))[:, None, None]
-            best = _largest_fitting(lambda log_lam: np.argmin(d + 10.0**log_lam * cost, axis=0), fits, -12.0, 2.0, 12)
+            best = _largest_fitting(lambda log_lam: self._by_slope(10.0**log_lam), fits, -12.0, 2.0, 12)
             self.counts = self.counts if best is None else best.astype(np.uint8)
         else:
             # every block two iterations, unless two whole ones pass the target: a flat block coded
@@ -582,6 +609,10 @@ class _Allocation:
             return c + up - (~up & (loss < 10.0**log_lam))
 
         return _largest_fitting(moved, fits, -12.0, -2.0, 9)
+
+    def _by_slope(self, lam: float) -> np.ndarray:
+        """Each block's count minimising d_b(c) + λ·c over the first pass (d_b: `errors`)."""
+        return np.argmin(self.errors + lam * np.arange(len(self.errors))[:, None, None], axis=0)
 
     def compose(self, counts: np.ndarray) -> torch.Tensor:
         """The first pass's reconstruction of each block after its count of iterations."""
@@ -746,8 +777,9 @@ def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, iterations
              alpha: str = "keep", background: str | tuple[int, ...] = "white", **kwargs) -> bytes:
     """Compress an image (a path, a PIL image or an H×W×3 or ×4 uint8 array) to .rnc bytes: `iterations`
     of 0.125 bpp each before entropy coding, or as many as fit `bpp` (real size, header included;
-    the last in part), or the fewest bits that reach `target_psnr` (dB) or `target_ms_ssim`. Transparency is kept
-    losslessly, or with `alpha="drop"` flattened onto `background`."""
+    the last in part), or the fewest bits that reach `target_psnr` (dB) or `target_ms_ssim`, or (`quality=`
+    0–100) each block stopped where more bits stop paying. Transparency is kept losslessly, or with
+    `alpha="drop"` flattened onto `background`."""
     return encode(_as_rgb(image, alpha, background), iterations=iterations, bpp=bpp, target_psnr=target_psnr,
                   target_ms_ssim=target_ms_ssim, **kwargs).data
 

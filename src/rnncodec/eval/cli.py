@@ -14,7 +14,7 @@ DEFAULT_ITERATIONS = (1, 2, 4, 8)  # the comparison page's rates: 0.125 to 1 bpp
 
 def _codecs(args: argparse.Namespace, targets: bool = False) -> list[str]:
     """--codecs, checked against what this installation can write (default: rnncodec and every
-    classical codec); `targets` also allows the slow rnncodec-ms-ssim, which only `eval` measures."""
+    classical codec); `targets` also allows the slow RNNCODEC_MODES, which only `eval` measures."""
     from .runner import default_codecs, known_codecs
 
     known = known_codecs() if targets else default_codecs()
@@ -105,8 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("dataset", help="folder of lossless images (e.g. Kodak PNGs)")
     e.add_argument("-o", "--output", "--out", dest="out", default="runs/eval",
                    help="results folder (its cache/ makes a rerun resume)")
-    _codecs_flag(e, " and rnncodec-ms-ssim: the model coded to MS-SSIM targets, as compress "
-                 "--target-ms-ssim codes them, one file per target (slow)")
+    _codecs_flag(e, "; also rnncodec-ms-ssim and rnncodec-quality: the model coded as compress --target-ms-ssim "
+                 "and --quality code it, one file per setting (slow)")
     _model_flag(e)
     _jobs_flag(e)
     e.add_argument("--limit", type=int, help="only the first N images (smoke tests)")

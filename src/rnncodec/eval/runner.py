@@ -4,8 +4,9 @@ One job is one image under one codec: every rate point of it, cached as one JSON
 OUT/cache/<codec>/, so that an interrupted run picks up where it stopped. rnncodec is encoded once
 at its most iterations into a real .rnc file (OUT/streams/); each prefix of that file, cut at a
 chunk boundary, is exactly the file `rnncodec compress --iterations K` writes, and is decoded and
-measured as such. `rnncodec-ms-ssim` is the same model coded the way a user's quality target codes
-it (`compress --target-ms-ssim T`): one file per target, its bit rate spatially adaptive.
+measured as such. `rnncodec-ms-ssim` and `rnncodec-quality` are the same model coded the way
+`compress --target-ms-ssim T` and `compress --quality Q` code it: one file per setting, its bit
+rate spatially adaptive (RNNCODEC_MODES).
 """
 from __future__ import annotations
 
@@ -34,8 +35,14 @@ from .curves import METRICS
 from .metrics import all_metrics, bpp, to_db
 
 RNNCODEC = "rnncodec"
-RNNCODEC_TARGETS = "rnncodec-ms-ssim"  # not among the default codecs: 9 encodes per image, each a search
-MS_SSIM_TARGETS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985)  # about 0.15 to 1.5 bpp on Kodak
+# rnncodec as a user's rate option codes it, one file per setting: not among the default codecs (each
+# file is a search or a first pass of every iteration). Name: (encode's keyword, the sweep, its meaning).
+RNNCODEC_MODES = {
+    "rnncodec-ms-ssim": ("target_ms_ssim", (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985),
+                         "MS-SSIM target, spatially adaptive bit rates (compress --target-ms-ssim)"),
+    "rnncodec-quality": ("quality", (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0),
+                         "quality 0–100: every block stopped at one rate–distortion slope (compress --quality)"),
+}
 CACHE_VERSION = 1
 T, R = TypeVar("T"), TypeVar("R")
 
@@ -68,16 +75,17 @@ def _rnncodec_rows(job: Job, pixels: np.ndarray) -> list[dict]:
             for k, prefix, decoded in prefixes(stream.read_bytes(), model)]
 
 
-def _target_rows(job: Job, pixels: np.ndarray) -> list[dict]:
-    """One file per MS-SSIM target, as `compress --target-ms-ssim T` writes it. A target beyond the
-    image's reach stops at the model's most iterations (encode's Note, silenced here): its row
+def _mode_rows(job: Job, pixels: np.ndarray) -> list[dict]:
+    """One file per setting of an RNNCODEC_MODES option, as `compress` writes it. A target beyond
+    the image's reach stops at the model's most iterations (encode's Note, silenced here): its row
     scores what that file reaches, so the curve flattens instead of claiming the target."""
     model = load_image_model(job.model)
+    keyword, sweep, _ = RNNCODEC_MODES[job.codec]
     rows = []
-    for t in MS_SSIM_TARGETS:
+    for t in sweep:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Note)
-            data = encode(pixels, model=model, target_ms_ssim=t).data
+            data = encode(pixels, model=model, **{keyword: t}).data
         decoded = decode(data, model_lookup=lambda _: model).pixels
         rows.append({"quality": t, "bytes": len(data), **all_metrics(pixels, decoded)})
     return rows
@@ -93,13 +101,13 @@ def _classical_rows(codec: Codec, pixels: np.ndarray) -> list[dict]:
 
 def _cache_key(job: Job, digest: str) -> dict:
     """What the cached rows depend on: a changed model, library or sweep recomputes them."""
-    if job.codec in (RNNCODEC, RNNCODEC_TARGETS):
+    if job.codec == RNNCODEC or job.codec in RNNCODEC_MODES:
         model = load_image_model(job.model)
         coder = default_coder(model)
         setup = {"model": model.model_id.hex(), "coder": coder.coder_id,
                  "entropy_model": coder.model_id.hex()}
-        if job.codec == RNNCODEC_TARGETS:
-            setup["qualities"] = list(MS_SSIM_TARGETS)
+        if job.codec in RNNCODEC_MODES:
+            setup["qualities"] = list(RNNCODEC_MODES[job.codec][1])
     else:
         codec = available()[job.codec]
         setup = {"description": codec.description, "qualities": list(codec.qualities)}
@@ -119,8 +127,8 @@ def run_job(job: Job) -> list[dict]:
     h, w = pixels.shape[:2]
     if job.codec == RNNCODEC:
         rows = _rnncodec_rows(job, pixels)
-    elif job.codec == RNNCODEC_TARGETS:
-        rows = _target_rows(job, pixels)
+    elif job.codec in RNNCODEC_MODES:
+        rows = _mode_rows(job, pixels)
     else:
         rows = _classical_rows(available()[job.codec], pixels)
     rows = [{"image": job.image.stem, "codec": job.codec, "bpp": bpp(r["bytes"], h, w), **r} for r in rows]
@@ -179,13 +187,12 @@ def summarize(rows: list[dict], codec: str, description: str) -> dict:
 
 def describe(codec: str, model: str | None) -> str:
     """The results file's description: the codec's setup and library versions."""
-    if codec not in (RNNCODEC, RNNCODEC_TARGETS):
+    if codec != RNNCODEC and codec not in RNNCODEC_MODES:
         return available()[codec].description
     m = load_image_model(model)
     c = m.cfg
     tail = f", last decoder layer {c.tail_width}" if c.tail_width else ""
-    quality = ("quality = iterations" if codec == RNNCODEC else
-               "quality = MS-SSIM target, spatially adaptive bit rates (compress --target-ms-ssim)")
+    quality = "quality = " + ("iterations" if codec == RNNCODEC else RNNCODEC_MODES[codec][2])
     return (f"rnncodec {c.encoder_cell}/{c.framework}, width {c.width}{tail}, model {m.model_id.hex()}, "
             f"coder {default_coder(m).coder_id}; {quality}")
 
@@ -223,5 +230,5 @@ def default_codecs() -> list[str]:
 
 
 def known_codecs() -> list[str]:
-    """What `--codecs` may name: the defaults, and rnncodec coded to MS-SSIM targets."""
-    return [*default_codecs(), RNNCODEC_TARGETS]
+    """What `--codecs` may name: the defaults, and rnncodec as its rate options code it."""
+    return [*default_codecs(), *RNNCODEC_MODES]
