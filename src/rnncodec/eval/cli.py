@@ -12,12 +12,12 @@ DEFAULT_ANCHORS = Path(__file__).parent / "anchors"  # published curves, shipped
 DEFAULT_ITERATIONS = (1, 2, 4, 8)  # the comparison page's rates: 0.125 to 1 bpp before entropy coding
 
 
-def _codecs(args: argparse.Namespace, targets: bool = False) -> list[str]:
+def _codecs(args: argparse.Namespace, modes: bool = False) -> list[str]:
     """--codecs, checked against what this installation can write (default: rnncodec and every
-    classical codec); `targets` also allows the slow RNNCODEC_MODES, which only `eval` measures."""
+    classical codec); `modes` also allows the slow RNNCODEC_MODES, which only `eval` measures."""
     from .runner import default_codecs, known_codecs
 
-    known = known_codecs() if targets else default_codecs()
+    known = known_codecs() if modes else default_codecs()
     codecs = args.codecs.split(",") if args.codecs else default_codecs()
     unknown = [c for c in codecs if c not in known]
     if unknown:
@@ -28,7 +28,7 @@ def _codecs(args: argparse.Namespace, targets: bool = False) -> list[str]:
 def _eval(args: argparse.Namespace) -> None:
     from .runner import dataset_images, evaluate
 
-    codecs = _codecs(args, targets=not args.html)  # the page matches the others to rnncodec's iterations
+    codecs = _codecs(args, modes=not args.html)  # the page matches the others to rnncodec's iterations
     if args.html:
         from .compare import check_iterations
 
