@@ -57,21 +57,27 @@ def integer_coder(model_dir, entropy_coder):
     return integer_coder(model_dir / "tiny-entropy-int.safetensors")
 
 
+def block_grids(header) -> list[tuple[int, int]]:
+    """Each tile's grid of 16×16 blocks, in the order the header's block counts are stored."""
+    from rnncodec.models.rnn_codec import STRIDE
+    from rnncodec.tiles import plan_tiles
+
+    return [tuple(-(-s // STRIDE) for s in box.shape)
+            for box in plan_tiles(header.height, header.width, header.tile, header.overlap)]
+
+
 def entropy_bits(data: bytes) -> np.ndarray:
     """Every tile's bits of every chunk of an .rnc file, as its payload coder decodes them (no
     image model runs), concatenated."""
     from rnncodec import container
-    from rnncodec.models.rnn_codec import STRIDE
-    from rnncodec.tiles import plan_tiles
     from rnncodec.zoo import coder_by_id, image_model_by_id
 
     header, chunks = container.read(data)
-    boxes = plan_tiles(header.height, header.width, header.tile, header.overlap)
     coder = coder_by_id(header.coder_id, header.entropy_id)
     bits = image_model_by_id(header.model_id).cfg.bits
-    grids = [tuple(-(-s // STRIDE) for s in box.shape) for box in boxes]
+    grids = block_grids(header)
     counts = container.block_counts(header, grids)
-    payloads = [container.split_segments(p, len(boxes)) for p, _ in chunks]
+    payloads = [container.split_segments(p, len(grids)) for p, _ in chunks]
     out = []
     for i, grid in enumerate(grids):
         session = coder.session((bits, *grid))

@@ -6,16 +6,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_image
+from conftest import block_grids, smooth_image
 
 from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, ModelError, Note, OptionError
-from rnncodec.models.rnn_codec import STRIDE
 from rnncodec.quality import psnr_rgb
 from rnncodec.stored import save_weights
-from rnncodec.tiles import plan_tiles
 from rnncodec.zoo import load_image_model
 
 
@@ -397,7 +395,7 @@ def test_quality_over_tiles_round_trips_at_every_prefix(tiny_model, integer_code
     img = smooth_image(64, 96, seed=5)
     enc = encode(img, model=tiny_model, coder=integer_coder, tile=48, overlap=16, quality=90, reconstruct=True)
     header, chunks = container.read(enc.data)
-    grids = [tuple(-(-side // STRIDE) for side in box.shape) for box in plan_tiles(64, 96, 48, 16)]
+    grids = block_grids(header)
     assert header.blocks is not None and len(container.block_counts(header, grids)) == len(grids) > 1
     assert np.array_equal(decode(enc.data).pixels, enc.reconstruction)
     for k in range(1, len(chunks) + 1):

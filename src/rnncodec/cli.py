@@ -94,8 +94,8 @@ def _onnx_encoder(args: argparse.Namespace, options: dict) -> Callable[[RGBImage
     elsewhere, or where ONNX Runtime is not installed. An image of several tiles goes to torch
     after all: there the start is a small part of the time, and ONNX Runtime's fp32 tiles held
     twice the memory of torch's bf16 ones (6000×4000: 2.2 GiB; docs/RESULTS.md, issue 14)."""
-    if (args.bpp is not None or args.target_psnr is not None or args.target_ms_ssim is not None or args.adaptive
-            or args.quality is not None or args.coder is not None or args.precision == "bf16" or (args.downscale or 1) > 1):
+    if (any(getattr(args, k) is not None for k in ("bpp", "target_psnr", "target_ms_ssim", "quality")) or args.adaptive
+            or args.coder is not None or args.precision == "bf16" or (args.downscale or 1) > 1):
         return None
     try:
         from . import onnx_codec

@@ -367,16 +367,18 @@ class _Encoding:
             elif reached:
                 self.keep = t + 1
                 return
-        if alloc and not self.tiled and self.rate.quality is not None:
-            self.keep = last  # no target to check: the counts are the rate control
-        elif alloc and not self.tiled:
-            self.keep, self.quality = last, self._measure(original, at.recon, box)
-            short = self.rate.target - self.quality
-            if short > 0:  # the coding pass fell short: aim higher, or at the last try let the target alone land it
-                self._start()
-                self.code_tile(model, coder, box, bf16, raise_aim + 2 * short, tries - 1)
-            else:
-                self.allocated = True
+        if not alloc or self.tiled:
+            return
+        self.keep = last
+        if not self.rate.targets_quality:  # `quality`: the counts alone are the rate control, no target to check
+            return
+        self.quality = self._measure(original, at.recon, box)
+        short = self.rate.target - self.quality
+        if short > 0:  # the coding pass fell short: aim higher, or at the last try let the target alone land it
+            self._start()
+            self.code_tile(model, coder, box, bf16, raise_aim + 2 * short, tries - 1)
+        else:
+            self.allocated = True
 
     def _measure(self, original: np.ndarray, recon: torch.Tensor, box: TileBox) -> float:
         return self.rate.measure(original, to_uint8(_tile_pixels(recon.float(), box).copy()))
