@@ -68,7 +68,7 @@ def _in_strips(cell: nn.Module, x: Tensor, state: tuple | Strips | None,
     """A recurrent layer, then `after` (which scales rows by a whole factor), in horizontal strips
     of its output at inference: the same numbers as one pass, but a large tile's gates and temporaries
     are alive one strip at a time, and all of a size, so the heap reuses them instead of growing
-    (issue 14: the 6000×4000 image's peak memory). Encoder and decoder both reconstruct through
+    (a large image's peak memory). Encoder and decoder both reconstruct through
     here, so they take one path. A strided layer's strips start on even input rows, so each
     strip's convolutions see the rows that the whole layer's would."""
     stride = cell.conv_x.stride[0]
@@ -171,8 +171,8 @@ class RNNCodec(nn.Module):
         self.binarizer = Binarizer(self.encoder.out_channels, cfg.bits)
         self.decoder = Decoder(cfg)
         self.gain = GainNet(cfg.gain_width) if cfg.framework == "residual_scaling" else None
-        # the residual shrinks 5–10× over the iterations while the encoder's weights are shared:
-        # a gain per iteration keeps its input, and so its bits' confidence, at one scale
+        # the residual shrinks over the iterations while the encoder's weights are shared: a gain
+        # per iteration keeps its input, and so its bits' confidence, at one scale
         self.log_gain = nn.Parameter(torch.zeros(cfg.iterations)) if cfg.framework == "iteration_gain" else None
 
     def _gain(self, recon: Tensor, t: int) -> Tensor | None:
