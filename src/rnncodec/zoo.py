@@ -85,9 +85,9 @@ def find_by_id(model_id: bytes, kind: str) -> StoredWeights:
     """The weights whose id a file names, from the package or $RNNCODEC_MODEL_PATH, checked."""
     path = find(kind, model_id=model_id.hex())
     if path is None and model_id.hex() in DROPPED_MODELS:
-        raise ModelError(f"{kind} model {model_id.hex()} was written by an rnncodec 0.1.0 development build, and this "
-                         f"release no longer ships it: put its weights (git commit {DROPPED_AT}, src/rnncodec/weights/) "
-                         f"in ${MODEL_PATH_ENV}")
+        raise ModelError(f"the file was written with {kind} model {model_id.hex()} of an rnncodec 0.1.0 development "
+                         f"build, which this release no longer ships: put its weights (git commit {DROPPED_AT}, "
+                         f"src/rnncodec/weights/) in ${MODEL_PATH_ENV}")
     if path is None:
         raise ModelError(f"unknown {kind} model id {model_id.hex()}: no matching weights in the package or ${MODEL_PATH_ENV}")
     stored = load_weights(path)
@@ -143,7 +143,7 @@ class ImageModel:
 
 def _image_model(stored: StoredWeights) -> ImageModel:
     """Its weights channels-last: oneDNN's convolutions then keep activations in NHWC, with no
-    layout conversions around each one (encoding 15 % and decoding 28 % faster here; RESULTS)."""
+    layout conversions around each one (faster in both directions: bench/speed.py measures it)."""
     import torch
 
     from .models.rnn_codec import RNNCodec
