@@ -1,4 +1,4 @@
-"""Throughput of the Dask recipe (docs/RESULTS.md, "Scale-out on Dask") with 1, 2, … workers.
+"""Throughput of the Dask recipe (README.md, "On a Dask cluster") with 1, 2, … workers.
 
     .venv/bin/python bench/dask_scaleout.py IMAGE … [--workers 1 2] [--iterations 8] [--rounds 2]
 

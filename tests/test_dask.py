@@ -1,4 +1,4 @@
-"""The Dask recipe (docs/RESULTS.md, "Scale-out on Dask"): a dataset compressed on a cluster, the
+"""The Dask recipe (README.md, "On a Dask cluster"): a dataset compressed on a cluster, the
 model loaded once per worker, every failure reported for its file, every output whole."""
 from pathlib import Path
 

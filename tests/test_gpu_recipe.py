@@ -37,11 +37,11 @@ def test_gpu_recipe_dry_run_trains_every_run_and_packs_the_results(tmp_path):
     r = subprocess.run(["bash", str(SCRIPT), "--collect", str(out), "--out", str(back)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     for run in runs:
-        ck = torch.load(back / "runs" / run / "checkpoint.pt", weights_only=False)
+        ck = torch.load(back / run / "checkpoint.pt", weights_only=False)
         assert ck["step"] == 3
         assert [Path(d).name for d in ck["train_config"]["data"]] == ["photos"]  # the image folders only, not the runs'
-        assert (back / "runs" / run / "best.safetensors").exists()
-        assert any("val_loss" in json.loads(line) for line in (back / "runs" / run / "log.jsonl").read_text().splitlines())
+        assert (back / run / "best.safetensors").exists()
+        assert any("val_loss" in json.loads(line) for line in (back / run / "log.jsonl").read_text().splitlines())
 
 
 def test_gpu_recipe_refuses_an_unknown_run():
@@ -63,4 +63,4 @@ def test_gpu_recipe_packs_what_it_has_when_it_fails(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}, cwd=tmp_path)
     assert r.returncode == 1 and "run bf16 failed" in r.stderr
     with tarfile.open(fileobj=open(sorted(out.glob("results.tar.part*"))[0], "rb")) as tar:
-        assert "runs/bf16/train.tail" in [m.name.removeprefix("./") for m in tar.getmembers()]
+        assert "bf16/train.tail" in [m.name.removeprefix("./") for m in tar.getmembers()]

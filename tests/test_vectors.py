@@ -4,15 +4,12 @@ change that would stop old files from decoding, or change what they decode to, f
 - tiny-entropy-int.safetensors: a tiny integer context model (rows_above 2, kernel 5 wide);
 - coder2.rnc: a 32×48 image at 3 iterations in two tiles, written with it and the tests' tiny
   seeded image model (conftest.save_tiny_image_model, found by id);
-- shipped-*.rnc to shipped8-*.rnc: written with the shipped context models (coder 1's float
-  one, coder 2's integer one; shipped-: those fitted to image model 3419f1cfdb626ccb, shipped2-:
-  to a6c0eb0b5daf2741, shipped3-: to ad883a38e080d596, shipped4-: to 8922bf4848b8e303, shipped5-:
-  to c8c7bbcae3cacd56, shipped6-: to 0543fd59b35811da, shipped7-: to a7cf522e9c7f5a28, shipped8-:
-  to 0078779592de70b3) over the tiny image model's bits: odd sizes, several tiles, block
-  iteration counts (format version 2), an alpha plane, and a display size (coded at half size,
-  with alpha: shipped-coder2-downscaled); wide-*.rnc: with the context models of
-  the wide model (9bbb9a97810b86e6, `--model wide`). A shipped model they name must stay findable
-  (docs/FORMAT.md, "Compatibility");
+- default-*.rnc and wide-*.rnc: written with the context models the package ships (coder 1's
+  float one, coder 2's integer one), those of the default image model (0078779592de70b3) and of
+  the wide one (9bbb9a97810b86e6, `--model wide`), over the tiny image model's bits: one per coder
+  at an odd size and in several tiles, and with the default's coder 2 one with block iteration
+  counts (format version 2), one with an alpha plane, and one with a display size (coded at half
+  size, with alpha). The models they name must stay findable (docs/FORMAT.md, "Compatibility");
 - NAME.json beside each NAME.rnc: the ids, the SHA-256 of the decoded bits (exact everywhere for
   coders 0 and 2, by construction) and of the decoded pixels (and alpha), from the float image
   model: exact on the machine that wrote them;
@@ -24,7 +21,10 @@ it, and only for a deliberate format change.
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from rnncodec.entropy.base import BitCoder
 from rnncodec.entropy.integer_model import build_integer_net
 from rnncodec.stored import load_weights
 from rnncodec.zoo import (
+    DROPPED_AT,
     MODEL_PATH_ENV,
     ImageModel,
     arithmetic_coder,
@@ -49,9 +50,8 @@ from rnncodec.zoo import (
 
 VECTORS = Path(__file__).parent / "vectors"
 MODEL = VECTORS / "tiny-entropy-int.safetensors"
-# every image model the package has shipped, oldest first (the defaults, then wide)
-SHIPPED_IMAGE_MODELS = ["3419f1cfdb626ccb", "a6c0eb0b5daf2741", "ad883a38e080d596", "8922bf4848b8e303", "c8c7bbcae3cacd56",
-                        "0543fd59b35811da", "a7cf522e9c7f5a28", "0078779592de70b3", "9bbb9a97810b86e6"]
+# the image models the package ships, which every release from 1.0 on keeps (docs/FORMAT.md)
+SHIPPED_IMAGE_MODELS = ["0078779592de70b3", "9bbb9a97810b86e6"]
 
 
 def _bits() -> torch.Tensor:
@@ -93,50 +93,58 @@ def test_stored_file_decodes_to_the_stored_bits_and_pixels(tiny_model, monkeypat
     assert decoded_record((VECTORS / f"{name}.rnc").read_bytes()) == expected
 
 
-def test_every_image_model_the_package_has_shipped_is_still_in_it():
-    """Files name their image model by id; one the package shipped must stay (docs/FORMAT.md)."""
+def test_every_shipped_image_model_is_in_the_package():
+    """Files name their image model by id; one a release shipped must stay (docs/FORMAT.md)."""
     for model_id in SHIPPED_IMAGE_MODELS:
         assert image_model_by_id(bytes.fromhex(model_id)).model_id.hex() == model_id
 
 
-# each shipment's context models (coder 1, coder 2; None: the package's defaults) and the image
-# size and seed of its two vectors: one at an odd size with coder 1, one in tiles with coder 2
+
+@pytest.mark.parametrize("kind", ["image", "entropy-int"])
+def test_a_file_of_a_dropped_model_says_which_build_wrote_it(tmp_path, kind):
+    """Models of the 0.1.0 development builds left the package; their files get a one-line
+    error that names the builds and where the weights still are, and exit code 5."""
+    header, chunks = container.read((VECTORS / "default-coder2-tiles.rnc").read_bytes())
+    dropped = {"image": dict(model_id=bytes.fromhex("3419f1cfdb626ccb")),
+               "entropy-int": dict(entropy_id=bytes.fromhex("2c8714206b3e8c7e"))}[kind]
+    if kind == "entropy-int":  # the image model must be found first: the tests' tiny one, beside the vectors
+        dropped["model_id"] = header.model_id
+    rnc = tmp_path / "old.rnc"
+    rnc.write_bytes(container.write(replace(header, **dropped), chunks))
+    r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "decompress", str(rnc), "-o", str(tmp_path / "old.png")],
+                       capture_output=True, text=True)
+    assert r.returncode == 5
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("rnncodec: error: ")
+    assert "rnncodec 0.1.0 development build" in r.stderr and DROPPED_AT in r.stderr
+    assert not (tmp_path / "old.png").exists()
+
+# each shipped image model's context models (coder 1, coder 2) and the image size and seed of its
+# two vectors: one at an odd size with coder 1, one in tiles with coder 2
 SHIPMENTS = (
-    ("shipped", ("ae5bd7d83ad31875", "2c8714206b3e8c7e"), (37, 53, 11), (72, 100, 12)),
-    ("shipped2", ("811441aa9ef3a3a4", "e99d80e9fbf5d3b8"), (35, 51, 14), (64, 96, 15)),
-    ("shipped3", ("7949e2980d03fe00", "dd3708c71e187167"), (33, 55, 16), (80, 64, 17)),
-    ("shipped4", ("3a07a2863f26aff7", "42bef58629e7a3e1"), (31, 57, 18), (64, 80, 19)),
-    ("shipped5", ("66482883fcb4cd14", "da32f99fc09a97b6"), (39, 45, 20), (56, 88, 21)),
-    ("shipped6", ("822de336c7f064f8", "1279614bea23d877"), (41, 43, 22), (48, 96, 23)),
-    ("shipped7", ("23563a9a7da1c91c", "0de66af40652f4b6"), (43, 47, 24), (64, 72, 25)),
-    ("shipped8", None, (45, 39, 26), (72, 56, 27)),
-    ("wide", ("9ed4464fcef5608f", "cb45dce5cf7f6037"), (47, 37, 28), (56, 72, 29)),  # `--model wide`'s context models
+    ("default", ("e24b06701c6d75fc", "b2a11c5656b91581"), (45, 39, 26), (72, 56, 27)),
+    ("wide", ("9ed4464fcef5608f", "cb45dce5cf7f6037"), (47, 37, 28), (56, 72, 29)),  # `--model wide`'s
 )
 
 
 def _vectors(image: ImageModel) -> dict[str, Callable[[], bytes]]:
     """How each vector is made (run only for a missing one): `SHIPMENTS`' two each, and with the
-    first shipment's integer model a file with block counts, one with alpha, and one coded at half
+    default model's integer context model a file with block counts, one with alpha, and one coded at half
     size with alpha (the display size section)."""
     def made(size: tuple[int, int, int], iterations: int, coder: Callable[[], BitCoder], **tiles) -> Callable[[], bytes]:
         h, w, seed = size
         return lambda: encode(smooth_image(h, w, seed=seed), iterations=iterations, model=image, coder=coder(),
                               precision="fp32", **tiles).data
 
-    def path(kind: str, model_id: str | None) -> Path | None:
-        return model_id and find(kind, model_id=model_id)
-
     vectors = {"coder2": made((32, 48, 7), 3, lambda: integer_coder(MODEL), tile=32, overlap=16)}
-    for name, ids, odd, tiled in SHIPMENTS:
-        float_id, int_id = ids or (None, None)
-        vectors[f"{name}-coder1-odd"] = made(odd, 2, lambda f=float_id: arithmetic_coder(path("entropy", f)))
-        vectors[f"{name}-coder2-tiles"] = made(tiled, 3, lambda i=int_id: integer_coder(path("entropy-int", i)),
+    for name, (float_id, int_id), odd, tiled in SHIPMENTS:
+        vectors[f"{name}-coder1-odd"] = made(odd, 2, lambda f=float_id: arithmetic_coder(find("entropy", model_id=f)))
+        vectors[f"{name}-coder2-tiles"] = made(tiled, 3, lambda i=int_id: integer_coder(find("entropy-int", model_id=i)),
                                                tile=48, overlap=16)
-    first = integer_coder(path("entropy-int", SHIPMENTS[0][1][1]))
+    default = integer_coder(find("entropy-int", model_id=SHIPMENTS[0][1][1]))
     rgba = np.dstack([smooth_image(29, 41, seed=9), np.linspace(0, 255, 29 * 41).reshape(29, 41).astype(np.uint8)])
-    vectors["shipped-coder2-blocks"] = lambda: _partial(image, smooth_image(48, 80, seed=13), first)
-    vectors["shipped-coder2-alpha"] = lambda: encode(rgba, iterations=1, model=image, coder=first, precision="fp32").data
-    vectors["shipped-coder2-downscaled"] = lambda: encode(rgba, iterations=2, model=image, coder=first, precision="fp32",
+    vectors["default-coder2-blocks"] = lambda: _partial(image, smooth_image(48, 80, seed=13), default)
+    vectors["default-coder2-alpha"] = lambda: encode(rgba, iterations=1, model=image, coder=default, precision="fp32").data
+    vectors["default-coder2-downscaled"] = lambda: encode(rgba, iterations=2, model=image, coder=default, precision="fp32",
                                                           downscale=2).data
     return vectors
 

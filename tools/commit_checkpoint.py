@@ -1,13 +1,13 @@
-"""Write a training checkpoint as it is committed (checkpoints/*.pt): without Adam's moments, and
-the weights in fp16, the precision the package ships them in.
+"""Slim a training checkpoint: without Adam's moments, and the weights in fp16, the precision the
+package ships them in. Checkpoints are not committed (docs/TRAINING.md, "Where the weights live");
+a slim one is what travels to a GPU machine beside the training data, within 64 MiB.
 
-    .venv/bin/python tools/commit_checkpoint.py runs/gpu11/runs/bf16/checkpoint.pt checkpoints/default.pt
+    .venv/bin/python tools/commit_checkpoint.py runs/gpu/runs/bf16/checkpoint.pt checkpoints/default.pt
 
 That is a sixth of the run's checkpoint. Every phase since the third starts a fresh Adam
-(`--init-from`), so the moments buy nothing there, while the committed tree travels to the GPU
-machine beside the training data within 64 MiB; `rnncodec export` of the file gives the model id
-the run's own checkpoint gives. `--resume-from` it keeps the step, schedule and random state, and
-Adam re-estimates its moments from the next steps.
+(`--init-from`), so the moments buy nothing there; `rnncodec export` of the file gives the model
+id the run's own checkpoint gives. `--resume-from` it keeps the step, schedule and random state,
+and Adam re-estimates its moments from the next steps.
 """
 from __future__ import annotations
 

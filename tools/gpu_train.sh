@@ -10,7 +10,7 @@
 #   tools/gpu_train.sh --dry-run          anywhere: the same path on the CPU, a few tiny steps (tested in CI)
 #
 # Options: --minutes M (training time per run, default 9), --data TAR (default .traindata.tar),
-# --from CKPT (default checkpoints/default.pt), --out DIR (default $OUT, else runs/gpu-out),
+# --from WEIGHTS (default: the packaged default model; or a checkpoint), --out DIR (default $OUT, else out/gpu),
 # --only NAME (just that run of RUNS), --extra "FLAGS" (train flags added to every run, last wins).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +19,8 @@ cd "$(dirname "$0")/.."
 # the GPU (each learns at half speed): one run when the model, not a comparison, is the aim.
 RUNS=(
   "bf16:--framework iteration_gain --binarizer sign --bf16"
-  # issue 11's capacity lead: the decoder's last layer at ½ width, continued from its own last run
-  "wide:--framework iteration_gain --binarizer sign --bf16 --tail-width 0.5 --init-from checkpoints/wide.pt"
+  # the decoder's last layer at ½ width (`--model wide`), continued from its packaged weights
+  "wide:--framework iteration_gain --binarizer sign --bf16 --tail-width 0.5 --init-from src/rnncodec/weights/wide.safetensors"
 )
 COMMON=(--preset small --unroll 16 --crop 128 --lr 5e-4 --warmup 100 --steps 1000000 --val-every 200
         --checkpoint-minutes 2 --threads 4 --seed 7)
@@ -29,7 +29,7 @@ PACK_QUALITIES=(90 85 80 75)  # JPEG qualities --prepare tries, best first (q85 
 WHEELS=(constriction pytorch-msssim tqdm safetensors threadpoolctl)  # wheel names are module names
 PIECE=15m  # results come back in pieces: the device tool returns files of at most 16 MiB
 
-mode=run minutes=9 data=.traindata.tar from=checkpoints/default.pt out=${OUT:-runs/gpu-out} collect="" only="" extra=""
+mode=run minutes=9 data=.traindata.tar from=src/rnncodec/weights/default.safetensors out=${OUT:-out/gpu} collect="" only="" extra=""
 while (($#)); do
   case $1 in
     --prepare|--dry-run) mode=${1#--} ;;
@@ -76,7 +76,7 @@ prepare)
   exit 0 ;;
 collect)
   mkdir -p "$out" && cat "$collect"/results.tar.part* | tar -x -C "$out"
-  ls "$out"/runs/*
+  ls "$out"/*
   exit 0 ;;
 esac
 
@@ -94,7 +94,7 @@ if ((${#missing[@]})); then
 fi
 work=$(mktemp -d)
 # pack whatever the runs wrote on every exit, a failure after training included: the checkpoints come back
-pack() { mkdir -p "$out" && tar -cf - -C "$work" runs | split -b "$PIECE" -d - "$out/results.tar.part" && ls -l "$out"; rm -rf "$work"; }
+pack() { mkdir -p "$out" && tar -cf - -C "$work/runs" . | split -b "$PIECE" -d - "$out/results.tar.part" && ls -l "$out"; rm -rf "$work"; }
 trap pack EXIT
 mkdir -p "$work/runs" "$work/data"
 tar -xf "$data" -C "$work/data"
@@ -133,7 +133,7 @@ for i in "${!pids[@]}"; do
   fi
 done
 
-# issue 10: decode one file on the GPU (a CRC per chunk checks its bits; pixels against the CPU's)
+# decode one file on the GPU (a CRC per chunk checks its bits; pixels against the CPU's)
 # not `find | sort | head -1`: under pipefail, sort killed by SIGPIPE when head exits ends the script
 mapfile -t photos < <(find "${folders[0]}" -type f | sort)
 photo=${photos[0]}

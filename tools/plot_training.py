@@ -1,6 +1,6 @@
 """Plot a training run's loss against steps and CPU-hours (GPU-hours for a GPU run) from its log.jsonl.
 
-    .venv/bin/python tools/plot_training.py runs/main/log.jsonl -o docs/training_loss.png
+    .venv/bin/python tools/plot_training.py out/main/log.jsonl -o out/training_loss.png
 """
 from __future__ import annotations
 

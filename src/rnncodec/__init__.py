@@ -11,7 +11,7 @@ from . import pillow_plugin  # noqa: F401  (registers .rnc with Pillow)
 from .errors import FormatError, ImageError, ModelError, RNNCodecError
 
 __all__ = ["compress", "decompress", "RNNCodecError", "FormatError", "ImageError", "ModelError"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str):
