@@ -36,6 +36,15 @@ DEFAULT_WEIGHTS = {IMAGE: PACKAGE_WEIGHTS / "default.safetensors",
 NAMED_MODELS = {"default": DEFAULT_WEIGHTS[IMAGE], "wide": PACKAGE_WEIGHTS / "wide.safetensors"}
 MODEL_PATH_ENV = "RNNCODEC_MODEL_PATH"  # extra folders searched for weights, os.pathsep-separated
 CODER_NAMES = {"arithmetic": arithmetic.CODER_ID, "integer": integer.CODER_ID}  # the context model coders, as users name them
+# Models of the unreleased 0.1.0 development builds, dropped before the first release (docs/FORMAT.md,
+# "Compatibility"): the image models and their context models, by id. A file naming one gets a
+# message that says where their weights still are.
+DROPPED_MODELS = frozenset("""
+    3419f1cfdb626ccb ae5bd7d83ad31875 2c8714206b3e8c7e  a6c0eb0b5daf2741 811441aa9ef3a3a4 e99d80e9fbf5d3b8
+    ad883a38e080d596 7949e2980d03fe00 dd3708c71e187167  8922bf4848b8e303 3a07a2863f26aff7 42bef58629e7a3e1
+    c8c7bbcae3cacd56 66482883fcb4cd14 da32f99fc09a97b6  0543fd59b35811da 822de336c7f064f8 1279614bea23d877
+    a7cf522e9c7f5a28 23563a9a7da1c91c 0de66af40652f4b6""".split())
+DROPPED_AT = "a1565c3a03d9"  # the last commit whose src/rnncodec/weights/ holds them
 
 
 # -- finding weights files ----------------------------------------------------------------
@@ -75,6 +84,10 @@ def image_model_source(model_id: bytes) -> str | None:
 def find_by_id(model_id: bytes, kind: str) -> StoredWeights:
     """The weights whose id a file names, from the package or $RNNCODEC_MODEL_PATH, checked."""
     path = find(kind, model_id=model_id.hex())
+    if path is None and model_id.hex() in DROPPED_MODELS:
+        raise ModelError(f"the file was written with {kind} model {model_id.hex()} of an rnncodec 0.1.0 development "
+                         f"build, which this release no longer ships: put its weights (git commit {DROPPED_AT}, "
+                         f"src/rnncodec/weights/) in ${MODEL_PATH_ENV}")
     if path is None:
         raise ModelError(f"unknown {kind} model id {model_id.hex()}: no matching weights in the package or ${MODEL_PATH_ENV}")
     stored = load_weights(path)
