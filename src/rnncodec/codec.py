@@ -1,8 +1,7 @@
-"""The pipeline: image → tiles → model backend → bits → payload coder → container, and back.
+"""The pipeline: image → tiles → model backend → bits → payload coder → container (decoder.py: back).
 
-Encoding runs one tile loop over a model backend (backend.py) and one rate control (rate.py):
-a first pass records what each block's iterations buy, the rate control chooses each block's
-count, and a coding pass codes them and checks the result. Fixed iterations code at once."""
+One tile loop drives a model backend (backend.py). A rate that chooses block counts (rate.py) runs
+it twice: a first pass of whole iterations, then a coding pass of the counts, checked."""
 from __future__ import annotations
 
 import contextlib
@@ -45,11 +44,10 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
     """Encode an image at the rate `rate`, or the rate options as keywords (`rate.Rate`:
     iterations, bpp, target_psnr, target_ms_ssim, quality, adaptive, downscale).
 
-    `model`: a torch image model (default: the packaged one), run in `precision`
-    (`precision.PRECISIONS`), or another backend (backend.py). With `reconstruct`, also return
-    what a decoder of the file shows. Without `downscale`, an image is coded at full size, except
-    for a budget under REDUCE_BELOW full-size first iterations, and a target the first
-    TRY_SMALLER_UP_TO full-size iterations pass: then the sizes that serve them best."""
+    `model`: a torch image model (default: the packaged one) run in `precision`, or a backend
+    (backend.py). With `reconstruct`, also what the file decodes to (exactly so from torch). Without
+    `downscale`, full size, but for a budget under REDUCE_BELOW full-size first iterations or a
+    target the first TRY_SMALLER_UP_TO pass: then the size that serves them best."""
     if rate is not None and options:
         raise OptionError("give the rate as a Rate or as keywords, not both")
     rate = rate or Rate(**options)
@@ -121,8 +119,7 @@ class _Image:
             backend.cfg.coded_iterations(rate.iterations), rgb.icc_profile,
             None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision=backend.precision,
             display=container.pack_display(big_w, big_h) if scale > 1 else None)
-        self.shown_pixels = big_h * big_w
-        self.budget = None if rate.bpp is None else rate.bpp * self.shown_pixels / 8
+        self.budget = None if rate.bpp is None else rate.bpp * big_h * big_w / 8
 
     def shown(self, image: np.ndarray) -> np.ndarray:
         """An 8-bit image at the coded size as a decoder shows it."""
@@ -178,9 +175,7 @@ class _Image:
         """Whether a tile meets the goal on its own: its target, or its share of the budget."""
         if self.rate.target is not None:
             return self.rate.measure(original, recon) >= self.rate.target + self.rate.margin
-        if self.budget is not None:
-            return size * self.header.width * self.header.height >= self.budget * original.shape[0] * original.shape[1]
-        return False
+        return self.budget is not None and size * self.header.width * self.header.height >= self.budget * original[..., 0].size
 
     def grids(self, k: int) -> list[np.ndarray]:
         return [np.full((-(-b.shape[0] // STRIDE), -(-b.shape[1] // STRIDE)), k, np.uint8) for b in self.boxes]
@@ -227,9 +222,8 @@ class _Image:
         top = 0 if coded is None else max(int(c.max()) for c in counts)
         if self.budget is None:
             return self.file(coded, top), None
-        fits = [k for k, size in enumerate(self.sizes(coded, top), 1) if size <= self.budget] if top else []
-        return (self.file(coded, fits[-1]) if fits and (fits[-1] > whole or coded.counts[0].max() > whole) else
-                self.file(first, whole)), None
+        fit = max((k for k, size in enumerate(self.sizes(coded, top) if top else [], 1) if size <= self.budget), default=0)
+        return self.file(coded, fit) if fit and (fit > whole or top > whole) else self.file(first, whole), None
 
     def _whole(self, first: _Pass, done: int) -> int | None:
         """The first pass's whole iterations that meet the goal: the fewest reaching a target, the
@@ -240,7 +234,7 @@ class _Image:
         if self.budget is None:
             return None
         sizes = self.sizes(first, done)
-        self.rate.check_budget(sizes[0], self.shown_pixels)
+        self.rate.check_budget(sizes[0], self.original[..., 0].size)
         return max(k for k, size in enumerate(sizes, 1) if size <= self.budget)
 
     def _counts(self, first: _Pass, whole: int | None) -> list[np.ndarray] | None:
@@ -265,26 +259,23 @@ class _Image:
         return search(tables, lambda c: self.estimate(first, c) <= self.budget, False)
 
     def _ms_ssim_tables(self, first: _Pass, ref: int) -> list[np.ndarray]:
+        """MS-SSIM's d_b(c), by its gradient at `ref` whole iterations; torch loads only here."""
         import torch
 
         from .quality import ms_ssim_gradient
 
-        image = self.compose(first, self.grids(ref)).astype(np.float32) / 255 - 0.5
-        gradient = ms_ssim_gradient(self.pixels, torch.from_numpy(image).permute(2, 0, 1)[None])
-        gradient = gradient[0].permute(1, 2, 0).numpy() / 255
+        image = torch.from_numpy(self.compose(first, self.grids(ref))).permute(2, 0, 1)[None].float() / 255 - 0.5
+        gradient = ms_ssim_gradient(self.pixels, image)[0].permute(1, 2, 0).numpy() / 255
         return [ms_ssim_change(r, ref, gradient[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
 
     def _check_target(self, first: _Pass, whole: int | None, done: int,
                       coded: _Pass | None) -> tuple[Encoded, float]:
         """The coded counts where they meet the target in fewer bytes than the first pass's whole
         iterations; else those whole iterations (the target alone, which the first pass measured)."""
-        fallback = whole or done
-        quality = self.measure(self.compose(first, self.grids(fallback)))
-        encoded = self.file(first, fallback)
+        encoded = self.file(first, whole or done)
+        quality = self.measure(self.compose(first, self.grids(whole or done)))
         if coded is not None:
-            top = max(int(c.max()) for c in coded.counts)
-            mine = self.measure(coded.final.result())
-            candidate = self.file(coded, top)
+            mine, candidate = self.measure(coded.final.result()), self.file(coded, max(int(c.max()) for c in coded.counts))
             if (mine >= self.rate.target or whole is None) and (whole is None or len(candidate.data) < len(encoded.data)):
                 encoded, quality = candidate, mine
         self.rate.check_reached(encoded.iterations, quality)

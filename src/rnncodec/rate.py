@@ -78,7 +78,7 @@ class Rate:
 
     @property
     def target(self) -> float | None:
-        return self.target_psnr if self.target_psnr is not None else self.target_ms_ssim
+        return self.target_psnr or self.target_ms_ssim
 
     @property
     def slope(self) -> float | None:
@@ -93,16 +93,15 @@ class Rate:
         return 0.03 if self.target_psnr is not None else 0.0002
 
     def measure(self, original: np.ndarray, decoded: np.ndarray) -> float:
-        from .quality import ms_ssim_rgb, psnr_rgb
+        from . import quality  # torch, which MS-SSIM needs, loads only for a target
 
-        return (psnr_rgb if self.target_psnr is not None else ms_ssim_rgb)(original, decoded)
+        return (quality.psnr_rgb if self.target_psnr else quality.ms_ssim_rgb)(original, decoded)
 
     def check_reached(self, iterations: int, quality: float) -> None:
         """A target the model cannot reach is no error: the file has all it can give, and says so."""
         if quality < self.target:
-            name = "PSNR" if self.target_psnr is not None else "MS-SSIM"
-            warnings.warn(f"target {name} {self.target:g} out of reach: stopped at {iterations} iterations at "
-                          f"{quality:.4f}", Note, stacklevel=4)
+            warnings.warn(f"target {'PSNR' if self.target_psnr else 'MS-SSIM'} {self.target:g} out of reach: stopped at "
+                          f"{iterations} iterations at {quality:.4f}", Note, stacklevel=4)
 
     def check_budget(self, size: int, pixels: int) -> None:
         """A budget below one iteration is an error: no file can meet it."""
@@ -113,11 +112,8 @@ class Rate:
 
 def block_sums(values: np.ndarray) -> np.ndarray:
     """Sums over 16×16 blocks of (…, H, W) values (zero beyond the edges): (…, ⌈H/16⌉, ⌈W/16⌉)."""
-    h, w = values.shape[-2:]
-    gh, gw = -(-h // STRIDE), -(-w // STRIDE)
-    padded = np.zeros((*values.shape[:-2], gh * STRIDE, gw * STRIDE), values.dtype)
-    padded[..., :h, :w] = values
-    return padded.reshape(*values.shape[:-2], gh, STRIDE, gw, STRIDE).sum(axis=(-3, -1))
+    v = np.pad(values, [(0, 0)] * (values.ndim - 2) + [(0, -n % STRIDE) for n in values.shape[-2:]])
+    return v.reshape(*v.shape[:-2], v.shape[-2] // STRIDE, STRIDE, v.shape[-1] // STRIDE, STRIDE).sum(axis=(-3, -1))
 
 
 def squared_error(recons: np.ndarray, original: np.ndarray) -> np.ndarray:
