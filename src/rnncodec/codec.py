@@ -223,7 +223,7 @@ class _Image:
         if self.budget is None:
             return self.file(coded, top), None
         fit = max((k for k, size in enumerate(self.sizes(coded, top) if top else [], 1) if size <= self.budget), default=0)
-        return self.file(coded, fit) if fit and (fit > whole or top > whole) else self.file(first, whole), None
+        return self.file(coded, fit) if fit > whole or fit == top > whole else self.file(first, whole), None
 
     def _whole(self, first: _Pass, done: int) -> int | None:
         """The first pass's whole iterations that meet the goal: the fewest reaching a target, the
@@ -256,7 +256,7 @@ class _Image:
         tables = [window(d, low, high) for d in errors]
         if rate.target is not None:
             return search(tables, lambda c: self.measure(self.compose(first, c)) >= rate.target + rate.margin, True)
-        return search(tables, lambda c: self.estimate(first, c) <= self.budget, False)
+        return search(tables, lambda c: self.estimate(first, c) <= 0.98 * self.budget, False)  # its entropy: near
 
     def _ms_ssim_tables(self, first: _Pass, ref: int) -> list[np.ndarray]:
         """MS-SSIM's d_b(c), by its gradient at `ref` whole iterations; torch loads only here."""
