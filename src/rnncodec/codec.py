@@ -248,7 +248,7 @@ class _Image:
             return None  # whole iterations, nothing in part
         low, high = (1, self.header.iterations) if rate.adaptive else (whole - 1, whole) if rate.target else (whole, whole + 1)
         if rate.target_ms_ssim is not None:
-            k = whole or self.header.iterations
+            k = whole or min(len(r) for r in first.recons) - 1  # else the most every tile computed
             ref = max(k - 1, 1)
             errors = self._ms_ssim_tables(first, ref)
             if rate.adaptive:  # a flat block coded once shows its square, which MS-SSIM sees
