@@ -1,5 +1,5 @@
-"""The torch-free encoder: the exported graphs against the torch model, the packaged graphs against
-the packaged weights, and the CLI's choice between the two paths."""
+"""The ONNX Runtime backend: the exported graphs against the torch model, the packaged graphs against
+the packaged weights, and `compress --engine onnx` without torch."""
 import json
 import subprocess
 import sys
@@ -10,32 +10,30 @@ import torch
 from conftest import entropy_bits, smooth_image
 from PIL import Image
 
-import rnncodec
 from rnncodec import codec, onnx_codec, zoo
-from rnncodec.cli import _onnx_encoder, build_parser, main
+from rnncodec.backend import as_backend, load_backend
+from rnncodec.cli import main
 from rnncodec.config import preset
-from rnncodec.image import RGBImage
 from rnncodec.models import RNNCodec
 from rnncodec.onnx_export import export_graphs
 from rnncodec.quality import psnr_rgb
 from rnncodec.stored import load_weights, save_weights
 from rnncodec.tiles import TileBox, model_input
-from rnncodec.zoo import PACKAGE_WEIGHTS, default_coder, load_image_model
+from rnncodec.zoo import PACKAGE_WEIGHTS, load_image_model
 
 # the CLI in a fresh interpreter, saying on stderr its exit code and whether torch was imported
 CLI = ("import json, sys; from rnncodec.cli import main; rc = main(sys.argv[1:]); "
        "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules}), file=sys.stderr)")
 
 
-def _torch_steps(model, x: np.ndarray, iterations: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The torch model's bits and x̂ of each iteration, in fp32."""
-    xt = torch.from_numpy(x)
-    bits, recons, at = [], [], model.net.begin(xt)
-    with torch.inference_mode():
-        for _ in range(iterations):
-            b, at = model.net.step(xt, at)
-            bits.append(b.numpy())
-            recons.append(at.recon.numpy())
+def _steps(backend, x: np.ndarray, masks: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A backend's bits and x̂ of each iteration, each with its block mask (None: all), the last
+    without the decoder."""
+    bits, recons, state = [], [], backend.begin(x)
+    for t, mask in enumerate(masks):
+        b, state = backend.step(state, mask, t + 1 < len(masks))
+        bits.append(b)
+        recons.append(backend.reconstruction(state) if t + 1 < len(masks) else None)
     return bits, recons
 
 
@@ -54,15 +52,14 @@ def test_graphs_compute_the_torch_steps(tmp_path, overrides):
     save_weights(path, "image", net.cfg.to_json(), net.state_dict())
     model = load_image_model(path)
     export_graphs(model, tmp_path)
-    onnx_model = onnx_codec.OnnxImageModel(load_weights(path), tmp_path)
     x = np.ascontiguousarray(model_input(smooth_image(48, 80), TileBox(0, 48, 0, 80)))
-    bits, recons = _torch_steps(model, x, 3)
-    assert [b.tolist() for b in onnx_model.encode_steps(x, 3)] == [b.tolist() for b in bits]  # next-bits last
-    assert next(onnx_model.encode_steps(x, 1)).tolist() == bits[0].tolist()  # first-bits
-    first = onnx_model.step({"x": x}, 0, decode=True)
-    later = onnx_model.step({"x": x, **{k.removeprefix(onnx_codec.NEXT): v for k, v in first.items()}}, 1, decode=True)
-    for out, recon in ((first, recons[0]), (later, recons[1])):
-        np.testing.assert_allclose(out[onnx_codec.NEXT + "recon"], recon, atol=1e-5)
+    mask = np.arange(15).reshape(3, 5) % 3 > 0  # some blocks stopped
+    masks = [None, mask, mask]  # first, next (masked), next-bits
+    torch_bits, torch_recons = _steps(as_backend(model, "fp32"), x, masks)
+    bits, recons = _steps(onnx_codec.OnnxImageModel(load_weights(path), tmp_path), x, masks)
+    assert [b.tolist() for b in bits] == [b.tolist() for b in torch_bits]
+    for recon, expected in zip(recons[:2], torch_recons[:2]):
+        np.testing.assert_allclose(recon, expected, atol=1e-5)
 
 
 def test_packaged_graphs_are_the_packaged_models():
@@ -74,24 +71,31 @@ def test_packaged_graphs_are_the_packaged_models():
         zoo.graph_name(model_id, *v) for model_id in model_ids for v in zoo.GRAPH_VARIANTS)
     model, pixels = onnx_codec.load(), smooth_image(64, 96)
     x = np.ascontiguousarray(model_input(pixels, TileBox(0, 64, 0, 96)))
-    _, recons = _torch_steps(load_image_model(), x, 1)
-    np.testing.assert_allclose(model.step({"x": x}, 0, decode=True)[onnx_codec.NEXT + "recon"], recons[0], atol=1e-5)
+    _, expected = _steps(as_backend(load_image_model(), "fp32"), x, [None, None])
+    np.testing.assert_allclose(_steps(model, x, [None, None])[1][0], expected[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("rate", [dict(iterations=4), dict(quality=50), dict(target_psnr=30)])
+def test_both_backends_write_files_that_decode_alike(rate):
+    """One tile loop and one rate control over either backend: files that any decoder reads, of
+    equal bits but where the two encoders' float rounding parts them."""
+    pixels = smooth_image(64, 96)
     tiling = dict(tile=48, overlap=16)  # 2×2 tiles of three sizes
-    data = onnx_codec.encode(RGBImage(pixels), model, default_coder(model.model_id), 4, **tiling)  # checks the graphs' ids
-    reference = codec.encode(pixels, iterations=4, precision="fp32", **tiling).data
+    data = codec.encode(pixels, model=load_backend("onnx", None, "auto"), **tiling, **rate).data
+    reference = codec.encode(pixels, precision="fp32", **tiling, **rate).data
     assert np.mean(entropy_bits(data) == entropy_bits(reference)) > 0.999
     decoded = [psnr_rgb(pixels, codec.decode(d, precision="fp32").pixels) for d in (data, reference)]
-    assert abs(decoded[0] - decoded[1]) < 0.01
+    assert abs(decoded[0] - decoded[1]) < 0.05
 
 
 def test_cli_compresses_without_torch(tmp_path):
     pixels = smooth_image(40, 56)
     png, rnc = tmp_path / "in.png", tmp_path / "out.rnc"
     Image.fromarray(pixels).save(png)
-    r = subprocess.run([sys.executable, "-c", CLI, "compress", png, "-o", rnc, "-i", "3"], capture_output=True, text=True)
+    args = ["compress", "--engine", "onnx", "-i", "3"]
+    r = subprocess.run([sys.executable, "-c", CLI, *args, png, "-o", rnc], capture_output=True, text=True)
     assert json.loads(r.stderr.splitlines()[-1]) == {"rc": 0, "torch": False}, r.stderr
-    piped = subprocess.run([sys.executable, "-c", CLI, "compress", "-", "-i", "3"], input=png.read_bytes(),
-                           capture_output=True)
+    piped = subprocess.run([sys.executable, "-c", CLI, *args, "-"], input=png.read_bytes(), capture_output=True)
     assert piped.stdout == rnc.read_bytes()
     data, reference = rnc.read_bytes(), codec.encode(pixels, iterations=3, precision="fp32").data
     for k in (1, 2, 3):  # every prefix decodes, as torch's encoding of the image does
@@ -99,30 +103,20 @@ def test_cli_compresses_without_torch(tmp_path):
         assert abs(psnr[0] - psnr[1]) < 0.01
 
 
-def test_cli_compresses_an_image_of_several_tiles_in_torch(tmp_path):
-    """Several tiles: torch's encoder after all (its bf16 tiles hold half the memory), same file."""
+def test_the_engine_is_what_the_command_names(tmp_path, model_dir):
+    """The runtime is --engine's, whatever the rate options: torch by default, onnx where asked;
+    a model without graphs, or bf16, is refused by onnx rather than served by torch."""
     pixels = smooth_image(40, 56)
-    png, rnc = tmp_path / "in.png", tmp_path / "out.rnc"
+    png = tmp_path / "in.png"
     Image.fromarray(pixels).save(png)
-    args = ["compress", png, "-o", rnc, "-i", "2", "--tile", "32", "--overlap", "16"]
-    r = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True)
-    assert json.loads(r.stderr.splitlines()[-1]) == {"rc": 0, "torch": True}, r.stderr
-    assert rnc.read_bytes() == codec.encode(pixels, iterations=2, tile=32, overlap=16).data
-
-
-@pytest.mark.parametrize("options", [["--precision", "bf16"], ["--bpp", "0.5"], ["--target-psnr", "30"],
-                                     ["--coder", "integer"], ["--model", "tiny"]])
-def test_other_options_take_the_torch_path(options, model_dir):
-    options = [str(model_dir / "tiny.safetensors") if o == "tiny" else o for o in options]  # a model without graphs
-    assert _onnx_encoder(build_parser().parse_args(["compress", "in.png", *options]), {}) is None
-    assert _onnx_encoder(build_parser().parse_args(["compress", "in.png", "-i", "2"]), {}) is not None
-
-
-def test_without_onnx_runtime_torch_serves(monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
-    monkeypatch.delitem(sys.modules, "rnncodec.onnx_codec")
-    monkeypatch.delattr(rnncodec, "onnx_codec")
-    assert _onnx_encoder(build_parser().parse_args(["compress", "in.png"]), {}) is None
+    for engine, extra, uses_torch in (("torch", [], True), ("onnx", ["--target-psnr", "30"], True),
+                                      ("onnx", ["--tile", "32", "--overlap", "16"], False)):
+        r = subprocess.run([sys.executable, "-c", CLI, "compress", png, "-o", tmp_path / f"{engine}.rnc", "-f",
+                            "--engine", engine, *extra], capture_output=True, text=True)
+        assert json.loads(r.stderr.splitlines()[-1]) == {"rc": 0, "torch": uses_torch}, r.stderr  # a target measures in torch
+    tiny = str(model_dir / "tiny.safetensors")
+    for bad, code in ((["--model", tiny], 5), (["--precision", "bf16"], 1)):
+        assert main(["compress", str(png), "-o", str(tmp_path / "x.rnc"), "--engine", "onnx", *bad]) == code
 
 
 def test_export_command(tmp_path, model_dir, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 
     data = rnncodec.compress("photo.png", iterations=4)   # .rnc bytes, 0.5 bpp before entropy coding
     data = rnncodec.compress("photo.png", target_ms_ssim=0.95)  # the fewest bits that reach it
+    data = rnncodec.compress("photo.png", rnncodec.Rate(quality=50))  # the rate options as one value
     image = rnncodec.decompress(data, iterations=2)         # any prefix decodes, at lower quality
 
 Importing the package registers the Pillow plugin (`Image.open("photo.rnc")`) and nothing heavier:
@@ -9,8 +10,9 @@ torch and the codec load when `compress` or `decompress` is first used.
 """
 from . import pillow_plugin  # noqa: F401  (registers .rnc with Pillow)
 from .errors import FormatError, ImageError, ModelError, RNNCodecError
+from .rate import Rate
 
-__all__ = ["compress", "decompress", "RNNCodecError", "FormatError", "ImageError", "ModelError"]
+__all__ = ["compress", "decompress", "Rate", "RNNCodecError", "FormatError", "ImageError", "ModelError"]
 __version__ = "0.2.0"
 
 

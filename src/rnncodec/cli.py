@@ -8,16 +8,19 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import BinaryIO
 
+from .backend import ENGINES
 from .config import CELLS, FRAMEWORKS
 from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
 from .eval.cli import register as register_eval
 from .fileio import atomic_write, decoded_name, output_name
-from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, DOWNSCALES, RGBImage
+from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, RGBImage
 from .precision import PRECISIONS
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles
+from .rate import Rate
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
@@ -58,63 +61,41 @@ def _compress(args: argparse.Namespace) -> None:
 
     from .image import read_image
 
-    if args.iterations is not None and args.iterations < 1:
-        raise OptionError("--iterations must be at least 1")
-    if args.bpp is not None and args.bpp <= 0:
-        raise OptionError("--bpp must be positive")
-    options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
-                   target_ms_ssim=args.target_ms_ssim, quality=args.quality, tile=args.tile, overlap=args.overlap,
-                   precision=args.precision, adaptive=args.adaptive, downscale=args.downscale)
+    options = dict(rate=Rate(**{name: getattr(args, name) for name in Rate.options()}), tile=args.tile,
+                   overlap=args.overlap, precision=args.precision)
     reading = dict(max_pixels=args.max_pixels, alpha=args.alpha, background=args.background)
     Image.MAX_IMAGE_PIXELS = args.max_pixels  # the application sets Pillow's cap; read_image applies ours
     if args.input != STDIO and Path(args.input).is_dir():
         _compress_folder(args, reading, options)
         return
-    encode = _onnx_encoder(args, options) or _torch_encoder(args, options)
+    encode = _encoder(args, options)
     out = args.output or (STDIO if args.input == STDIO else output_name(Path(args.input)))
     _check_output(out, args.force)
     data = encode(read_image(sys.stdin.buffer if args.input == STDIO else Path(args.input), **reading))
     _write_output(out, lambda f: f.write(data), args.force)
 
 
-def _torch_encoder(args: argparse.Namespace, options: dict) -> Callable[[RGBImage], bytes]:
-    """codec.encode with the image model in torch: every option."""
+def _encoder(args: argparse.Namespace, options: dict) -> Callable[[RGBImage], bytes]:
+    """codec.encode with the image model in the runtime --engine names (backend.py)."""
+    from .backend import load_backend
     from .codec import encode
-    from .zoo import load_image_model, make_coder
+    from .zoo import make_coder
 
-    model = load_image_model(args.model)
-    model.cfg.coded_iterations(args.iterations)  # too many: refused before the image is read
-    coder = make_coder(args.coder, model)
-    return lambda rgb: encode(rgb, model=model, coder=coder, progress=_progress(args), **options).data
+    backend = load_backend(args.engine, args.model, args.precision)
+    backend.cfg.coded_iterations(args.iterations)  # too many: refused before the image is read
+    coder = make_coder(args.coder, backend.model_id)
+    return lambda rgb: encode(rgb, model=backend, coder=coder, progress=_progress(args), **options).data
 
 
-def _onnx_encoder(args: argparse.Namespace, options: dict) -> Callable[[RGBImage], bytes] | None:
-    """The torch-free encoder (onnx_codec.py), a second faster to start, where it serves: a fixed
-    number of iterations, the default coder, fp32, and a model whose graphs were exported; None
-    elsewhere, or where ONNX Runtime is not installed. An image of several tiles goes to torch
-    after all: there the start is a small part of the time, and ONNX Runtime's fp32 tiles held
-    twice the memory of torch's bf16 ones (6000×4000: 2.2 GiB; docs/RESULTS.md, issue 14)."""
-    if (any(getattr(args, k) is not None for k in ("bpp", "target_psnr", "target_ms_ssim", "quality")) or args.adaptive
-            or args.coder is not None or args.precision == "bf16" or (args.downscale or 1) > 1):
-        return None
-    try:
-        from . import onnx_codec
-    except ImportError:
-        return None
-    from .zoo import default_coder
-
-    model = onnx_codec.load(args.model)
-    if model is None:
-        return None
-    model.cfg.coded_iterations(args.iterations)
-    coder = default_coder(model.model_id)
-
-    def encode(rgb: RGBImage) -> bytes:
-        if len(plan_tiles(*rgb.pixels.shape[:2], args.tile, args.overlap)) > 1:
-            return _torch_encoder(args, options)(rgb)
-        return onnx_codec.encode(rgb, model, coder, args.iterations, args.tile, args.overlap, _progress(args))
-
-    return encode
+def _rate_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per rate option (`Rate`, which holds their help); the goals exclude each other."""
+    goals = p.add_mutually_exclusive_group()
+    for option in fields(Rate):
+        meta = dict(option.metadata)
+        flags = [*filter(None, [meta.pop("short", None)]), "--" + option.name.replace("_", "-")]
+        kind = meta.pop("type")
+        how = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        (goals if option.name in Rate.GOALS else p).add_argument(*flags, **how, **meta)
 
 
 def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> None:
@@ -298,7 +279,7 @@ def _precision_flag(p: argparse.ArgumentParser, more: str = "") -> None:
 
 def _model_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="image model weights (.safetensors), or a packaged model's name: default, or wide (the "
-                   "decoder's last layer twice as wide: better above 1 bpp, 1.3-1.6x the time); default: the packaged "
+                   "decoder's last layer twice as wide: better at high rates, slower); default: the packaged "
                    "default, or when decompressing the one the file names (found by id; weights given must be that model)")
 
 
@@ -331,31 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-j", "--jobs", type=int, default=1, help="parallel processes for a folder")
     c.add_argument("-v", "--verbose", action="store_true", help="for a folder: list the files skipped as not images")
     _max_pixels_flag(c)
-    rate = c.add_mutually_exclusive_group()
-    rate.add_argument("-i", "--iterations", type=int, help="iterations to code (0.125 bpp each before entropy coding)")
-    rate.add_argument("--bpp", type=float,
-                      help="largest real rate, header included: the last iteration codes as many blocks as fit")
-    rate.add_argument("--target-psnr", type=float, metavar="DB",
-                      help="stop at the first iteration whose PSNR reaches DB, coding in it only the blocks needed")
-    rate.add_argument("--target-ms-ssim", type=float, metavar="X",
-                      help="stop at the first iteration whose MS-SSIM reaches X, coding in it only the blocks needed")
-    rate.add_argument("--quality", type=float, metavar="Q",
-                      help="0–100, as for JPEG: each 16×16 block stops where one more iteration improves it too little "
-                      "for its bits, the same trade in every image (most PSNR per byte; about 0.1 bpp at 0, 1 bpp at 50)"),
-    c.add_argument("--adaptive", action=argparse.BooleanOptionalAction, help="with a target (the default there): each "
-                   "16×16 block gets its own number of iterations, where they buy the most quality (spatially adaptive "
-                   "bit rates: a smaller file, 4–7× the encode time); --no-adaptive codes the target alone, faster")
-    c.add_argument("--downscale", type=int, choices=DOWNSCALES, help="code the image at 1/N of its width and height, "
-                   "which the decoder upscales: rates below one full-size iteration; default: full size, unless --bpp "
-                   "is below 1.25 full-size iterations or a target is passed by the first three (then the size that "
-                   "serves it best)")
+    _rate_flags(c)
     _model_flag(c)
     c.add_argument("--coder", choices=("raw", "arithmetic", "integer"),
                    help="payload coder: raw bits (0), the float context model (1, not portable) or the integer one "
                    "(2); default: the integer one, else the float one, fitted to the image model, else raw")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (multiple of 16)")
-    _precision_flag(c, "; except that a fixed number of iterations with the default coder runs in ONNX Runtime, "
-                    "in fp32, where installed (a second faster to start): bf16 runs torch")
+    _precision_flag(c)
+    c.add_argument("--engine", choices=ENGINES, default="torch", help="the image model's runtime: torch, or onnx "
+                   "(ONNX Runtime, fp32, without torch; faster to start). Files differ by the encoder's rounding; "
+                   "any file decodes anywhere")
     c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
     c.add_argument("--alpha", choices=ALPHA_CHOICES, default="keep",
                    help="transparency: keep codes it losslessly beside the colour; drop flattens onto --background")

@@ -159,3 +159,17 @@ def pad_to_multiple(pixels: np.ndarray, multiple: int) -> np.ndarray:
     h, w = pixels.shape[:2]
     ph, pw = -h % multiple, -w % multiple
     return np.pad(pixels, ((0, ph), (0, pw), (0, 0)), mode="edge") if ph or pw else pixels
+
+
+def as_rgb(image: RGBImage | Image.Image | np.ndarray | str | Path, alpha: str = "keep",
+            background: str | tuple[int, ...] = "white") -> RGBImage:
+    """An image as given to the codec (a path, a PIL image, an H×W×3 or ×4 uint8 array) as an RGBImage."""
+    if isinstance(image, RGBImage):
+        return image
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError("arrays must be H×W×3 (RGB) or H×W×4 (RGBA) uint8")
+        image = Image.fromarray(image)
+    if isinstance(image, Image.Image):
+        return from_pil(image, alpha, background)
+    return read_image(image, alpha=alpha, background=background)

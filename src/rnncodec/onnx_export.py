@@ -39,23 +39,24 @@ def _nest(flat: list[Tensor], sizes: list[int]) -> list[tuple[Tensor, ...]]:
 
 
 class EncodeStep(nn.Module):
-    """An encoding iteration: (x, x̂, t, encoder states, decoder states) -> (bits, x̂', states').
-    The first iteration takes x alone (no states: the cells' shortcut for none); without the
-    decoder, the step needs no decoder states and gives the bits alone."""
+    """An encoding iteration: (x, x̂, t, mask, encoder states, decoder states) -> (bits, x̂', states').
+    The first iteration takes x alone (no states: the cells' shortcut for none; every block
+    coded); without the decoder, the step needs no decoder states and gives the bits alone."""
 
     def __init__(self, net: RNNCodec, sizes: tuple[list[int], list[int]], first: bool, decode: bool) -> None:
         super().__init__()
         self.net, self.sizes, self.first, self.decode = net, sizes, first, decode
 
     def forward(self, x: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
+        mask = None
         if self.first:
             at = self.net.begin(x)
         else:
-            recon, t, *states = rest
+            recon, t, mask, *states = rest
             n_enc = sum(self.sizes[0])
             dec = _nest(states[n_enc:], self.sizes[1]) if self.decode else [None] * len(self.sizes[1])
             at = Step(t, _nest(states[:n_enc], self.sizes[0]), dec, recon)
-        bits, after = self.net.step(x, at, decode=self.decode)
+        bits, after = self.net.step(x, at, mask=mask, decode=self.decode)
         return (bits, after.recon, *_flat(after.enc), *_flat(after.dec)) if self.decode else (bits,)
 
 
@@ -122,7 +123,8 @@ def export_graphs(model: ImageModel, folder: Path, force: bool = False) -> list[
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for first, decode in GRAPH_VARIANTS:
-        inputs = {"x": x} if first else {"x": x, "recon": at.recon.clone(), "t": torch.tensor(1), **enc,
+        mask = (torch.rand(1, 1, EXAMPLE[0] // 16, EXAMPLE[1] // 16, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+        inputs = {"x": x} if first else {"x": x, "recon": at.recon.clone(), "t": torch.tensor(1), "mask": mask, **enc,
                                          **(dec if decode else {})}
         outputs = ["bits", *(NEXT + n for n in ("recon", *enc, *dec) if decode)]
         graph = export_step(model, EncodeStep(model.net, sizes, first, decode), inputs, outputs)

@@ -3,7 +3,7 @@ registers it).
 
     im = Image.open("photo.rnc")        # size and mode (RGB, or RGBA with an alpha plane) from the header
     im.iterations = 2                   # optional, before loading: decode only a prefix (default: all)
-    im.save("photo.rnc", iterations=4)  # or bpp=0.3, quality=50, target_psnr=, target_ms_ssim= (adaptive=False: faster);
+    im.save("photo.rnc", iterations=4)  # or any other option of rnncodec.Rate (bpp=0.3, quality=50, …);
                                         # alpha="drop" and background= as rnncodec.compress
 
 `iterations` plays the part of JPEG 2000's `layers` in Pillow. Only the container is imported
@@ -18,10 +18,10 @@ from typing import IO
 from PIL import Image, ImageFile
 
 from . import container
+from .rate import Rate
 
-# the keywords `im.save(…)` passes on to compress
-SAVE_OPTIONS = ("iterations", "bpp", "target_psnr", "target_ms_ssim", "quality", "adaptive", "downscale", "alpha",
-                "background")
+# the keywords `im.save(…)` passes on to compress: the rate options, and how to treat transparency
+SAVE_OPTIONS = (*Rate.options(), "alpha", "background")
 
 
 def _accept(prefix: bytes) -> bool:

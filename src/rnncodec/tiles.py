@@ -5,7 +5,10 @@ neighbour. On decode the overlapping bands are cross-faded linearly, which hides
 """
 from __future__ import annotations
 
+import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -120,3 +123,19 @@ class Canvas:
         """The blended 8-bit image (H×W×3 uint8)."""
         self.finish(self.h)
         return self.out
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; elsewhere there is no such call
+    except (AttributeError, OSError):
+        return None
+
+
+def release_memory() -> None:
+    """Hand the heap's freed pages back to the system between tiles. glibc keeps them, and the
+    next tile's activations land beside them rather than in them, so a large image's peak memory
+    crept up tile by tile."""
+    if (trim := _malloc_trim()) is not None:
+        trim(0)

@@ -29,6 +29,7 @@ from ..codec import decode, encode
 from ..errors import Note
 from ..fileio import atomic_write
 from ..image import list_images, read_image
+from ..rate import Rate
 from ..zoo import ImageModel, default_coder, load_image_model
 from .codecs import Codec, available
 from .curves import METRICS
@@ -36,7 +37,7 @@ from .metrics import all_metrics, bpp, to_db
 
 RNNCODEC = "rnncodec"
 # rnncodec as a user's rate option codes it, one file per setting: not among the default codecs (each
-# file is a search or a first pass of every iteration). Name: (encode's keyword, the sweep, its meaning).
+# file is a search or a first pass of every iteration). Name: (the `Rate` option, the sweep, its meaning).
 RNNCODEC_MODES = {
     "rnncodec-ms-ssim": ("target_ms_ssim", (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985),
                          "MS-SSIM target, spatially adaptive bit rates (compress --target-ms-ssim)"),
@@ -85,7 +86,7 @@ def _mode_rows(job: Job, pixels: np.ndarray) -> list[dict]:
     for t in sweep:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Note)
-            data = encode(pixels, model=model, **{keyword: t}).data
+            data = encode(pixels, Rate(**{keyword: t}), model=model).data
         decoded = decode(data, model_lookup=lambda _: model).pixels
         rows.append({"quality": t, "bytes": len(data), **all_metrics(pixels, decoded)})
     return rows

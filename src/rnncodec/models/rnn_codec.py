@@ -16,6 +16,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -278,3 +279,26 @@ class RNNCodec(nn.Module):
         """Decoding iteration t alone: x̂_t and the decoder's states, from b_t, x̂_(t−1) and the
         states before (`decode` runs these in turn; an exported decoder runs one)."""
         return self._reconstruct(bits, dec, recon, self._gain(recon, t), t, active)
+
+
+class TorchBackend:
+    """The module as an encoder's backend (backend.py): `begin` and `step` on the CPU, numpy in
+    and out, in `precision` (fp32 or bf16)."""
+
+    def __init__(self, net: RNNCodec, model_id: bytes, precision: str) -> None:
+        self.net, self.model_id, self.cfg, self.precision = net, model_id, net.cfg, precision
+
+    def begin(self, x: np.ndarray) -> tuple[Tensor, Step]:
+        xt = torch.from_numpy(x)
+        return xt, self.net.begin(xt)
+
+    def step(self, state: tuple[Tensor, Step], mask: np.ndarray | None,
+             decode: bool) -> tuple[np.ndarray, tuple[Tensor, Step]]:
+        x, at = state
+        active = None if mask is None else torch.from_numpy(mask)[None, None].float()
+        with torch.inference_mode():
+            bits, at = self.net.step(x, at, self.precision == "bf16", active, decode)
+        return (bits[0] > 0).to(torch.uint8).numpy(), (x, at)
+
+    def reconstruction(self, state: tuple[Tensor, Step]) -> np.ndarray:
+        return state[1].recon.float().numpy()

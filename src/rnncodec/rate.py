@@ -1,0 +1,160 @@
+"""How many bits an image gets: the rate options (`Rate`), and the one way they are met (`choose`).
+
+Every rate control chooses one thing, the grid of iteration counts, one per 16×16 block of each
+tile, that the header stores (spatially adaptive bit rates, after Johnston et al. 2018). A first
+pass codes every block for every iteration and records each block's distortion d_b(c) after c
+iterations (`squared_error`, or `ms_ssim_change`: MS-SSIM's, to first order); then each block's
+count minimises d_b(c) + λ·c. `quality` gives λ. A target takes the largest λ whose counts still
+meet it, a budget the smallest whose estimated file fits it: one bisection on log λ (`search`),
+over every tile at once. Fixed iterations choose nothing and need no first pass.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from .config import STRIDE
+from .errors import BudgetError, Note, OptionError
+from .image import DOWNSCALES
+
+
+def _option(help: str, **argparse: Any) -> Any:
+    """A rate option: its help, and how a command line reads it (argparse's keywords)."""
+    return field(default=None, metadata={"help": help, **argparse})
+
+
+@dataclass(frozen=True)
+class Rate:
+    """The rate options, each written once: encode(), `compress`'s flags, `Image.save`'s keywords,
+    eval and the batch runner take this value. At most one goal (the first five); none codes every
+    iteration the model has."""
+
+    iterations: int | None = _option("iterations to code, every block all of them", type=int, metavar="N", short="-i")
+    bpp: float | None = _option("largest real rate in bits per pixel, header included", type=float)
+    target_psnr: float | None = _option("the fewest bits whose PSNR reaches DB", type=float, metavar="DB")
+    target_ms_ssim: float | None = _option("the fewest bits whose MS-SSIM reaches X", type=float, metavar="X")
+    quality: float | None = _option("0–100, as for JPEG: each 16×16 block stops where one more iteration improves "
+                                    "it too little for its bits, the same trade in every image", type=float, metavar="Q")
+    adaptive: bool | None = _option("with a target or a budget (the default there): each 16×16 block gets its own "
+                                    "number of iterations; --no-adaptive: whole iterations, the last one in part",
+                                    type=bool)
+    downscale: int | None = _option("code the image at 1/N of its width and height, which the decoder upscales; "
+                                    "default: full size, unless a smaller size meets the budget or target in fewer bytes",
+                                    type=int, choices=DOWNSCALES)
+
+    GOALS = ("iterations", "bpp", "target_psnr", "target_ms_ssim", "quality")
+
+    def __post_init__(self) -> None:
+        if sum(getattr(self, goal) is not None for goal in self.GOALS) > 1:
+            raise OptionError("give one of iterations, bpp, target_psnr, target_ms_ssim or quality")
+        for name, bad, why in (("iterations", lambda v: v < 1, "must be at least 1"),
+                               ("bpp", lambda v: v <= 0, "must be positive"),
+                               ("target_psnr", lambda v: v <= 0, "is a positive number of dB"),
+                               ("target_ms_ssim", lambda v: not 0 < v < 1, "lies between 0 and 1"),
+                               ("quality", lambda v: not 0 <= v <= 100, "lies between 0 and 100"),
+                               ("downscale", lambda v: v not in DOWNSCALES, f"is one of {', '.join(map(str, DOWNSCALES))}")):
+            if getattr(self, name) is not None and bad(getattr(self, name)):
+                raise OptionError(f"{name} {why}")
+        if self.quality is not None and self.adaptive is False:
+            raise OptionError("quality is adaptive by definition: each block stops on its own")
+        if self.adaptive and not self.chooses:
+            raise OptionError("adaptive bit rates need a quality target (target_psnr or target_ms_ssim), a budget (bpp) "
+                              "or a quality")
+        if self.adaptive is None:
+            object.__setattr__(self, "adaptive", self.chooses)
+
+    @classmethod
+    def options(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @property
+    def chooses(self) -> bool:
+        """Whether block counts are chosen: for anything but a fixed number of iterations."""
+        return any(getattr(self, goal) is not None for goal in self.GOALS[1:])
+
+    @property
+    def target(self) -> float | None:
+        return self.target_psnr or self.target_ms_ssim
+
+    @property
+    def slope(self) -> float | None:
+        """λ for `quality`, on each block's mean squared error (pixels in [−0.5, 0.5]): 10⁻² at 0,
+        where most blocks stop after one iteration, to 10⁻⁷ at 100, where almost none stops early."""
+        return None if self.quality is None else 10.0 ** (-2.0 - 5.0 * self.quality / 100)
+
+    @property
+    def margin(self) -> float:
+        """How far above the target the counts aim: the coding pass lands close to, not on, the
+        composition they are chosen on (stopped blocks' zero bits change their neighbours a little)."""
+        return 0.03 if self.target_psnr is not None else 0.0002
+
+    def measure(self, original: np.ndarray, decoded: np.ndarray) -> float:
+        from . import quality  # torch, which MS-SSIM needs, loads only for a target
+
+        return (quality.psnr_rgb if self.target_psnr else quality.ms_ssim_rgb)(original, decoded)
+
+    def check_reached(self, iterations: int, quality: float) -> None:
+        """A target the model cannot reach is no error: the file has all it can give, and says so."""
+        if quality < self.target:
+            warnings.warn(f"target {'PSNR' if self.target_psnr else 'MS-SSIM'} {self.target:g} out of reach: stopped at "
+                          f"{iterations} iterations at {quality:.4f}", Note, stacklevel=4)
+
+    def check_budget(self, size: int, pixels: int) -> None:
+        """A budget below one iteration is an error: no file can meet it."""
+        if size * 8 / pixels > self.bpp:
+            raise BudgetError(f"{self.bpp:g} bpp is below what one iteration costs for this image "
+                              f"({size * 8 / pixels:.3f} bpp)", size * 8 / pixels)
+
+
+def block_sums(values: np.ndarray) -> np.ndarray:
+    """Sums over 16×16 blocks of (…, H, W) values (zero beyond the edges): (…, ⌈H/16⌉, ⌈W/16⌉)."""
+    v = np.pad(values, [(0, 0)] * (values.ndim - 2) + [(0, -n % STRIDE) for n in values.shape[-2:]])
+    return v.reshape(*v.shape[:-2], v.shape[-2] // STRIDE, STRIDE, v.shape[-1] // STRIDE, STRIDE).sum(axis=(-3, -1))
+
+
+def squared_error(recons: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """d_b(c): each block's mean squared error (pixels in [−0.5, 0.5]) after c iterations, from a
+    tile's (T+1)×H×W×3 8-bit reconstructions after 0…T."""
+    error = ((recons.astype(np.float32) - original.astype(np.float32)) ** 2).sum(-1)
+    return block_sums(error) / (255.0**2 * 3 * STRIDE**2)
+
+
+def ms_ssim_change(recons: np.ndarray, reference: int, gradient: np.ndarray) -> np.ndarray:
+    """d_b(c): minus each block's change in the image's MS-SSIM from the reconstruction after
+    `reference` iterations to the one after c, to first order (`gradient`: H×W×3, per 8-bit unit)."""
+    change = ((recons.astype(np.float32) - recons[reference].astype(np.float32)) * gradient).sum(-1)
+    return -block_sums(change)
+
+
+def choose(tables: list[np.ndarray], lam: float) -> list[np.ndarray]:
+    """Each tile's counts: each block's c minimising d_b(c) + λ·c (d_b(c) = inf: c not allowed)."""
+    return [np.argmin(d + lam * np.arange(len(d))[:, None, None], axis=0).astype(np.uint8) for d in tables]
+
+
+def search(tables: list[np.ndarray], fits: Callable[[list[np.ndarray]], bool], fewest: bool,
+           steps: int = 16) -> list[np.ndarray] | None:
+    """`choose` at about the largest λ whose counts fit (`fewest`, as a target's: fewer iterations
+    as λ grows) or the smallest (a budget's), by bisection on log λ; None when none tried fits."""
+    lo, hi, best = -14.0, 2.0, None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        counts = choose(tables, 10.0**mid)
+        ok = fits(counts)
+        best = counts if ok else best
+        if ok == fewest:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+def window(table: np.ndarray, low: int, high: int) -> np.ndarray:
+    """The table with counts outside [low, high] (and 0: every block gets an iteration) not allowed."""
+    out = np.full_like(table, np.inf)
+    low, high = max(low, 1), max(min(high, len(table) - 1), 1)
+    out[low : high + 1] = table[low : high + 1]
+    return out

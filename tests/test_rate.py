@@ -1,0 +1,97 @@
+"""The rate options are written once (`rate.Rate`): every user surface takes the same set from there,
+and a given backend, precision and image give the same bytes every time."""
+import hashlib
+import io
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+from conftest import smooth_image
+from PIL import Image
+
+from rnncodec.backend import load_backend
+from rnncodec.cli import build_parser, main
+from rnncodec.codec import compress, encode
+from rnncodec.errors import OptionError
+from rnncodec.rate import Rate
+
+# a valid value of each option, and what it needs beside it; the test checks these are all of them
+EXAMPLES = {"iterations": (2, {}), "bpp": (0.9, {}), "target_psnr": (14.0, {}), "target_ms_ssim": (0.3, {}),
+            "quality": (30.0, {}), "adaptive": (False, {"target_psnr": 14.0}), "downscale": (2, {"iterations": 2})}
+
+
+def _flags(name: str, value) -> list[str]:
+    if isinstance(value, bool):
+        return ["--" + ("" if value else "no-") + name.replace("_", "-")]
+    return ["--" + name.replace("_", "-"), str(value)]
+
+
+def test_every_surface_takes_every_rate_option_from_one_place(tmp_path, model_dir, capsys):
+    """compress --help, encode() and Image.save(format="RNC") each take every field of Rate, with
+    its help, and each gives the file that Rate gives."""
+    assert set(EXAMPLES) == set(Rate.options())
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compress", "--help"])
+    help_text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at hyphens too
+    img, tiny = smooth_image(32, 48), str(model_dir / "tiny.safetensors")
+    png = tmp_path / "in.png"
+    Image.fromarray(img).save(png)
+    for option in fields(Rate):
+        value, extra = EXAMPLES[option.name]
+        keywords = {option.name: value, **extra}
+        assert _flags(option.name, True)[0] in help_text and "".join(option.metadata["help"].split()) in help_text
+        expected = encode(img, Rate(**keywords), model=load_backend("torch", tiny, "fp32")).data
+        assert encode(img, model=load_backend("torch", tiny, "fp32"), **keywords).data == expected
+        out = tmp_path / f"{option.name}.rnc"
+        flags = [f for name, v in keywords.items() for f in _flags(name, v)]
+        assert main(["compress", str(png), "-o", str(out), "--model", tiny, "--precision", "fp32", *flags]) == 0
+        assert out.read_bytes() == expected
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="RNC", **keywords)  # the packaged model
+        assert buf.getvalue() == compress(img, Rate(**keywords))
+
+
+def test_every_surface_checks_the_options_alike(tmp_path, capsys):
+    png = tmp_path / "in.png"
+    Image.fromarray(smooth_image(32, 48)).save(png)
+    with pytest.raises(OptionError, match="quality lies between 0 and 100"):
+        Rate(quality=120)
+    with pytest.raises(OptionError, match="quality lies between 0 and 100"):
+        encode(smooth_image(32, 48), quality=120)
+    with pytest.raises(OptionError, match="quality lies between 0 and 100"):
+        Image.fromarray(smooth_image(32, 48)).save(io.BytesIO(), format="RNC", quality=120)
+    assert main(["compress", str(png), "-o", str(tmp_path / "x.rnc"), "--quality", "120"]) == 1
+    assert "rnncodec: error: quality lies between 0 and 100" in capsys.readouterr().err
+    with pytest.raises(TypeError):
+        encode(smooth_image(32, 48), qualty=50)  # not a rate option
+
+
+# SHA-256 of the file each backend writes for one small image, in fp32: a change to these bytes is
+# a change to the encoder, to be made on purpose (the decoder's side is pinned by tests/vectors)
+PINNED = {
+    ("torch", "iterations"): "1207e1913aa56b8b97028b84592226dc3e0a08cbd3bd49da289eb6158c3f569f",
+    ("torch", "quality"): "98ba369b4cfbc55cccb266cbae0b480695f2ce6a83d485374c741f49750c837d",
+    ("onnx", "iterations"): "1207e1913aa56b8b97028b84592226dc3e0a08cbd3bd49da289eb6158c3f569f",
+    ("onnx", "quality"): "98ba369b4cfbc55cccb266cbae0b480695f2ce6a83d485374c741f49750c837d",
+}
+
+
+@pytest.mark.parametrize("engine,goal", list(PINNED))
+def test_each_backend_writes_pinned_bytes(engine, goal):
+    rate = Rate(iterations=3) if goal == "iterations" else Rate(quality=50)
+    data = encode(smooth_image(48, 64, seed=7), rate, model=load_backend(engine, None, "fp32")).data
+    assert hashlib.sha256(data).hexdigest() == PINNED[engine, goal]
+
+
+def test_the_same_command_twice_writes_the_same_bytes(tmp_path):
+    png = tmp_path / "in.png"
+    Image.fromarray(smooth_image(48, 64, seed=2)).save(png)
+    outputs = []
+    for i in range(2):
+        out = tmp_path / f"{i}.rnc"
+        r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "compress", png, "-o", out, "--target-psnr", "26",
+                            "--tile", "32", "--overlap", "16"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
