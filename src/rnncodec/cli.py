@@ -7,7 +7,8 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -158,13 +159,19 @@ def _model_lookup(path: str | None):
     return lookup
 
 
-def _read_stream(path: str) -> bytes:
+@contextmanager
+def _read_stream(path: str) -> Iterator[BinaryIO]:
+    """An .rnc input as a binary stream, which `container.read` reads no further than it announces
+    (never whole before its magic is checked: /dev/zero, a huge file of junk)."""
     from .fileio import reading
 
     if path == STDIO:
-        return sys.stdin.buffer.read()
+        yield sys.stdin.buffer
+        return
     with reading(path, FormatError):
-        return Path(path).read_bytes()
+        f = open(path, "rb")  # noqa: SIM115  (closed below; `reading` must not see the decoder's errors)
+    with f:
+        yield f
 
 
 def _decompress(args: argparse.Namespace) -> None:
@@ -179,23 +186,25 @@ def _decompress(args: argparse.Namespace) -> None:
     if fmt is None:
         raise OutputError(f"{out}: unknown image file extension (use .png)")
     _check_output(out, args.force)
-    dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=_progress(args),
-                 max_pixels=args.max_pixels, precision=args.precision, device=args.device)
+    with _read_stream(args.input) as f:
+        dec = decode(f, args.iterations, _model_lookup(args.model), progress=_progress(args),
+                     max_pixels=args.max_pixels, precision=args.precision, device=args.device)
     im = dec.to_pil()  # RGBA when the file holds an alpha plane
     extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}  # not every plugin reads im.info's
     _write_output(out, lambda f: im.save(f, format=fmt, **extra), args.force)
 
 
-def _describe(data: bytes) -> dict:
+def _describe(f: BinaryIO) -> dict:
     """What `info` shows of an .rnc stream: header fields, optional sections, and each chunk with
     the size and rate of the file cut after it (a prefix, as --iterations K writes it)."""
     from . import container
     from .zoo import image_model_source
 
-    header, chunks = container.read(data)
+    header, chunks = container.read(f)
+    size = container.size(header, chunks)
     width, height = header.display_size
     pixels = width * height
-    return {"bytes": len(data), "bpp": len(data) * 8 / pixels, "width": width, "height": height,
+    return {"bytes": size, "bpp": size * 8 / pixels, "width": width, "height": height,
             "coded_width": header.width, "coded_height": header.height,
             "model_id": header.model_id.hex(), "model": image_model_source(header.model_id),
             "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(),
@@ -207,7 +216,8 @@ def _describe(data: bytes) -> dict:
 
 
 def _info(args: argparse.Namespace) -> None:
-    d = {"file": args.input, **_describe(_read_stream(args.input))}
+    with _read_stream(args.input) as f:
+        d = {"file": args.input, **_describe(f)}
     if args.json:
         print(json.dumps(d, indent=1))
         return

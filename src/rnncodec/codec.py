@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -685,7 +686,7 @@ class Decoded:
 
 
 def decode(
-    data: bytes,
+    data: bytes | BinaryIO,
     iterations: int | None = None,
     model_lookup: Callable[[bytes], ImageModel] = image_model_by_id,
     coder_lookup: Callable[[int, bytes], BitCoder] = coder_by_id,
@@ -694,7 +695,9 @@ def decode(
     precision: str = "auto",
     device: str = "cpu",
 ) -> Decoded:
-    """Decode the first `iterations` chunks (default: all the file holds); `precision` as encode's,
+    """Decode the first `iterations` chunks (default: all the file holds) of an .rnc stream (bytes,
+    or a binary file, read no further than the stream's header and chunks announce and checked
+    as it is read: `container.read`); `precision` as encode's,
     on the CPU (`auto` follows the encoder's, recorded in the header, where it can); `device`
     (cuda, cuda:N) runs the image model on a GPU instead, in fp32.
 

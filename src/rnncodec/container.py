@@ -8,9 +8,11 @@ header's CRC, so every prefix of a file keeps them.
 """
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass, replace
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,6 +23,7 @@ VERSION = 1  # files whose blocks all get every iteration, as every rnncodec rea
 VERSION_ADAPTIVE = 2  # chunks hold bits of active blocks only (FLAG_BLOCKS): older readers must refuse them
 MAX_SIDE = 1 << 20  # a header claiming more is refused before anything is allocated
 MAX_ITERATIONS = 64
+MAX_TILE_SPAN = 4096  # tile + 2·overlap: the side of the largest region the image model codes at once
 FLAG_ICC = 1
 FLAG_ALPHA = 2
 FLAG_BLOCKS = 4
@@ -113,13 +116,32 @@ class Chunks:
         return truncate(header, [(join_segments(s), c) for s, c in zip(self.segments[:iterations], self.crcs)], iterations)
 
 
-def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
-    """Parse a stream; every complete chunk is returned, a partial one is an error."""
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+_PIECE = 1 << 20  # what a stream is read in: a length a file announces but does not hold costs no memory
+
+
+def _read(f: BinaryIO, n: int, what: str) -> bytes:
+    """Exactly n bytes of `f`, read a piece at a time; fewer is a FormatError naming `what`."""
+    parts, left = [], n
+    while left:
+        part = f.read(min(left, _PIECE))
+        if not part:
+            raise FormatError(what)
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def read(source: bytes | BinaryIO) -> tuple[Header, list[tuple[bytes, int]]]:
+    """Parse a stream (bytes, or a binary file read from its position): the fixed header first,
+    then only what the header and each chunk's length announce, each checked before the next
+    read, so a hostile or endless input costs no more than the bytes it really holds. Every
+    complete chunk is returned, a partial one is an error."""
+    f = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+    magic = f.read(len(MAGIC))
+    if magic != MAGIC:
         raise FormatError("not an .rnc file (bad magic)")
-    if len(data) < _FIXED.size + 4:
-        raise FormatError("truncated header")
-    magic, version, coder, flags, precision, model_id, entropy_id, w, h, tile, overlap, iters = _FIXED.unpack_from(data)
+    head = magic + _read(f, _FIXED.size - len(MAGIC), "truncated header")
+    _, version, coder, flags, precision, model_id, entropy_id, w, h, tile, overlap, iters = _FIXED.unpack(head)
     if version not in (VERSION, VERSION_ADAPTIVE):
         raise FormatError(f"unsupported .rnc format version {version} (this rnncodec reads {VERSION} and "
                           f"{VERSION_ADAPTIVE})")
@@ -127,44 +149,38 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
         raise FormatError(f"unknown header flags {flags:#04x}: the file needs a newer rnncodec, or is corrupt")
     if bool(flags & FLAG_BLOCKS) != (version == VERSION_ADAPTIVE):
         raise FormatError("corrupt header: block iteration counts and format version disagree")
-    pos = _FIXED.size
     sections = {}
     for flag, name in _SECTIONS:
         if flags & flag:
-            if len(data) < pos + 4:
-                raise FormatError("truncated header")
-            (n,) = struct.unpack_from(">I", data, pos)
-            if len(data) < pos + 4 + n + 4:
-                raise FormatError("truncated header")
-            sections[name] = data[pos + 4 : pos + 4 + n]
-            pos += 4 + n
-    if len(data) < pos + 4:
-        raise FormatError("truncated header")
-    (crc,) = struct.unpack_from(">I", data, pos)
-    if zlib.crc32(data[:pos]) != crc:
+            length = _read(f, 4, "truncated header")
+            sections[name] = _read(f, struct.unpack(">I", length)[0], "truncated header")
+            head += length + sections[name]
+    (crc,) = struct.unpack(">I", _read(f, 4, "truncated header"))
+    if zlib.crc32(head) != crc:
         raise FormatError("header CRC mismatch: the file is corrupt")
-    pos += 4
     if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
         raise FormatError(f"invalid image size {w}×{h}")
     if not 1 <= iters <= MAX_ITERATIONS or tile % 16 or tile == 0 or overlap % 16 or overlap >= tile:
         raise FormatError("invalid header fields (iterations, tile or overlap)")
+    if tile + 2 * overlap > MAX_TILE_SPAN:
+        raise FormatError(f"invalid header: tiles of {tile} px with {overlap} px overlaps exceed {MAX_TILE_SPAN} px")
     written = _PRECISION_OF_BYTE.get(precision)  # a value it does not know: not recorded
     header = Header(coder, model_id, entropy_id, w, h, tile, overlap, iters, **sections, precision=written)
     if "display" in sections:
         _check_display(header)
     chunks = []
-    while pos < len(data):
+    while frame := f.read(_CHUNK.size):
         if len(chunks) == iters:
             raise FormatError("trailing data after the last chunk")
-        if len(data) < pos + _CHUNK.size:
-            raise FormatError(f"truncated inside chunk {len(chunks) + 1}")
-        n, crc = _CHUNK.unpack_from(data, pos)
-        pos += _CHUNK.size
-        if len(data) < pos + n:
-            raise FormatError(f"truncated inside chunk {len(chunks) + 1}")
-        chunks.append((data[pos : pos + n], crc))
-        pos += n
+        what = f"truncated inside chunk {len(chunks) + 1}"
+        n, crc = _CHUNK.unpack(frame + _read(f, _CHUNK.size - len(frame), what))
+        chunks.append((_read(f, n, what), crc))
     return header, chunks
+
+
+def size(header: Header, chunks: list[tuple[bytes, int]]) -> int:
+    """Bytes of the stream `read` parsed into these."""
+    return prefix_sizes(header, chunks)[-1] if chunks else len(header.to_bytes())
 
 
 def join_segments(segments: list[bytes]) -> bytes:
