@@ -4,24 +4,38 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from .config import CELLS, FRAMEWORKS
-from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
+from .errors import (
+    BatchError,
+    FormatError,
+    ImageError,
+    ModelError,
+    Note,
+    OptionError,
+    OutputError,
+    ResourceError,
+    RNNCodecError,
+    Stopped,
+)
 from .eval.cli import register as register_eval
-from .fileio import atomic_write, decoded_name, output_name
+from .fileio import atomic_write, check_output, decoded_name, output_name
 from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, DOWNSCALES, RGBImage
 from .precision import PRECISIONS
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, plan_tiles
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, plan_tiles
 from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
 
-EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
+EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7, ResourceError: 8}
+# 1: other, 2: usage; a stop by a signal: 128 + its number (SIGHUP 129, SIGINT 130, SIGTERM 143)
 
 
 STDIO = "-"  # as input: standard input; as output: standard output
@@ -33,13 +47,13 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _check_output(out: str | Path, force: bool) -> None:
-    """Refuse an output before any work is done: an existing file (without --force), or binary
-    data bound for a terminal."""
+    """Refuse an output before any work is done: binary data bound for a terminal, or a file that
+    cannot be written (fileio.check_output: exists without --force, missing folder, …)."""
     if str(out) == STDIO:
         if sys.stdout.isatty():
             raise OutputError("refusing to write binary data to a terminal (redirect standard output, or use -o FILE)")
-    elif Path(out).exists() and not force:
-        raise OutputError(f"{out} exists (use --force to overwrite)")
+    else:
+        check_output(out, force)
 
 
 def _write_output(out: str | Path, write: Callable[[BinaryIO], None], force: bool) -> None:
@@ -61,8 +75,12 @@ def _compress(args: argparse.Namespace) -> None:
 
     if args.iterations is not None and args.iterations < 1:
         raise OptionError("--iterations must be at least 1")
+    for name in ("bpp", "target_psnr", "target_ms_ssim", "quality"):
+        if getattr(args, name) is not None and not math.isfinite(getattr(args, name)):
+            raise OptionError(f"--{name.replace('_', '-')} must be a finite number")
     if args.bpp is not None and args.bpp <= 0:
         raise OptionError("--bpp must be positive")
+    check_tiling(args.tile, args.overlap)  # before any image is read
     options = dict(iterations=args.iterations, bpp=args.bpp, target_psnr=args.target_psnr,
                    target_ms_ssim=args.target_ms_ssim, quality=args.quality, tile=args.tile, overlap=args.overlap,
                    precision=args.precision, adaptive=args.adaptive, downscale=args.downscale)
@@ -128,14 +146,24 @@ def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> 
     if args.output == STDIO:
         raise OptionError("a folder compresses into a folder, not to standard output")
     tasks, skipped = plan_folder(src, Path(args.output) if args.output else output_name(src.resolve()))
-    failures = 0
+    failures, finished = 0, []
     results = compress_files(tasks, force=args.force, model_path=args.model, coder=args.coder, reading=reading,
                              options=options, processes=args.jobs)
-    for _, error in tqdm(results, total=len(tasks), desc="compressing", unit="image", delay=1.0,
-                         disable=not _progress(args)):
-        if error:
-            failures += 1
-            tqdm.write(f"rnncodec: error: {error}", file=sys.stderr)
+    outputs = dict(tasks)
+    try:
+        with closing(results):  # leaving early stops the workers at once (batch.compress_files)
+            for src, error in tqdm(results, total=len(tasks), desc="compressing", unit="image", delay=1.0,
+                                   disable=not _progress(args)):
+                if error:
+                    failures += 1
+                    tqdm.write(f"rnncodec: error: {error}", file=sys.stderr)
+                else:
+                    finished.append(outputs[src])
+    except (KeyboardInterrupt, Stopped):
+        print(f"rnncodec: stopped after {len(finished)} of {len(tasks)} file(s); finished:", file=sys.stderr)
+        for path in finished:
+            print(f"  {path}", file=sys.stderr)
+        raise
     for path in skipped if args.verbose else []:
         print(f"rnncodec: skipped (not an image file): {path}", file=sys.stderr)
     if skipped and not args.verbose:
@@ -467,21 +495,32 @@ def _show_note(message, category, filename, lineno, file=None, line=None) -> Non
 _show_warning = warnings.showwarning
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_note
     warnings.simplefilter("ignore" if args.quiet else "always", Note)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # as ^C raises KeyboardInterrupt: cleanups run on the way out
+        signal.signal(signum, _stop)
     try:
-        args.func(args)
+        try:
+            args.func(args)
+        except MemoryError:
+            raise ResourceError("out of memory: the work needs more than this machine gives (a smaller "
+                                "--max-pixels or --tile refuses or splits such inputs)") from None
     except RNNCodecError as exc:
         print(f"rnncodec: error: {exc}", file=sys.stderr)
         return EXIT_CODES.get(type(exc), 1)
     except ValueError as exc:
         print(f"rnncodec: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("rnncodec: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Stopped) as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        print(f"rnncodec: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # the reader left (`rnncodec info k.rnc | head`): quiet, as SIGPIPE would end a C tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit does not fail again
         return 141
