@@ -34,11 +34,11 @@ EXPECTED = {
     "large-claim.rnc": (3, "ends before its bits"),
     "display-bomb.rnc": (3, "over the cap"),
     "display-8x.rnc": (3, "ends before its bits"),
-    "section-length.rnc": (3, "truncated header"),
-    "chunk-length.rnc": (3, "truncated inside chunk 1"),
+    "section-length.rnc": (3, "icc_profile section claims"),
+    "chunk-length.rnc": (3, "more than its tiles' bits can take"),
     "iterations.rnc": (3, "invalid header fields"),
     "alpha-bomb.rnc": (3, "corrupt alpha plane"),
-    "blocks-bomb.rnc": (3, "corrupt block iteration counts"),
+    "blocks-bomb.rnc": (3, "blocks section claims"),
     "magic-only.rnc": (3, "unsupported .rnc format version"),
 }
 
@@ -223,3 +223,40 @@ def test_a_signal_stops_a_folder_run_cleanly(tmp_path, signum):
     else:
         assert p.returncode == 128 + signum, err
         assert f"interrupted ({signal.Signals(signum).name})" in err
+
+
+@pytest.mark.parametrize("name", ["section-length.rnc", "chunk-length.rnc", "magic-only.rnc"])
+def test_the_api_and_pillow_read_streams_no_further_than_announced(name):
+    import rnncodec  # registers the Pillow plugin
+    from rnncodec.codec import decode
+    from rnncodec.errors import FormatError
+
+    endless = _Endless((HOSTILE / name).read_bytes())
+    with pytest.raises(FormatError):
+        decode(endless)
+    assert endless.given < (1 << 22)  # pieces of a length it announced, not the whole of it
+    with pytest.raises((FormatError, rnncodec.FormatError)):
+        Image.open(_Endless((HOSTILE / name).read_bytes()))
+
+
+class _Endless:
+    """A binary stream of a prefix and then zeros without end, counting what it gave out."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix, self.pos, self.given = prefix, 0, 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            raise AssertionError("read whole")
+        out = self.prefix[self.pos : self.pos + n]
+        out += bytes(n - len(out))
+        self.pos += n
+        self.given += n
+        return out
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = pos if whence == 0 else self.pos + pos
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos

@@ -222,13 +222,13 @@ def _decompress(args: argparse.Namespace) -> None:
     _write_output(out, lambda f: im.save(f, format=fmt, **extra), args.force)
 
 
-def _describe(f: BinaryIO) -> dict:
+def _describe(f: BinaryIO, max_pixels: int | None = None) -> dict:
     """What `info` shows of an .rnc stream: header fields, optional sections, and each chunk with
     the size and rate of the file cut after it (a prefix, as --iterations K writes it)."""
     from . import container
     from .zoo import image_model_source
 
-    header, chunks = container.read(f)
+    header, chunks = container.read(f, max_pixels)
     size = container.size(header, chunks)
     width, height = header.display_size
     pixels = width * height
@@ -245,7 +245,7 @@ def _describe(f: BinaryIO) -> dict:
 
 def _info(args: argparse.Namespace) -> None:
     with _read_stream(args.input) as f:
-        d = {"file": args.input, **_describe(f)}
+        d = {"file": args.input, **_describe(f, args.max_pixels)}
     if args.json:
         print(json.dumps(d, indent=1))
         return
@@ -418,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe an .rnc file")
     _rnc_input(i)
     i.add_argument("--json", action="store_true", help="machine-readable: header fields, sections, chunks and prefixes")
+    _max_pixels_flag(i)
     i.set_defaults(func=_info)
 
     t = _run_parser(sub, "train", "train an image model on folders of images", TrainConfig)

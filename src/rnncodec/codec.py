@@ -703,10 +703,8 @@ def decode(
 
     The lookups turn the header's ids into the image model (by model id) and the payload coder (by
     coder id and entropy model id); by default zoo's, which find the weights by id."""
-    header, chunks = container.read(data)
+    header, chunks = container.read(data, max_pixels)  # a header over the cap: refused before its chunks are read
     width, height = header.display_size  # at least the coded size
-    if width * height > max_pixels:
-        raise FormatError(f"the file claims {width}×{height} pixels, over the cap of {max_pixels}")
     if not chunks:
         raise FormatError("the file holds no iterations")
     if iterations is not None and not 1 <= iterations:

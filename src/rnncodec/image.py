@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageColor, ImageOps, UnidentifiedImageError
 
-from .container import MAX_SIDE
+from .container import MAX_ICC, MAX_SIDE
 from .errors import ImageError, Note
 from .fileio import reading
 
@@ -68,6 +68,8 @@ class RGBImage:
         h, w = self.pixels.shape[:2]
         if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):  # what an .rnc header can hold
             raise ImageError(f"a {w}×{h} image cannot be coded: each side must be 1 to {MAX_SIDE} pixels")
+        if len(self.icc_profile or b"") > MAX_ICC:
+            raise ImageError(f"an ICC profile of {len(self.icc_profile)} bytes is larger than the format holds ({MAX_ICC})")
 
 
 def _alpha_plane(im: Image.Image) -> np.ndarray | None:

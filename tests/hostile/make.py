@@ -46,8 +46,8 @@ def corpus() -> dict[str, bytes]:
                           overlap, iterations)
 
     return {
-        # one tile of 65520 px: a tile far past the format's bound
-        "huge-tile.rnc": raw_header(fields(16384, 16384, 65520, 0, 1)) + chunks(1, 1),
+        # one tile of 65520 px (8192² claimed, under the default cap): a tile far past the format's bound
+        "huge-tile.rnc": raw_header(fields(8192, 8192, 65520, 0, 1)) + chunks(1, 1),
         # empty coder-2 segments claiming 2048² at 4 iterations: the range decoder would invent every bit
         "empty-segments.rnc": header(2048, 2048) + chunks(4, 4),
         # segments of one word each: the decoder runs out of data in the first rows
