@@ -1,6 +1,7 @@
 """Hostile inputs and hard stops, measured on whole `rnncodec` processes, as a user meets them.
 
     .venv/bin/python bench/hostile.py corpus              # each tests/hostile file: exit, CPU s, peak RSS
+    PYTHONPATH=OLD/src .venv/bin/python bench/hostile.py corpus empty-segments.rnc   # the same, another checkout
     .venv/bin/python bench/hostile.py signals --runs 20   # each stop signal at random moments of a folder run
     .venv/bin/python bench/hostile.py writers --writers 20 --rounds 3   # concurrent writers to one new path
 
@@ -12,8 +13,10 @@ parent only (as `timeout` and `kill` do), each at a moment drawn uniformly from 
 end of an uninterrupted run (timed first). Counted per signal: exit codes, seconds from the
 signal to the exit, `.part` files left, tracebacks printed, processes of the group still alive
 after the exit (zombies awaiting their reaper aside) and whether the files named as finished exist.
-writers: N processes compress one image to the same new path at once, without --force; exactly
-one may succeed (exit 0) and every other must exit 6 with "exists", the file whole.
+writers: N processes compress one image to the same new path at once, without --force, each
+given its input only once all of them wait for it (past the up-front check, so that they race to
+publish); exactly one may succeed (exit 0) and every other must exit 6 with "exists", the file
+whole, no temporary file left.
 """
 from __future__ import annotations
 
@@ -38,9 +41,9 @@ HOSTILE = Path(__file__).resolve().parents[1] / "tests" / "hostile"
 CLI = [sys.executable, "-m", "rnncodec.cli"]
 
 
-def corpus() -> None:
+def corpus(names: list[str] | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        for path in sorted(HOSTILE.glob("*.rnc")):
+        for path in sorted(HOSTILE.glob("*.rnc")) if not names else [HOSTILE / name for name in names]:
             p = subprocess.Popen([*CLI, "decompress", str(path), "-o", f"{tmp}/out.png"], stderr=subprocess.PIPE,
                                  text=True)
             _, status, usage = os.wait4(p.pid, 0)
@@ -111,15 +114,31 @@ def signals(runs: int, seed: int) -> None:
                 print(json.dumps({"run": i, **record}), flush=True)
 
 
+def _reading_stdin(pid: int) -> bool:
+    """Whether a process is blocked in read(0, …): past every check it makes before its input."""
+    try:
+        return Path(f"/proc/{pid}/syscall").read_text().split()[:2] == ["0", "0x0"]
+    except OSError:
+        return False
+
+
 def writers(n: int, rounds: int) -> None:
+    """Each writer reads the image from standard input, which is given to all at once only when
+    every one of them waits for it: all have passed the up-front "exists" check, and they race
+    to publish."""
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "in.png"
         Image.fromarray(smooth_image(128, 128)).save(png)
         for r in range(rounds):
             out = Path(tmp) / f"out{r}.rnc"
-            procs = [subprocess.Popen([*CLI, "compress", str(png), "-o", str(out), "-i", "2"], stderr=subprocess.PIPE,
-                                      text=True) for _ in range(n)]
-            results = [(p.wait(), p.stderr.read()) for p in procs]
+            procs = [subprocess.Popen([*CLI, "compress", "-", "-o", str(out), "-i", "2"], stdin=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=False) for _ in range(n)]
+            while not all(_reading_stdin(p.pid) for p in procs):
+                time.sleep(0.2)
+            for p in procs:
+                p.stdin.write(png.read_bytes())
+                p.stdin.close()
+            results = [(p.wait(), p.stderr.read().decode()) for p in procs]
             codes = Counter(code for code, _ in results)
             whole = container.read(out.read_bytes())[0].width == 128 if out.exists() else False
             print(json.dumps({"round": r, "writers": n, "exit_codes": dict(codes),
@@ -132,7 +151,8 @@ def writers(n: int, rounds: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
-    sub.add_parser("corpus")
+    c = sub.add_parser("corpus")
+    c.add_argument("files", nargs="*", help="names in tests/hostile (default: all)")
     s = sub.add_parser("signals")
     s.add_argument("--runs", type=int, default=20, help="runs per signal")
     s.add_argument("--seed", type=int, default=0)
@@ -141,7 +161,7 @@ def main() -> None:
     w.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     if args.what == "corpus":
-        corpus()
+        corpus(args.files)
     elif args.what == "signals":
         signals(args.runs, args.seed)
     else:
