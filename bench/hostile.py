@@ -92,13 +92,15 @@ def _run(src: Path, signum: int | None, delay: float) -> dict:
     err = p.communicate(timeout=600)[1]
     end = time.monotonic()
     time.sleep(2)  # the workers' own exits
-    finished = [line.strip() for line in err.splitlines() if line.startswith("  ")]
-    return {"signal": signal.Signals(signum).name if signum else None, "delay_s": round(delay, 2),
+    finished = [line.strip() for line in err.splitlines() if line.startswith("  ") and line.strip().endswith(".rnc")]
+    missing = [f for f in finished if not Path(f).exists()]
+    return {"stderr": err if "Traceback" in err or missing else None,
+            "signal": signal.Signals(signum).name if signum else None, "delay_s": round(delay, 2),
             "sent": sent is not None, "exit": p.returncode, "seconds": round(end - start, 2),
             "stop_s": round(end - sent, 2) if sent else None,
             "partial": sum(f.name.endswith(".part") for f in out.rglob("*")) if out.exists() else 0,
             "traceback": "Traceback" in err, "left": _alive(p.pid),
-            "finished_listed": len(finished), "finished_missing": sum(not Path(f).exists() for f in finished),
+            "finished_listed": len(finished), "finished_missing": len(missing),
             "outputs": len(list(out.glob("*.rnc"))) if out.exists() else 0}
 
 
