@@ -12,7 +12,8 @@ SIGINT and SIGHUP go to the whole process group (as a terminal sends them), SIGT
 parent only (as `timeout` and `kill` do), each at a moment drawn uniformly from the start to the
 end of an uninterrupted run (timed first). Counted per signal: exit codes, seconds from the
 signal to the exit, `.part` files left, tracebacks printed, processes of the group still alive
-after the exit (zombies awaiting their reaper aside) and whether the files named as finished exist.
+after the exit (zombies awaiting their reaper aside), stderr lines that are not the CLI's own
+(any other is kept in the record), and whether the files named as finished exist.
 writers: N processes compress one image to the same new path at once, without --force, each
 given its input only once all of them wait for it (past the up-front check, so that they race to
 publish); exactly one may succeed (exit 0) and every other must exit 6 with "exists", the file
@@ -94,7 +95,8 @@ def _run(src: Path, signum: int | None, delay: float) -> dict:
     time.sleep(2)  # the workers' own exits
     finished = [line.strip() for line in err.splitlines() if line.startswith("  ") and line.strip().endswith(".rnc")]
     missing = [f for f in finished if not Path(f).exists()]
-    return {"stderr": err if "Traceback" in err or missing else None,
+    others = [line for line in err.splitlines() if not line.startswith(("rnncodec: ", "  /"))]  # not the CLI's own
+    return {"stderr": err if others or missing else None, "other_lines": len(others),
             "signal": signal.Signals(signum).name if signum else None, "delay_s": round(delay, 2),
             "sent": sent is not None, "exit": p.returncode, "seconds": round(end - start, 2),
             "stop_s": round(end - sent, 2) if sent else None,

@@ -131,12 +131,15 @@ def compress_files(tasks: list[tuple[Path, Path]], *, force: bool = False, model
     processes do the work."""
     reading, options = reading or {}, options or {}
     with ExitStack() as stack:
-        with signals_held():  # workers start with the stop signals held, until _init_worker sets their handlers
-            if executor is None:
-                executor = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=get_context("spawn"),
-                                               initializer=_init_worker, initargs=(reading.get("max_pixels"),))
-                stack.callback(executor.shutdown)
-                stack.push(_stopper(executor))
+        if executor is None:
+            executor = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=get_context("spawn"),
+                                           initializer=_init_worker, initargs=(reading.get("max_pixels"),))
+            stack.callback(executor.shutdown)
+            stack.push(_stopper(executor))
+        # Workers start (at submit) with the stop signals held, until _init_worker sets their handlers.
+        # Not around the executor's creation: multiprocessing's resource tracker, which starts there,
+        # unblocks SIGINT and SIGTERM behind it.
+        with signals_held():
             futures: dict[Future, Path] = {
                 executor.submit(_compress_one, src, dst, force, model_path, coder, reading, options): src
                 for src, dst in tasks}

@@ -28,7 +28,7 @@ from .errors import (
     Stopped,
 )
 from .eval.cli import register as register_eval
-from .fileio import atomic_write, check_output, decoded_name, output_name
+from .fileio import STOP_SIGNALS, atomic_write, check_output, decoded_name, output_name
 from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, DOWNSCALES, RGBImage
 from .precision import PRECISIONS
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, plan_tiles
@@ -505,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_note
     warnings.simplefilter("ignore" if args.quiet else "always", Note)
     for signum in (signal.SIGTERM, signal.SIGHUP):  # as ^C raises KeyboardInterrupt: cleanups run on the way out
-        signal.signal(signum, _stop)
+        if signal.getsignal(signum) == signal.SIG_DFL:  # one ignored (nohup) stays ignored
+            signal.signal(signum, _stop)
     try:
         try:
             args.func(args)
@@ -530,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rnncodec: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    finally:  # the work is over: a signal now would only cut the interpreter's exit short
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     return 0
 
 
