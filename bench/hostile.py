@@ -74,12 +74,18 @@ def _alive(pgid: int) -> int:
     return n
 
 
+def _default_signals() -> None:
+    """The child as a terminal starts it, even where this script runs under nohup (SIGHUP ignored)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _run(src: Path, signum: int | None, delay: float) -> dict:
     out = src.with_name("in.rnc")
     subprocess.run(["rm", "-rf", str(out)], check=True)
     start = time.monotonic()
     p = subprocess.Popen([*CLI, "compress", str(src), "-o", str(out), "-j", "2", "-i", "2"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_signals)
     sent = None
     if signum is not None:
         try:
