@@ -9,12 +9,13 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
-from multiprocessing import active_children, get_context
+from multiprocessing import active_children, get_context, resource_tracker
 from pathlib import Path
 
 import torch
@@ -111,6 +112,24 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
     return error, [str(w.message) for w in caught if issubclass(w.category, Note)]
 
 
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (a process in our group, which the executor's
+    queues need) with SIGHUP ignored and its warnings off, before the executor would start it.
+    It ignores SIGINT and SIGTERM itself, but a closed terminal's SIGHUP would kill it, and its
+    relaunch prints tracebacks; and on a stop its notes about the semaphores it then frees are
+    no news to a user who stopped the run. Both settings pass to it across its exec."""
+    if threading.current_thread() is not threading.main_thread():
+        resource_tracker.ensure_running()
+        return
+    old, options = signal.signal(signal.SIGHUP, signal.SIG_IGN), list(sys.warnoptions)
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.signal(signal.SIGHUP, old)
+        sys.warnoptions[:] = options
+
+
 def _stopper(executor: ProcessPoolExecutor):
     """An exit callback: leaving early (a signal, an error, the caller closing the generator)
     stops the workers at once rather than waiting for the files they are on."""
@@ -132,6 +151,7 @@ def compress_files(tasks: list[tuple[Path, Path]], *, force: bool = False, model
     reading, options = reading or {}, options or {}
     with ExitStack() as stack:
         if executor is None:
+            _start_resource_tracker()
             executor = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=get_context("spawn"),
                                            initializer=_init_worker, initargs=(reading.get("max_pixels"),))
             stack.callback(executor.shutdown)
