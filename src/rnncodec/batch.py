@@ -14,7 +14,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from multiprocessing import active_children, get_context, resource_tracker
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from .errors import Note, RNNCodecError, Stopped
-from .fileio import STOP_SIGNALS, atomic_write, output_name, signals_held
+from .fileio import atomic_write, output_name, signals_held
 from .image import list_images, pillow_opens, read_image
 
 # What a worker's threads share: the model cache (the first thread loads, the others wait) and
@@ -45,12 +45,11 @@ def _init_worker(max_pixels: int | None) -> None:
     torch.set_num_threads(1)  # N processes × 1 thread each: no oversubscription
     if max_pixels is not None:  # this process is the application's: Pillow's cap as the parent's --max-pixels
         Image.MAX_IMAGE_PIXELS = max_pixels
-    # ^C and a closed terminal signal the whole process group: the parent alone decides, and stops
-    # its workers with SIGTERM; and a worker whose parent died (even by SIGKILL) is sent SIGTERM too
+    # ^C and a closed terminal signal the whole process group: the parent alone decides (_spawning),
+    # and stops its workers with SIGTERM; a worker whose parent died (even by SIGKILL) gets SIGTERM too
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_worker)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
     except (OSError, AttributeError):
@@ -112,6 +111,23 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
     return error, [str(w.message) for w in caught if issubclass(w.category, Note)]
 
 
+@contextmanager
+def _spawning() -> Iterator[None]:
+    """Worker processes start ignoring SIGINT and SIGHUP (ignored dispositions pass across exec),
+    which a terminal sends to the whole group while a worker still imports torch: the parent alone
+    decides. SIGTERM keeps its default action until _init_worker sets its handler, so a worker
+    stopped while it starts, with no output yet, dies at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+
+
 def _start_resource_tracker() -> None:
     """Start multiprocessing's resource tracker (a process in our group, which the executor's
     queues need) with SIGHUP ignored and its warnings off, before the executor would start it.
@@ -156,10 +172,7 @@ def compress_files(tasks: list[tuple[Path, Path]], *, force: bool = False, model
                                            initializer=_init_worker, initargs=(reading.get("max_pixels"),))
             stack.callback(executor.shutdown)
             stack.push(_stopper(executor))
-        # Workers start (at submit) with the stop signals held, until _init_worker sets their handlers.
-        # Not around the executor's creation: multiprocessing's resource tracker, which starts there,
-        # unblocks SIGINT and SIGTERM behind it.
-        with signals_held():
+        with _spawning():  # the workers start at submit
             futures: dict[Future, Path] = {
                 executor.submit(_compress_one, src, dst, force, model_path, coder, reading, options): src
                 for src, dst in tasks}
