@@ -89,9 +89,9 @@ def _compress(args: argparse.Namespace) -> None:
     if args.input != STDIO and Path(args.input).is_dir():
         _compress_folder(args, reading, options)
         return
-    encode = _onnx_encoder(args, options) or _torch_encoder(args, options)
     out = args.output or (STDIO if args.input == STDIO else output_name(Path(args.input)))
-    _check_output(out, args.force)
+    _check_output(out, args.force)  # before the model loads
+    encode = _onnx_encoder(args, options) or _torch_encoder(args, options)
     data = encode(read_image(sys.stdin.buffer if args.input == STDIO else Path(args.input), **reading))
     _write_output(out, lambda f: f.write(data), args.force)
 
@@ -152,13 +152,13 @@ def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> 
     outputs = dict(tasks)
     try:
         with closing(results):  # leaving early stops the workers at once (batch.compress_files)
-            for src, error in tqdm(results, total=len(tasks), desc="compressing", unit="image", delay=1.0,
-                                   disable=not _progress(args)):
+            for image, error in tqdm(results, total=len(tasks), desc="compressing", unit="image", delay=1.0,
+                                     disable=not _progress(args)):
                 if error:
                     failures += 1
                     tqdm.write(f"rnncodec: error: {error}", file=sys.stderr)
                 else:
-                    finished.append(outputs[src])
+                    finished.append(outputs[image])
     except (KeyboardInterrupt, Stopped):
         print(f"rnncodec: stopped after {len(finished)} of {len(tasks)} file(s); finished:", file=sys.stderr)
         for path in finished:
