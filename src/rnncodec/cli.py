@@ -532,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rnncodec: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:  # the work is over: a signal now would only cut the interpreter's exit short
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)  # for every thread (a mask is one thread's), and kept at exit
     return 0
 
 
