@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_note
     warnings.simplefilter("ignore" if args.quiet else "always", Note)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     for signum in (signal.SIGTERM, signal.SIGHUP):  # as ^C raises KeyboardInterrupt: cleanups run on the way out
         if signal.getsignal(signum) == signal.SIG_DFL:  # one ignored (nohup) stays ignored
             signal.signal(signum, _stop)
@@ -531,9 +532,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rnncodec: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    finally:  # the work is over: a signal now would only cut the interpreter's exit short
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)  # for every thread (a mask is one thread's), and kept at exit
+    finally:
+        for signum, handler in previous.items():
+            # The process's own command (no argv): the work is over, and a signal now would only cut
+            # the interpreter's exit short (ignored dispositions survive it). A caller's: as it was.
+            signal.signal(signum, signal.SIG_IGN if argv is None else handler)
     return 0
 
 
