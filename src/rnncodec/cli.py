@@ -536,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         for signum, handler in previous.items():
             # The process's own command (no argv): the work is over, and a signal now would only cut
             # the interpreter's exit short (ignored dispositions survive it). A caller's: as it was.
-            signal.signal(signum, signal.SIG_IGN if argv is None else handler)
+            if argv is None or handler is not None:  # None: a handler not set from Python, left alone
+                signal.signal(signum, signal.SIG_IGN if argv is None else handler)
     return 0
 
 
