@@ -104,6 +104,18 @@ def check_output(path: str | Path, force: bool) -> None:
         raise OutputError(f"cannot write {path}: not a regular file, character device or FIFO")
 
 
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside `path` (descriptor, name); failures as OutputError."""
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except FileNotFoundError:
+        raise OutputError(f"cannot write {path}: no such directory") from None
+    except PermissionError:
+        raise OutputError(f"cannot write {path}: permission denied") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], force: bool = False) -> None:
     """Write through `write` into a temporary file beside `path`, then give it that name: never a
     partial file, even when a signal stops the process. Without `force` an existing file is never
@@ -124,16 +136,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], force: boo
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         return
     mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
-    with signals_held():
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        except FileNotFoundError:
-            raise OutputError(f"cannot write {path}: no such directory") from None
-        except PermissionError:
-            raise OutputError(f"cannot write {path}: permission denied") from None
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    tmp = None
     try:
+        with signals_held():  # a stop held here arrives as this block ends: inside the try, tmp named
+            fd, tmp = _temporary(path)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -148,8 +154,9 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], force: boo
                 finally:
                     os.unlink(tmp)
     except BaseException as exc:
-        with signals_held():
-            Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            with signals_held():
+                Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
