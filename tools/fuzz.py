@@ -1,7 +1,11 @@
 """Decoder fuzzing at scale: hypothesis-mutated .rnc streams of each payload coder, in resumable
 batches. A decode may only succeed or raise the project's decode error (rnncodec.testing.ALLOWED);
 any other exception, or a decode slower than --timeout seconds (a hang), is a failure, and its
-input is saved to DIR/failures with the traceback beside it.
+input is saved to DIR/failures with the traceback beside it. The mutations are byte-level and
+structure-aware (header fields at their extremes, segments and chunks lied about, sections
+swapped: rnncodec.testing.mutations), of three streams per coder: plain, with an alpha plane and a
+display size, and with block iteration counts. Each batch records the work its inputs demanded:
+the most decode CPU time per input byte, and the process's peak RSS so far.
 
 Batch i of a coder draws its cases from hypothesis seeded with "coder/i", so it holds the same
 inputs on every run (and other inputs than batch i of the other coders). Each finished batch
@@ -20,13 +24,16 @@ import datetime
 import hashlib
 import json
 import os
+import resource
 import signal
 import time
 import traceback
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
 
 from rnncodec.codec import decode, encode
 from rnncodec.entropy import RawCoder
@@ -76,9 +83,11 @@ def main() -> None:
                 print(json.dumps(record), flush=True)
 
 
-def make_streams(models: Path, coders: list[str]) -> dict[str, bytes]:
-    """A valid stream per coder (40×56 pixels in 32-px tiles: several tiles, partial edge blocks;
-    4 iterations) made with tiny seeded models saved in `models`, where decoding finds them by id."""
+def make_streams(models: Path, coders: list[str]) -> dict[str, list[bytes]]:
+    """Valid streams per coder (40×56 pixels in 32-px tiles: several tiles, partial edge blocks;
+    4 iterations): plain, with an alpha plane coded at half size (alpha and display sections), and
+    adaptive (block counts); made with tiny seeded models saved in `models`, where decoding finds
+    them by id."""
     models.mkdir(parents=True, exist_ok=True)
     save_tiny_image_model(models / "tiny.safetensors")
     net = tiny_context_model(1, iterations=6, masked=8, state=8, row=8, head=16)  # 32 bits, as the image model's
@@ -89,14 +98,19 @@ def make_streams(models: Path, coders: list[str]) -> dict[str, bytes]:
              "arithmetic": lambda: arithmetic_coder(models / "tiny-entropy.safetensors"),
              "integer": lambda: integer_coder(models / "tiny-entropy-int.safetensors")}
     model = load_image_model(models / "tiny.safetensors")
-    return {name: encode(smooth_image(40, 56), iterations=4, model=model, tile=32, overlap=16, coder=build[name]()).data
+    rgb, rgba = smooth_image(40, 56), smooth_image(40, 56, seed=1)
+    rgba = np.dstack([rgba, np.where(rgba[..., 0] > 128, 255, rgba[..., 1])]).astype(np.uint8)
+    variants = ({"image": rgb, "iterations": 4}, {"image": rgba, "iterations": 4, "downscale": 2},
+                {"image": rgb, "quality": 60})
+    return {name: [encode(tile=32, overlap=16, model=model, coder=build[name](), **v).data for v in variants]
             for name in coders}
 
 
-def run_batch(coder: str, data: bytes, index: int, size: int, timeout: float, failures: Path) -> dict:
-    """Decode `size` mutations of `data` drawn with hypothesis seeded by coder and index; the batch's
-    log record."""
+def run_batch(coder: str, streams: list[bytes], index: int, size: int, timeout: float, failures: Path) -> dict:
+    """Decode `size` mutations of `streams` drawn with hypothesis seeded by coder and index; the
+    batch's log record."""
     outcomes: Counter[str] = Counter()
+    worst = {"cpu_per_byte": 0.0, "cpu": 0.0, "bytes": 0}
     failed: list[dict[str, str]] = []
     inputs: set[bytes] = set()  # hypothesis repeats some inputs: count the distinct ones too
 
@@ -107,10 +121,11 @@ def run_batch(coder: str, data: bytes, index: int, size: int, timeout: float, fa
     @seed(f"{coder}/{index}")  # a str seeds random.Random by its bytes, the same in every process
     @settings(max_examples=size, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(mutations(data))
+    @given(st.sampled_from(streams).flatmap(mutations))
     def check(mutated: bytes) -> None:
         inputs.add(hashlib.sha256(mutated).digest())
         signal.setitimer(signal.ITIMER_REAL, timeout)
+        cpu = time.process_time()
         try:
             decode(mutated)
             outcomes["decoded"] += 1
@@ -125,12 +140,16 @@ def run_batch(coder: str, data: bytes, index: int, size: int, timeout: float, fa
             failed.append({"kind": kind, "input": str(path)})
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            cpu = time.process_time() - cpu
+            if cpu / max(len(mutated), 1) > worst["cpu_per_byte"]:
+                worst.update(cpu_per_byte=cpu / max(len(mutated), 1), cpu=cpu, bytes=len(mutated))
 
     signal.signal(signal.SIGALRM, on_alarm)
     start = time.monotonic()
     check()
     return {"coder": coder, "batch": index, "size": size, "cases": sum(outcomes.values()), "distinct": len(inputs),
-            "outcomes": dict(sorted(outcomes.items())), "failures": failed,
+            "outcomes": dict(sorted(outcomes.items())), "failures": failed, "worst": worst,
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "seconds": round(time.monotonic() - start, 2),
             "finished": datetime.datetime.now().isoformat(timespec="seconds")}
 
@@ -146,10 +165,15 @@ def summarise(records: list[dict]) -> None:
         seconds = sum(r["seconds"] for r in mine)
         outcomes = sum((Counter(r["outcomes"]) for r in mine), Counter())
         failures = [f["input"] for r in mine for f in r["failures"]]
+        worst = max((r["worst"] for r in mine if "worst" in r), key=lambda w: w["cpu_per_byte"], default=None)
+        rss = max((r["peak_rss_mib"] for r in mine if "peak_rss_mib" in r), default=None)
         print(f"{coder}: {len(mine)} batches, {cases} cases ({distinct} distinct within their batch) in "
               f"{seconds:.0f} s ({cases / max(seconds, 0.01):.1f} cases/s; "
               f"last batch {mine[-1]['finished']}): " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
-              + f"; {len(failures)} failures" + "".join(f"\n  {f}" for f in failures))
+              + f"; {len(failures)} failures"
+              + (f"; worst decode {worst['cpu_per_byte'] * 1e6:.0f} µs CPU per byte ({worst['cpu']:.3f} s for "
+                 f"{worst['bytes']} bytes), peak RSS {rss} MiB" if worst else "")
+              + "".join(f"\n  {f}" for f in failures))
 
 
 if __name__ == "__main__":

@@ -5,25 +5,39 @@ import argparse
 import io
 import json
 import os
+import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import BinaryIO
 
 from .backend import ENGINES
 from .config import CELLS, FRAMEWORKS
-from .errors import BatchError, FormatError, ImageError, ModelError, Note, OptionError, OutputError, RNNCodecError
+from .errors import (
+    BatchError,
+    FormatError,
+    ImageError,
+    ModelError,
+    Note,
+    OptionError,
+    OutputError,
+    ResourceError,
+    RNNCodecError,
+    Stopped,
+)
 from .eval.cli import register as register_eval
-from .fileio import atomic_write, decoded_name, output_name
+from .fileio import STOP_SIGNALS, atomic_write, check_output, decoded_name, output_name
 from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, RGBImage
 from .precision import PRECISIONS
 from .rate import Rate
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
 from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainConfig, add_flags, from_args
 
-EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7}  # 1: other, 2: usage
+EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7, ResourceError: 8}
+# 1: other, 2: usage; a stop by a signal: 128 + its number (SIGHUP 129, SIGINT 130, SIGTERM 143)
 
 
 STDIO = "-"  # as input: standard input; as output: standard output
@@ -35,13 +49,13 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _check_output(out: str | Path, force: bool) -> None:
-    """Refuse an output before any work is done: an existing file (without --force), or binary
-    data bound for a terminal."""
+    """Refuse an output before any work is done: binary data bound for a terminal, or a file that
+    cannot be written (fileio.check_output: exists without --force, missing folder, …)."""
     if str(out) == STDIO:
         if sys.stdout.isatty():
             raise OutputError("refusing to write binary data to a terminal (redirect standard output, or use -o FILE)")
-    elif Path(out).exists() and not force:
-        raise OutputError(f"{out} exists (use --force to overwrite)")
+    else:
+        check_output(out, force)
 
 
 def _write_output(out: str | Path, write: Callable[[BinaryIO], None], force: bool) -> None:
@@ -63,14 +77,15 @@ def _compress(args: argparse.Namespace) -> None:
 
     options = dict(rate=Rate(**{name: getattr(args, name) for name in Rate.options()}), tile=args.tile,
                    overlap=args.overlap, precision=args.precision)
+    check_tiling(args.tile, args.overlap)  # before any image is read
     reading = dict(max_pixels=args.max_pixels, alpha=args.alpha, background=args.background)
     Image.MAX_IMAGE_PIXELS = args.max_pixels  # the application sets Pillow's cap; read_image applies ours
     if args.input != STDIO and Path(args.input).is_dir():
         _compress_folder(args, reading, options)
         return
-    encode = _encoder(args, options)
     out = args.output or (STDIO if args.input == STDIO else output_name(Path(args.input)))
-    _check_output(out, args.force)
+    _check_output(out, args.force)  # before the model loads
+    encode = _encoder(args, options)
     data = encode(read_image(sys.stdin.buffer if args.input == STDIO else Path(args.input), **reading))
     _write_output(out, lambda f: f.write(data), args.force)
 
@@ -108,14 +123,24 @@ def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> 
     if args.output == STDIO:
         raise OptionError("a folder compresses into a folder, not to standard output")
     tasks, skipped = plan_folder(src, Path(args.output) if args.output else output_name(src.resolve()))
-    failures = 0
+    failures, finished = 0, []
     results = compress_files(tasks, force=args.force, model_path=args.model, coder=args.coder, reading=reading,
                              options=options, processes=args.jobs)
-    for _, error in tqdm(results, total=len(tasks), desc="compressing", unit="image", delay=1.0,
-                         disable=not _progress(args)):
-        if error:
-            failures += 1
-            tqdm.write(f"rnncodec: error: {error}", file=sys.stderr)
+    outputs = dict(tasks)
+    try:
+        with closing(results):  # leaving early stops the workers at once (batch.compress_files)
+            for image, error in tqdm(results, total=len(tasks), desc="compressing", unit="image", delay=1.0,
+                                     disable=not _progress(args)):
+                if error:
+                    failures += 1
+                    tqdm.write(f"rnncodec: error: {error}", file=sys.stderr)
+                else:
+                    finished.append(outputs[image])
+    except (KeyboardInterrupt, Stopped):
+        print(f"rnncodec: stopped after {len(finished)} of {len(tasks)} file(s); finished:", file=sys.stderr)
+        for path in finished:
+            print(f"  {path}", file=sys.stderr)
+        raise
     for path in skipped if args.verbose else []:
         print(f"rnncodec: skipped (not an image file): {path}", file=sys.stderr)
     if skipped and not args.verbose:
@@ -139,13 +164,19 @@ def _model_lookup(path: str | None):
     return lookup
 
 
-def _read_stream(path: str) -> bytes:
+@contextmanager
+def _read_stream(path: str) -> Iterator[BinaryIO]:
+    """An .rnc input as a binary stream, which `container.read` reads no further than it announces
+    (never whole before its magic is checked: /dev/zero, a huge file of junk)."""
     from .fileio import reading
 
     if path == STDIO:
-        return sys.stdin.buffer.read()
+        yield sys.stdin.buffer
+        return
     with reading(path, FormatError):
-        return Path(path).read_bytes()
+        f = open(path, "rb")  # noqa: SIM115  (closed below; `reading` must not see the decoder's errors)
+    with f:
+        yield f
 
 
 def _decompress(args: argparse.Namespace) -> None:
@@ -160,23 +191,25 @@ def _decompress(args: argparse.Namespace) -> None:
     if fmt is None:
         raise OutputError(f"{out}: unknown image file extension (use .png)")
     _check_output(out, args.force)
-    dec = decode(_read_stream(args.input), args.iterations, _model_lookup(args.model), progress=_progress(args),
-                 max_pixels=args.max_pixels, precision=args.precision, device=args.device)
+    with _read_stream(args.input) as f:
+        dec = decode(f, args.iterations, _model_lookup(args.model), progress=_progress(args),
+                     max_pixels=args.max_pixels, precision=args.precision, device=args.device)
     im = dec.to_pil()  # RGBA when the file holds an alpha plane
     extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}  # not every plugin reads im.info's
     _write_output(out, lambda f: im.save(f, format=fmt, **extra), args.force)
 
 
-def _describe(data: bytes) -> dict:
+def _describe(f: BinaryIO, max_pixels: int | None = None) -> dict:
     """What `info` shows of an .rnc stream: header fields, optional sections, and each chunk with
     the size and rate of the file cut after it (a prefix, as --iterations K writes it)."""
     from . import container
     from .zoo import image_model_source
 
-    header, chunks = container.read(data)
+    header, chunks = container.read(f, max_pixels)
+    size = container.size(header, chunks)
     width, height = header.display_size
     pixels = width * height
-    return {"bytes": len(data), "bpp": len(data) * 8 / pixels, "width": width, "height": height,
+    return {"bytes": size, "bpp": size * 8 / pixels, "width": width, "height": height,
             "coded_width": header.width, "coded_height": header.height,
             "model_id": header.model_id.hex(), "model": image_model_source(header.model_id),
             "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(),
@@ -188,7 +221,8 @@ def _describe(data: bytes) -> dict:
 
 
 def _info(args: argparse.Namespace) -> None:
-    d = {"file": args.input, **_describe(_read_stream(args.input))}
+    with _read_stream(args.input) as f:
+        d = {"file": args.input, **_describe(f, args.max_pixels)}
     if args.json:
         print(json.dumps(d, indent=1))
         return
@@ -346,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe an .rnc file")
     _rnc_input(i)
     i.add_argument("--json", action="store_true", help="machine-readable: header fields, sections, chunks and prefixes")
+    _max_pixels_flag(i)
     i.set_defaults(func=_info)
 
     t = _run_parser(sub, "train", "train an image model on folders of images", TrainConfig)
@@ -423,21 +458,34 @@ def _show_note(message, category, filename, lineno, file=None, line=None) -> Non
 _show_warning = warnings.showwarning
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_note
     warnings.simplefilter("ignore" if args.quiet else "always", Note)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # as ^C raises KeyboardInterrupt: cleanups run on the way out
+        if signal.getsignal(signum) == signal.SIG_DFL:  # one ignored (nohup) stays ignored
+            signal.signal(signum, _stop)
     try:
-        args.func(args)
+        try:
+            args.func(args)
+        except MemoryError:
+            raise ResourceError("out of memory: the work needs more than this machine gives (a smaller "
+                                "--max-pixels or --tile refuses or splits such inputs)") from None
     except RNNCodecError as exc:
         print(f"rnncodec: error: {exc}", file=sys.stderr)
         return EXIT_CODES.get(type(exc), 1)
     except ValueError as exc:
         print(f"rnncodec: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("rnncodec: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Stopped) as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        print(f"rnncodec: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # the reader left (`rnncodec info k.rnc | head`): quiet, as SIGPIPE would end a C tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit does not fail again
         return 141
@@ -446,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rnncodec: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        for signum, handler in previous.items():
+            # The process's own command (no argv): the work is over, and a signal now would only cut
+            # the interpreter's exit short (ignored dispositions survive it). A caller's: as it was.
+            if argv is None or handler is not None:  # None: a handler not set from Python, left alone
+                signal.signal(signum, signal.SIG_IGN if argv is None else handler)
     return 0
 
 

@@ -8,9 +8,11 @@ header's CRC, so every prefix of a file keeps them.
 """
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass, replace
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,6 +23,9 @@ VERSION = 1  # files whose blocks all get every iteration, as every rnncodec rea
 VERSION_ADAPTIVE = 2  # chunks hold bits of active blocks only (FLAG_BLOCKS): older readers must refuse them
 MAX_SIDE = 1 << 20  # a header claiming more is refused before anything is allocated
 MAX_ITERATIONS = 64
+MAX_TILE_SPAN = 4096  # tile + 2·overlap: the side of the largest region the image model codes at once
+BITS_PER_BLOCK = 32  # bits per 16×16 block and iteration of every image model
+MAX_ICC = 1 << 24  # bytes of an ICC profile (real ones are kilobytes, rarely a megabyte)
 FLAG_ICC = 1
 FLAG_ALPHA = 2
 FLAG_BLOCKS = 4
@@ -113,13 +118,34 @@ class Chunks:
         return truncate(header, [(join_segments(s), c) for s, c in zip(self.segments[:iterations], self.crcs)], iterations)
 
 
-def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
-    """Parse a stream; every complete chunk is returned, a partial one is an error."""
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+_PIECE = 1 << 20  # what a stream is read in: a length a file announces but does not hold costs no memory
+
+
+def _read(f: BinaryIO, n: int, what: str) -> bytes:
+    """Exactly n bytes of `f`, read a piece at a time; fewer is a FormatError naming `what`."""
+    parts, left = [], n
+    while left:
+        part = f.read(min(left, _PIECE))
+        if not part:
+            raise FormatError(what)
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def read(source: bytes | BinaryIO, max_pixels: int | None = None) -> tuple[Header, list[tuple[bytes, int]]]:
+    """Parse a stream (bytes, or a binary file read from its position): the fixed header first,
+    then only what the header and each chunk's length announce, each length checked against
+    what a valid file can hold before it is read, so a hostile or endless input costs no more
+    than the bytes a valid one of its size would. An image of more than `max_pixels` (at its
+    display size) is refused before its chunks are read. Every complete chunk is returned, a
+    partial one is an error."""
+    f = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+    magic = f.read(len(MAGIC))
+    if magic != MAGIC:
         raise FormatError("not an .rnc file (bad magic)")
-    if len(data) < _FIXED.size + 4:
-        raise FormatError("truncated header")
-    magic, version, coder, flags, precision, model_id, entropy_id, w, h, tile, overlap, iters = _FIXED.unpack_from(data)
+    head = magic + _read(f, _FIXED.size - len(MAGIC), "truncated header")
+    _, version, coder, flags, precision, model_id, entropy_id, w, h, tile, overlap, iters = _FIXED.unpack(head)
     if version not in (VERSION, VERSION_ADAPTIVE):
         raise FormatError(f"unsupported .rnc format version {version} (this rnncodec reads {VERSION} and "
                           f"{VERSION_ADAPTIVE})")
@@ -127,44 +153,83 @@ def read(data: bytes) -> tuple[Header, list[tuple[bytes, int]]]:
         raise FormatError(f"unknown header flags {flags:#04x}: the file needs a newer rnncodec, or is corrupt")
     if bool(flags & FLAG_BLOCKS) != (version == VERSION_ADAPTIVE):
         raise FormatError("corrupt header: block iteration counts and format version disagree")
-    pos = _FIXED.size
+    if max_pixels is not None and w * h > max_pixels:  # a display size is no smaller: refused before it is read
+        raise FormatError(f"the file claims {w}×{h} pixels, over the cap of {max_pixels}")
     sections = {}
     for flag, name in _SECTIONS:
         if flags & flag:
-            if len(data) < pos + 4:
-                raise FormatError("truncated header")
-            (n,) = struct.unpack_from(">I", data, pos)
-            if len(data) < pos + 4 + n + 4:
-                raise FormatError("truncated header")
-            sections[name] = data[pos + 4 : pos + 4 + n]
-            pos += 4 + n
-    if len(data) < pos + 4:
-        raise FormatError("truncated header")
-    (crc,) = struct.unpack_from(">I", data, pos)
-    if zlib.crc32(data[:pos]) != crc:
+            length = _read(f, 4, "truncated header")
+            n = struct.unpack(">I", length)[0]
+            if n > _section_bound(name, w, h, tile, overlap, max_pixels):  # refused before it is read
+                raise FormatError(f"corrupt header: its {name} section claims {n} bytes")
+            sections[name] = _read(f, n, "truncated header")
+            head += length + sections[name]
+    (crc,) = struct.unpack(">I", _read(f, 4, "truncated header"))
+    if zlib.crc32(head) != crc:
         raise FormatError("header CRC mismatch: the file is corrupt")
-    pos += 4
     if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
         raise FormatError(f"invalid image size {w}×{h}")
     if not 1 <= iters <= MAX_ITERATIONS or tile % 16 or tile == 0 or overlap % 16 or overlap >= tile:
         raise FormatError("invalid header fields (iterations, tile or overlap)")
+    if tile + 2 * overlap > MAX_TILE_SPAN:
+        raise FormatError(f"invalid header: tiles of {tile} px with {overlap} px overlaps exceed {MAX_TILE_SPAN} px")
     written = _PRECISION_OF_BYTE.get(precision)  # a value it does not know: not recorded
     header = Header(coder, model_id, entropy_id, w, h, tile, overlap, iters, **sections, precision=written)
     if "display" in sections:
         _check_display(header)
-    chunks = []
-    while pos < len(data):
+    width, height = header.display_size
+    if max_pixels is not None and width * height > max_pixels:
+        raise FormatError(f"the file claims {width}×{height} pixels, over the cap of {max_pixels}")
+    chunks, largest = [], _chunk_bound(header)
+    while frame := f.read(_CHUNK.size):
         if len(chunks) == iters:
             raise FormatError("trailing data after the last chunk")
-        if len(data) < pos + _CHUNK.size:
-            raise FormatError(f"truncated inside chunk {len(chunks) + 1}")
-        n, crc = _CHUNK.unpack_from(data, pos)
-        pos += _CHUNK.size
-        if len(data) < pos + n:
-            raise FormatError(f"truncated inside chunk {len(chunks) + 1}")
-        chunks.append((data[pos : pos + n], crc))
-        pos += n
+        what = f"truncated inside chunk {len(chunks) + 1}"
+        n, crc = _CHUNK.unpack(frame + _read(f, _CHUNK.size - len(frame), what))
+        if n > largest:  # refused before it is read
+            raise FormatError(f"corrupt chunk {len(chunks) + 1}: {n} bytes, more than its tiles' bits can take")
+        chunks.append((_read(f, n, what), crc))
     return header, chunks
+
+
+def _deflate_bound(n: int) -> int:
+    """The most bytes zlib's deflate makes of n bytes (its compressBound)."""
+    return n + (n >> 12) + (n >> 14) + (n >> 25) + 13
+
+
+def _grids(width: int, height: int, tile: int, overlap: int) -> tuple[int, int, int]:
+    """An upper bound on a coded image's tiles and on each tile's 16×16 block grid (rows,
+    columns), from the header alone (tiles.plan_tiles cuts no tile larger)."""
+    width, height, tile = max(width, 1), max(height, 1), max(tile, 16)  # not yet checked: any values
+    ny, nx = -(-height // tile), -(-width // tile)
+    return ny * nx, -(-(-(-height // ny) + 16 + 2 * overlap) // 16), -(-(-(-width // nx) + 16 + 2 * overlap) // 16)
+
+
+def _section_bound(name: str, width: int, height: int, tile: int, overlap: int, max_pixels: int | None) -> int:
+    """The most bytes a valid section can hold (the display size is not yet known: at most
+    MAX_UPSCALE times the coded size in each side, and `max_pixels`)."""
+    if name == "icc_profile":
+        return MAX_ICC
+    if name == "display":
+        return _DISPLAY.size
+    if name == "alpha":
+        shown = min(MAX_UPSCALE * width, MAX_SIDE) * min(MAX_UPSCALE * height, MAX_SIDE)
+        return _deflate_bound(shown if max_pixels is None else min(shown, max_pixels))
+    tiles, gh, gw = _grids(width, height, tile, overlap)
+    return _deflate_bound(tiles * gh * gw)
+
+
+def _chunk_bound(header: Header) -> int:
+    """The most bytes a valid chunk can hold: every bit of every tile at the range coder's worst,
+    16 bits per bit (its probabilities' grid), its constant of up to 96 bits, and a length varint
+    per segment."""
+    tiles, gh, gw = _grids(header.width, header.height, header.tile, header.overlap)
+    return tiles * (BITS_PER_BLOCK * gh * gw * 2 + 12 + 5)
+
+
+def size(header: Header, chunks: list[tuple[bytes, int]]) -> int:
+    """Bytes of the stream `read` parsed into these."""
+    return prefix_sizes(header, chunks)[-1] if chunks else len(header.to_bytes())
 
 
 def join_segments(segments: list[bytes]) -> bytes:

@@ -8,6 +8,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -42,7 +43,7 @@ class Decoded:
 
 
 def decode(
-    data: bytes,
+    data: bytes | BinaryIO,
     iterations: int | None = None,
     model_lookup: Callable[[bytes], ImageModel] = image_model_by_id,
     coder_lookup: Callable[[int, bytes], BitCoder] = coder_by_id,
@@ -51,16 +52,16 @@ def decode(
     precision: str = "auto",
     device: str = "cpu",
 ) -> Decoded:
-    """Decode the first `iterations` chunks (default: all the file holds); `precision` as encode's,
+    """Decode the first `iterations` chunks (default: all the file holds) of an .rnc stream (bytes,
+    or a binary file, read no further than the stream's header and chunks announce and checked
+    as it is read: `container.read`); `precision` as encode's,
     on the CPU (`auto` follows the encoder's, recorded in the header, where it can); `device`
     (cuda, cuda:N) runs the image model on a GPU instead, in fp32.
 
     The lookups turn the header's ids into the image model (by model id) and the payload coder (by
     coder id and entropy model id); by default zoo's, which find the weights by id."""
-    header, chunks = container.read(data)
+    header, chunks = container.read(data, max_pixels)  # a header over the cap: refused before its chunks are read
     width, height = header.display_size  # at least the coded size
-    if width * height > max_pixels:
-        raise FormatError(f"the file claims {width}×{height} pixels, over the cap of {max_pixels}")
     if not chunks:
         raise FormatError("the file holds no iterations")
     if iterations is not None and not 1 <= iterations:

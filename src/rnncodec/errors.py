@@ -38,9 +38,23 @@ class BudgetError(OptionError):
         self.cost = cost
 
 
+class ResourceError(RNNCodecError):
+    """The work needs more memory than the machine gives (an allocation failed)."""
+
+
 class BatchError(RNNCodecError):
     """Some files of a folder failed (each was reported on its own line)."""
 
 
 class Note(UserWarning):
     """Something a user may want to know that is no error (a 16-bit image coded in 8 bits)."""
+
+
+class Stopped(BaseException):
+    """A signal (SIGINT, SIGTERM, SIGHUP) asked the process to stop. A BaseException, as
+    KeyboardInterrupt is, so that no `except Exception` swallows it and every cleanup on the way
+    out (a temporary output file, worker processes) still runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

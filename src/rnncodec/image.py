@@ -15,10 +15,13 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageColor, ImageOps, UnidentifiedImageError
 
+from .container import MAX_ICC, MAX_SIDE
 from .errors import ImageError, Note
 from .fileio import reading
 
-DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP: larger inputs are refused as possible decompression bombs
+# Pillow's own default cap (PIL.Image.MAX_IMAGE_PIXELS, 89.5 MP): larger images, read or claimed by
+# an .rnc file, are refused as possible decompression bombs unless --max-pixels raises it
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 LOSSLESS_SUFFIXES = frozenset({".png", ".ppm", ".pgm", ".pbm", ".pnm", ".bmp", ".tif", ".tiff"})
 ALPHA_CHOICES = ("keep", "drop")  # code transparency losslessly, or flatten onto a background colour
 _INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -60,6 +63,13 @@ class RGBImage:
     pixels: np.ndarray  # H×W×3 uint8
     icc_profile: bytes | None = None
     alpha: np.ndarray | None = None  # H×W uint8; None when every pixel is opaque
+
+    def __post_init__(self) -> None:
+        h, w = self.pixels.shape[:2]
+        if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):  # what an .rnc header can hold
+            raise ImageError(f"a {w}×{h} image cannot be coded: each side must be 1 to {MAX_SIDE} pixels")
+        if len(self.icc_profile or b"") > MAX_ICC:
+            raise ImageError(f"an ICC profile of {len(self.icc_profile)} bytes is larger than the format holds ({MAX_ICC})")
 
 
 def _alpha_plane(im: Image.Image) -> np.ndarray | None:

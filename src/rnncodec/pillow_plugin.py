@@ -33,9 +33,10 @@ class RncImageFile(ImageFile.ImageFile):
     format_description = "rnncodec recurrent neural network image"
 
     def _open(self) -> None:
-        """Read and check the whole stream (headers and chunk framing), decode nothing yet."""
-        self._stream = self.fp.read()
-        header, chunks = container.read(self._stream)
+        """Read and check the stream (headers and chunk framing, no further than they announce),
+        decode nothing yet."""
+        header, chunks = container.read(self.fp)
+        self._stream = container.write(header, chunks)
         self._size = header.display_size
         self._mode = "RGBA" if header.alpha else "RGB"
         self.iterations: int | None = None  # decode this many iterations (None: all the file holds)

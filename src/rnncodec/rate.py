@@ -10,6 +10,7 @@ over every tile at once. Fixed iterations choose nothing and need no first pass.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -51,6 +52,9 @@ class Rate:
     def __post_init__(self) -> None:
         if sum(getattr(self, goal) is not None for goal in self.GOALS) > 1:
             raise OptionError("give one of iterations, bpp, target_psnr, target_ms_ssim or quality")
+        for name in ("bpp", "target_psnr", "target_ms_ssim", "quality"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
+                raise OptionError(f"{name} must be a finite number")
         for name, bad, why in (("iterations", lambda v: v < 1, "must be at least 1"),
                                ("bpp", lambda v: v <= 0, "must be positive"),
                                ("target_psnr", lambda v: v <= 0, "is a positive number of dB"),

@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from .config import STRIDE
+from .container import MAX_TILE_SPAN
 from .errors import OptionError
 from .image import pad_to_multiple
 
@@ -39,9 +40,12 @@ def _cuts(size: int, tile: int) -> list[int]:
 
 
 def check_tiling(tile: int, overlap: int) -> None:
-    """Tiles and overlaps on the model's block grid, an overlap smaller than its tile."""
+    """Tiles and overlaps on the model's block grid, an overlap smaller than its tile, and a coded
+    region within the format's bound (what a reader accepts)."""
     if tile % STRIDE or tile <= 0 or overlap % STRIDE or overlap < 0 or overlap >= tile:
         raise OptionError(f"tile must be a positive multiple of {STRIDE} and overlap a smaller multiple of {STRIDE}")
+    if tile + 2 * overlap > MAX_TILE_SPAN:
+        raise OptionError(f"tile + 2 × overlap must be at most {MAX_TILE_SPAN} pixels (here {tile + 2 * overlap})")
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[TileBox]:

@@ -34,19 +34,34 @@ def encode_bits(bits: np.ndarray, probs: np.ndarray) -> bytes:
     return enc.get_compressed().astype("<u4").tobytes()
 
 
+# Past its data the range decoder reads zero words, and so invents bits without end. The encoder's
+# 64-bit range starts full, shrinks by each coded bit's probability, and gives out a 32-bit word
+# each time it falls below 2^32: n words hold at most about 32·n + 96 bits of information (−log2
+# of the decoded bits' probabilities), and a segment whose bits carry more ran out of data. The
+# slack covers that constant, the zero words constriction drops from a stream's end, and log2's
+# rounding on any machine, so no valid segment is refused.
+_SLACK_BITS = 256.0
+
+
 class BitDecoder:
-    """Decodes what encode_bits wrote, a slice at a time, as the probabilities become known."""
+    """Decodes what encode_bits wrote, a slice at a time, as the probabilities become known; a
+    segment too short for the bits asked of it is a FormatError at the slice that shows it."""
 
     def __init__(self, data: bytes) -> None:
         if len(data) % 4:
             raise FormatError("corrupt chunk: arithmetic-coded segment is not a whole number of words")
         self._dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+        self._room = 8.0 * len(data) + _SLACK_BITS  # bits of information the data can still hold
 
     def decode(self, probs: np.ndarray) -> np.ndarray:
         try:
-            return self._dec.decode(_BERNOULLI, probs).astype(np.uint8)
+            bits = self._dec.decode(_BERNOULLI, probs).astype(np.uint8)
         except (AssertionError, ValueError, RuntimeError):
             raise FormatError("corrupt chunk: invalid arithmetic-coded data") from None
+        self._room += np.log2(np.where(bits, probs, 1.0 - probs)).sum()
+        if self._room < 0:
+            raise FormatError("corrupt chunk: a tile segment ends before its bits")
+        return bits
 
     def finish(self) -> None:
         if not self._dec.maybe_exhausted():
