@@ -70,7 +70,7 @@ def test_quality_improves_with_iterations_on_a_trained_model():
 
 def test_bpp_target_keeps_longest_fitting_prefix(tiny_model):
     img = smooth_image(64, 64)
-    full = encode(img, model=tiny_model)
+    full = encode(img, iterations=tiny_model.cfg.iterations, model=tiny_model)
     _, chunks = container.read(full.data)
     sizes = [len(container.write(container.read(full.data)[0], chunks[:k])) for k in range(1, len(chunks) + 1)]
     target = (sizes[2] + 1) * 8 / (64 * 64)
@@ -144,7 +144,7 @@ def _prefix_psnrs(img, data):
 
 def test_a_quality_target_stops_at_the_first_iteration_that_reaches_it(tiny_model):
     img = smooth_image(48, 64, seed=3)
-    header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model).data)
+    header, chunks, psnrs = _prefix_psnrs(img, encode(img, iterations=tiny_model.cfg.iterations, model=tiny_model).data)
     for target in sorted(psnrs)[1:4]:
         # one tile: judged exactly, stopped there
         enc = encode(img, model=tiny_model, target_psnr=target, adaptive=False, downscale=1)
@@ -157,7 +157,8 @@ def test_a_quality_target_stops_at_the_first_iteration_that_reaches_it(tiny_mode
 
 def test_a_quality_target_over_several_tiles_is_judged_from_the_tiles(tiny_model):
     img = smooth_image(64, 96, seed=4)
-    header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=tiny_model, tile=48, overlap=16).data)
+    header, chunks, psnrs = _prefix_psnrs(img, encode(img, iterations=tiny_model.cfg.iterations, model=tiny_model, tile=48,
+                                                                  overlap=16).data)
     target = sorted(psnrs)[2]
     enc = encode(img, model=tiny_model, tile=48, overlap=16, target_psnr=target, adaptive=False, downscale=1)
     k = next(k for k, p in enumerate(psnrs, 1) if p >= target)

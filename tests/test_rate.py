@@ -10,11 +10,12 @@ import pytest
 from conftest import smooth_image
 from PIL import Image
 
+from rnncodec import container
 from rnncodec.backend import load_backend
 from rnncodec.cli import build_parser, main
 from rnncodec.codec import compress, encode
 from rnncodec.errors import OptionError
-from rnncodec.rate import Rate
+from rnncodec.rate import DEFAULT_QUALITY, Rate
 
 # a valid value of each option, and what it needs beside it; the test checks these are all of them
 EXAMPLES = {"iterations": (2, {}), "bpp": (0.9, {}), "target_psnr": (14.0, {}), "target_ms_ssim": (0.3, {}),
@@ -95,3 +96,22 @@ def test_the_same_command_twice_writes_the_same_bytes(tmp_path):
         assert r.returncode == 0, r.stderr
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_no_rate_option_means_the_default_quality_on_every_surface(tmp_path, model_dir):
+    """A user who gives no rate option gets `quality=DEFAULT_QUALITY` from the API, the CLI and
+    Pillow alike; `adaptive=False` alone still codes every iteration."""
+    img, tiny = smooth_image(32, 48, seed=5), str(model_dir / "tiny.safetensors")
+    backend = load_backend("torch", tiny, "fp32")
+    expected = encode(img, quality=DEFAULT_QUALITY, model=backend).data
+    assert Rate() == Rate(quality=DEFAULT_QUALITY) and encode(img, model=backend).data == expected
+    png, out = tmp_path / "in.png", tmp_path / "out.rnc"
+    Image.fromarray(img).save(png)
+    r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "compress", png, "-o", out, "--model", tiny,
+                        "--precision", "fp32"], capture_output=True, text=True)
+    assert r.returncode == 0 and out.read_bytes() == expected, r.stderr
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="RNC")  # the packaged model
+    assert buf.getvalue() == compress(img, quality=DEFAULT_QUALITY)
+    every = encode(img, adaptive=False, model=backend)
+    assert every.iterations == backend.cfg.iterations and container.read(every.data)[0].blocks is None

@@ -28,18 +28,26 @@ def _option(help: str, **argparse: Any) -> Any:
     return field(default=None, metadata={"help": help, **argparse})
 
 
+# The rate a user who gives none gets: on training photos, the highest quality whose files beat
+# JPEG 4:2:0 at their own size on both PSNR and MS-SSIM for every image (bench/default_rate.py;
+# docs/RESULTS.md, "The default").
+DEFAULT_QUALITY = 25
+
+
 @dataclass(frozen=True)
 class Rate:
     """The rate options, each written once: encode(), `compress`'s flags, `Image.save`'s keywords,
-    eval and the batch runner take this value. At most one goal (the first five); none codes every
-    iteration the model has."""
+    eval and the batch runner take this value. At most one goal (the first five); none is
+    `quality=DEFAULT_QUALITY`, or with `adaptive=False` every iteration the model has."""
 
     iterations: int | None = _option("iterations to code, every block all of them", type=int, metavar="N", short="-i")
     bpp: float | None = _option("largest real rate in bits per pixel, header included", type=float)
     target_psnr: float | None = _option("the fewest bits whose PSNR reaches DB", type=float, metavar="DB")
     target_ms_ssim: float | None = _option("the fewest bits whose MS-SSIM reaches X", type=float, metavar="X")
     quality: float | None = _option("0–100, as for JPEG: each 16×16 block stops where one more iteration improves "
-                                    "it too little for its bits, the same trade in every image", type=float, metavar="Q")
+                                    "it too little for its bits, the same trade in every image "
+                                    f"(without any rate option: {DEFAULT_QUALITY})",
+                                    type=float, metavar="Q")
     adaptive: bool | None = _option("with a target or a budget (the default there): each 16×16 block gets its own "
                                     "number of iterations; --no-adaptive: whole iterations, the last one in part",
                                     type=bool)
@@ -50,8 +58,11 @@ class Rate:
     GOALS = ("iterations", "bpp", "target_psnr", "target_ms_ssim", "quality")
 
     def __post_init__(self) -> None:
-        if sum(getattr(self, goal) is not None for goal in self.GOALS) > 1:
+        goals = sum(getattr(self, goal) is not None for goal in self.GOALS)
+        if goals > 1:
             raise OptionError("give one of iterations, bpp, target_psnr, target_ms_ssim or quality")
+        if goals == 0 and self.adaptive is not False:
+            object.__setattr__(self, "quality", DEFAULT_QUALITY)
         for name in ("bpp", "target_psnr", "target_ms_ssim", "quality"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise OptionError(f"{name} must be a finite number")
