@@ -15,11 +15,11 @@ from PIL import Image
 from rnncodec import container
 from rnncodec.cli import main
 from rnncodec.codec import decode, encode
+from rnncodec.config import ContextConfig
 from rnncodec.entropy import RawCoder
-from rnncodec.entropy.arithmetic import PROB_BITS, BitDecoder, encode_bits, quantise
-from rnncodec.entropy.context import ContextConfig
-from rnncodec.entropy.context_model import ContextModel
+from rnncodec.entropy.range_coder import PROB_BITS, BitDecoder, encode_bits, quantise
 from rnncodec.errors import FormatError, ModelError
+from rnncodec.models.context_model import ContextModel
 from rnncodec.stored import load_weights, save_weights
 from rnncodec.zoo import MODEL_PATH_ENV, arithmetic_coder, default_coder
 
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
 from rnncodec.codec import decode, encode
+from rnncodec.config import ContextConfig
 from rnncodec import zoo
 work, models, coder = Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
 if sys.argv[2] == "encode":

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,35 @@ def test_ms_ssim_is_the_mean_of_per_channel_values():
                    for c in range(3)]
     assert ms_ssim_rgb(a, b) == pytest.approx(np.mean(per_channel), abs=1e-5)
     assert 0.8 < ms_ssim_rgb(a, b) < 1
+
+
+@pytest.mark.parametrize("shape", [(200, 333), (161, 170), (64, 48), (12, 11)])
+def test_ms_ssim_is_pytorch_msssims_definition(shape):
+    """Five scales, one (under 161 px) or none: the numpy score is the reference implementation's,
+    run in float64 with the same, exactly normalised, Gaussian window."""
+    from pytorch_msssim import ssim
+
+    g = np.exp(-((np.arange(11) - 5) ** 2) / 4.5)
+    win = torch.tensor(g / g.sum()).repeat(3, 1, 1)[:, None]  # 3×1×11, as pytorch_msssim lays it out
+    for seed, noise in enumerate((5, 20, 60)):
+        rng = np.random.default_rng(seed)
+        a = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        b = np.clip(a + rng.normal(0, noise, a.shape), 0, 255).astype(np.uint8)
+        x, y = (torch.tensor(v, dtype=torch.float64).permute(2, 0, 1)[None] for v in (a, b))
+        reference = (ms_ssim if min(shape) >= 161 else ssim)(x, y, data_range=255, win=win)
+        assert ms_ssim_rgb(a, b) == pytest.approx(float(reference), abs=1e-12)
+
+
+def test_quality_scores_without_torch():
+    """Quality targets score images in the codec, which must not pay for torch's import."""
+    code = ("import sys, numpy as np; from rnncodec.quality import ms_ssim_rgb, psnr_rgb; "
+            "a = np.random.default_rng(0).integers(0, 256, (170, 180, 3), dtype=np.uint8); "
+            "print(ms_ssim_rgb(a, a[::-1].copy()), psnr_rgb(a, a[::-1].copy()), 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    score, psnr, torch_loaded = r.stdout.split()
+    a = np.random.default_rng(0).integers(0, 256, (170, 180, 3), dtype=np.uint8)
+    assert torch_loaded == "False"
+    assert float(score) == ms_ssim_rgb(a, a[::-1].copy()) and float(psnr) == psnr_rgb(a, a[::-1].copy())
 
 
 def test_db_and_bpp():

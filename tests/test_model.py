@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rnncodec.config import CELLS, FRAMEWORKS, ModelConfig, preset
-from rnncodec.entropy.context_model import build_context_model
+from rnncodec.entropy.arithmetic import build_context_model
 from rnncodec.errors import ModelError
 from rnncodec.layers import Binarizer
 from rnncodec.layers.cells import ConvGRU, ConvLSTM, ResidualGRU

@@ -16,9 +16,9 @@ from PIL import Image
 from rnncodec import container
 from rnncodec.cli import main
 from rnncodec.codec import decode, encode
-from rnncodec.entropy.arithmetic import encode_bits
 from rnncodec.entropy.integer import KIND, IntegerConfig, build_row_model
 from rnncodec.entropy.integer_model import IntegerNet, build_integer_net
+from rnncodec.entropy.range_coder import encode_bits
 from rnncodec.errors import ModelError
 from rnncodec.stored import load_weights, save_weights
 from rnncodec.train.quantise import FakeQuantModel, code_length

@@ -1,4 +1,5 @@
-"""Model configuration: everything needed to rebuild a model, stored beside its weights."""
+"""Model configuration: everything needed to rebuild a model, stored beside its weights: the
+image model's (ModelConfig) and the context models' architecture (ContextConfig)."""
 from __future__ import annotations
 
 import json
@@ -72,3 +73,22 @@ def preset(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return replace(PRESETS[name], **overrides)
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    bits: int = 32  # bits per position per iteration: the image model's binarizer depth
+    iterations: int = 16  # iterations with their own learned bias; later ones reuse the last
+    masked: int = 32  # channels of the masked conv over the rows above
+    rows_above: int = 3  # rows the masked conv sees
+    kernel_w: int = 7  # its width
+    state: int = 32  # channels of the cross-iteration conv-LSTM
+    row: int = 32  # channels of the row LSTM
+    head: int = 64  # channels of the 1×1 output layers
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ContextConfig:
+        return cls(**json.loads(text))

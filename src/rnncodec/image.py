@@ -86,7 +86,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if mode == "F":
         raise ImageError("floating-point (mode F) images are not supported; convert to 8 or 16 bits first")
     if mode == "RGB":
-        return im  # read as it is: a converted copy would add a third of a large photo's peak memory
+        return im  # read as it is: a converted copy would hold a large photo twice
     if mode in ("1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV"):
         return im.convert("RGB")
     raise ImageError(f"unsupported image mode {mode}")

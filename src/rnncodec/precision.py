@@ -1,8 +1,8 @@
 """Where and in what arithmetic the image model runs: fp32, or bf16 where the CPU computes it
 natively; on the CPU, or decoding on a CUDA GPU.
 
-bf16 halves the encoder's and decoder's time on CPUs with AVX512-BF16 or AMX, at a cost in
-quality measured in docs/RESULTS.md. It changes nothing a decoder must reproduce exactly: the
+bf16 speeds up the encoder and decoder on CPUs with AVX512-BF16 or AMX, at a cost in quality
+(both measured in docs/RESULTS.md, "Precision: bf16 against fp32"). It changes nothing a decoder must reproduce exactly: the
 entropy coder's probabilities are integer (coder 2), and a file's bits are whatever its encoder
 wrote, so a file encoded in one precision decodes in the other, to within rounding; the header
 records the encoder's, and `auto` decodes in it where the CPU can.

@@ -1,16 +1,25 @@
 """Image quality as the codec measures it, for quality targets and for evaluation: PSNR and
-MS-SSIM of an 8-bit reconstruction against its original (H×W×3 uint8 arrays)."""
+MS-SSIM of an 8-bit reconstruction against its original (H×W×3 uint8 arrays), in numpy, so that
+quality targets need no torch.
+
+Below them, the torch helpers of the adaptive encoder and of training (the MS-SSIM gradient, the
+SSIM map): they import torch when called, so importing this module does not.
+"""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from pytorch_msssim import ms_ssim, ssim
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window: 10 · 2^4 + 1
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
+_C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2  # SSIM's stabilisers for a data range of 255
+_WINDOW = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+_WINDOW /= _WINDOW.sum()  # the 11-tap Gaussian of σ = 1.5, one axis of the separable window
 
 
 def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
@@ -22,40 +31,95 @@ def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
 def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     """MS-SSIM (Wang 2003: 5 scales, 11×11 σ=1.5 Gaussian, range 255) per RGB channel, then the mean.
 
-    pytorch_msssim averages its per-channel values over channels, which is exactly this. float32,
-    as in CompressAI: within 1e-6 of float64 and twice as fast. Five scales need sides of at least
-    161 px; a smaller image is scored by single-scale SSIM, and one under 11 px (no window fits)
-    by 1 − MSE / 255², so that quality targets work on any image.
+    The definition pytorch_msssim (and so CompressAI) computes: valid filtering, 2×2 average
+    pooling with zero padding of odd sides, negative terms clipped to 0. Here in float64 with the
+    window normalised in float64 (pytorch_msssim rounds it to float32 first), so the values are
+    that definition's to within float64 rounding. Five scales need sides of at least 161 px; a
+    smaller image is scored by single-scale SSIM, and one under 11 px (no window fits) by
+    1 − MSE / 255², so that quality targets work on any image.
     """
-    x, y = (torch.tensor(v, dtype=torch.float32).permute(2, 0, 1)[None] for v in (a, b))
-    return float(_ms_ssim(x, y))
+    return float(np.mean([_ms_ssim(a[..., c].astype(np.float64), b[..., c].astype(np.float64)) for c in range(3)]))
 
 
-def _ms_ssim(x: Tensor, y: Tensor) -> Tensor:
-    """`ms_ssim_rgb` of 1×3×H×W tensors in [0, 255], differentiable."""
-    side = min(x.shape[-2:])
-    if side < 11:
-        return 1 - (x.double() - y.double()).square().mean() / 255.0**2
-    if side < MS_SSIM_MIN_SIDE:
-        return ssim(x, y, data_range=255, size_average=True)
-    return ms_ssim(x, y, data_range=255, size_average=True)
+def _ms_ssim(x: np.ndarray, y: np.ndarray) -> float:
+    """`ms_ssim_rgb` of one channel, H×W (a channel at a time: a large photo's maps are large)."""
+    if min(x.shape) < len(_WINDOW):
+        return float(1 - np.mean((x - y) ** 2) / 255.0**2)
+    if min(x.shape) < MS_SSIM_MIN_SIDE:
+        return _ssim(x, y)[0]
+    terms = []
+    for _ in MS_SSIM_WEIGHTS[:-1]:
+        terms.append(max(_ssim(x, y)[1], 0.0))
+        x, y = _halve(x), _halve(y)
+    terms.append(max(_ssim(x, y)[0], 0.0))
+    return float(np.prod(np.array(terms) ** np.array(MS_SSIM_WEIGHTS)))
 
 
+def _blur(x: np.ndarray) -> np.ndarray:
+    """The Gaussian window over H×W, separably, where it fits whole ('valid')."""
+    return _blur_axis(_blur_axis(x, 0), 1)
+
+
+def _blur_axis(x: np.ndarray, axis: int) -> np.ndarray:
+    """The 1-D window along one axis. It is symmetric, so each pair of taps takes one product, and
+    every step writes into a buffer: a large photo's maps are large."""
+    n, mid = len(_WINDOW), len(_WINDOW) // 2
+    m = x.shape[axis] - n + 1
+    tap = (lambda k: x[k : k + m]) if axis == 0 else (lambda k: x[:, k : k + m])
+    out, tmp = _WINDOW[mid] * tap(mid), np.empty_like(tap(mid))
+    for k in range(mid):
+        np.add(tap(k), tap(n - 1 - k), out=tmp)
+        tmp *= _WINDOW[k]
+        out += tmp
+    return out
+
+
+def _ssim(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """SSIM and its contrast-structure term, each averaged over its map, of H×W."""
+    mx, my = _blur(x), _blur(y)
+    cs = (2 * (_blur(x * y) - mx * my) + _C2) / (_blur(x * x) - mx * mx + _blur(y * y) - my * my + _C2)
+    luminance = (2 * mx * my + _C1) / (mx * mx + my * my + _C1)
+    return float(np.mean(luminance * cs)), float(np.mean(cs))
+
+
+def _halve(x: np.ndarray) -> np.ndarray:
+    """2×2 means of H×W; an odd side first gets a zero row (column) on each side, as the average
+    pooling of the reference implementation does, and the zero counts in the mean."""
+    h, w = x.shape
+    x = np.pad(x, ((h % 2, h % 2), (w % 2, w % 2)))[: h + h % 2, : w + w % 2]
+    return (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]) / 4
+
+
+# -- torch helpers: the adaptive encoder's and training's ---------------------------------
 def ms_ssim_gradient(original: np.ndarray, recon: Tensor) -> Tensor:
     """How `ms_ssim_rgb` of `recon`'s 8-bit rounding moves with each of its values: the gradient
     (straight through the rounding) for 1×3×H×W `recon` in [−0.5, 0.5], at least the original's
-    size (0 beyond it). What the adaptive encoder prices each block's next iteration by."""
+    size (0 beyond it). What the adaptive encoder prices each block's next iteration by.
+
+    The score is pytorch_msssim's, the same definition as `ms_ssim_rgb`, differentiable."""
+    import torch
+    from pytorch_msssim import ms_ssim, ssim
+
     h, w = original.shape[:2]
     with torch.inference_mode(False), torch.enable_grad():
         y = recon.float().clone().requires_grad_(True)  # a clone outside inference mode can carry a gradient
         q = ((y[..., :h, :w] + 0.5) * 255).clamp(0, 255)
+        q = q + (q.round() - q).detach()
         x = torch.tensor(original, dtype=torch.float32).permute(2, 0, 1)[None]
-        _ms_ssim(x, q + (q.round() - q).detach()).backward()
+        if min(h, w) < len(_WINDOW):
+            score = 1 - (x.double() - q.double()).square().mean() / 255.0**2
+        elif min(h, w) < MS_SSIM_MIN_SIDE:
+            score = ssim(x, q, data_range=255, size_average=True)
+        else:
+            score = ms_ssim(x, q, data_range=255, size_average=True)
+        score.backward()
     return y.grad
 
 
 def gaussian_window(size: int = 7, sigma: float = 1.5) -> Tensor:
     """A normalised Gaussian, 3×1×size×size: one per RGB channel, for a grouped convolution."""
+    import torch
+
     g = torch.exp(-((torch.arange(size) - size // 2) ** 2) / (2 * sigma**2))
     g = g / g.sum()
     return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
@@ -64,6 +128,8 @@ def gaussian_window(size: int = 7, sigma: float = 1.5) -> Tensor:
 def ssim_map(x: Tensor, y: Tensor, window: Tensor) -> Tensor:
     """Per-pixel SSIM of N×3×H×W images in [−0.5, 0.5] (data range 1), same size as the input: the
     local quality that training weights its loss by and the adaptive encoder stops blocks by."""
+    import torch.nn.functional as F
+
     pad = window.shape[-1] // 2
     blur = lambda t: F.conv2d(F.pad(t, (pad,) * 4, mode="replicate"), window, groups=3)  # noqa: E731
     mx, my = blur(x), blur(y)

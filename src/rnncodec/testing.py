@@ -15,11 +15,10 @@ import torch
 from hypothesis import strategies as st
 
 from rnncodec import container
-from rnncodec.config import preset
-from rnncodec.entropy.context import ContextConfig
-from rnncodec.entropy.context_model import ContextModel
+from rnncodec.config import ContextConfig, preset
 from rnncodec.errors import FormatError, ModelError
 from rnncodec.models import RNNCodec
+from rnncodec.models.context_model import ContextModel
 from rnncodec.stored import save_weights
 
 ALLOWED = (FormatError, ModelError)  # the only ways a decode may fail

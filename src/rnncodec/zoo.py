@@ -130,7 +130,7 @@ class ImageModel:
 
 def _image_model(stored: StoredWeights) -> ImageModel:
     """Its weights channels-last: oneDNN's convolutions then keep activations in NHWC, with no
-    layout conversions around each one (encoding 15 % and decoding 28 % faster here; RESULTS)."""
+    layout conversions around each one (docs/RESULTS.md, "Speed and memory": channels-last weights)."""
     import torch
 
     from .models.rnn_codec import RNNCodec

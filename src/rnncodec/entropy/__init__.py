@@ -5,9 +5,9 @@ the stored weights of its context model, which zoo.py finds. A session codes one
 iterations in order, so a coder may use the earlier iterations' bits as context (progressive
 decoding stays intact: iteration t needs only chunks 1..t).
 """
-from . import integer  # noqa: F401  (registers coder 2)
-from .arithmetic import ContextCoder
+from . import arithmetic, integer  # noqa: F401  (register coders 1 and 2)
 from .base import NO_MODEL, BitCoder, CoderSession, CoderSpec, coder_spec, explain_failure, register_coder
+from .context import ContextCoder
 from .raw import RawCoder
 
 __all__ = ["NO_MODEL", "BitCoder", "CoderSession", "CoderSpec", "ContextCoder", "RawCoder", "coder_spec", "explain_failure",

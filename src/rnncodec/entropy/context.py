@@ -1,46 +1,29 @@
-"""What coders 1 and 2 share above the range coder: the context models' architecture
-(ContextConfig) and TileContext, the row-by-row driver that encoder and decoder both run.
+"""What coders 1 and 2 share: TileContext, the row-by-row driver of a context model that encoder
+and decoder both run, and ContextCoder, which feeds the probabilities it computes to the range
+coder (range_coder.py), snapped to its grid.
 
 No torch here: coder 2's integer model runs in numpy (integer.py), and coder 1's float model
-(context_model.py) converts at its row methods.
+(models/context_model.py) converts at its row methods.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import ModelError
-
-
-@dataclass(frozen=True)
-class ContextConfig:
-    bits: int = 32  # bits per position per iteration: the image model's binarizer depth
-    iterations: int = 16  # iterations with their own learned bias; later ones reuse the last
-    masked: int = 32  # channels of the masked conv over the rows above
-    rows_above: int = 3  # rows the masked conv sees
-    kernel_w: int = 7  # its width
-    state: int = 32  # channels of the cross-iteration conv-LSTM
-    row: int = 32  # channels of the row LSTM
-    head: int = 64  # channels of the 1×1 output layers
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ContextConfig:
-        return cls(**json.loads(text))
-
+from ..config import ContextConfig
+from ..errors import FormatError, ModelError
+from ..stored import StoredWeights
+from .base import CoderSpec
+from .range_coder import BitDecoder, encode_bits, quantise
 
 RowCoder = Callable[[int, np.ndarray], np.ndarray]  # (row index, C×n probabilities) -> those n positions' C×n bits
 
 
 class RowModel(Protocol):
-    """A context model as TileContext steps it: context_model.ContextModel (coder 1) or
+    """A context model as TileContext steps it: models.context_model.ContextModel (coder 1) or
     integer.IntegerRowModel (coder 2). Bits are float32 ±1, and 0 where not (yet) coded."""
 
     @property
@@ -56,8 +39,8 @@ class RowModel(Protocol):
         ...
 
     def row_probabilities(self, known: np.ndarray, it: Any, y: int, rows: Any) -> tuple[np.ndarray, Any]:
-        """Row y's C×w P(1), float64 on the range coder's grid k / 2^16, from the C×rows_above×w
-        bits above it, and the row state for the next row."""
+        """Row y's C×w P(1) from the C×rows_above×w bits above it (TileContext snaps them to the
+        range coder's grid), and the row state for the next row."""
         ...
 
 
@@ -66,7 +49,8 @@ class TileContext:
 
     Encoder and decoder run this same code with the same shapes, so they compute the same
     probabilities (exactly for the integer model; for the float one, under the determinism
-    rules of coder 1).
+    rules of coder 1). The range coder sees them on its grid (range_coder.quantise), whatever
+    the model: the integer model's are there already, the float model's are snapped.
     """
 
     def __init__(self, model: RowModel, shape: tuple[int, int, int]) -> None:
@@ -91,6 +75,7 @@ class TileContext:
             rows = None
             for y in range(h):
                 p, rows = m.row_probabilities(known[:, y : y + k], it, y, rows)
+                p = quantise(p)
                 if active is None:
                     out[:, y] = code_row(y, p)
                     known[:, y + k] = out[:, y] * 2.0 - 1
@@ -107,3 +92,57 @@ class TileContext:
         if self.before is None:
             raise RuntimeError("no iteration to undo")
         (self.prev, self.state, self.t), self.before = self.before, None
+
+
+class RowSession:
+    """Range-codes one tile's iterations with the probabilities a TileContext computes row by row."""
+
+    def __init__(self, ctx: TileContext) -> None:
+        self.ctx = ctx
+
+    def encode(self, bits: np.ndarray, active: np.ndarray | None = None) -> bytes:
+        coded, probs = [], []
+
+        def row(y: int, p: np.ndarray) -> np.ndarray:
+            row_bits = bits[:, y] if active is None else bits[:, y, active[y]]
+            coded.append(row_bits.reshape(-1))
+            probs.append(p.reshape(-1))
+            return row_bits
+
+        self.ctx.iteration(row, active)
+        if not coded:  # every position stopped: nothing to code
+            return b""
+        return encode_bits(np.concatenate(coded), np.concatenate(probs))
+
+    def undo(self) -> None:
+        self.ctx.undo()
+
+    def decode(self, data: bytes, active: np.ndarray | None = None) -> np.ndarray:
+        if active is not None and not active.any():
+            if data:
+                raise FormatError("corrupt chunk: data for a tile whose blocks have all stopped")
+            return self.ctx.iteration(lambda y, p: p, active)  # the context still steps, in step with the encoder's
+        dec = BitDecoder(data)
+        bits = self.ctx.iteration(lambda y, p: dec.decode(p.reshape(-1)).reshape(p.shape), active)
+        dec.finish()
+        return bits
+
+
+class ContextCoder:
+    """A payload coder that range-codes each bit with a context model's P(1): coders 1 and 2."""
+
+    def __init__(self, coder_id: int, model: RowModel, model_id: bytes) -> None:
+        self.coder_id, self.model, self.model_id = coder_id, model, model_id
+
+    def session(self, shape: tuple[int, int, int]) -> RowSession:
+        return RowSession(TileContext(self.model, shape))
+
+
+def context_coder_spec(coder_id: int, kind: str, build: Callable[[StoredWeights], RowModel],
+                       failure_note: str = "") -> CoderSpec:
+    """A context model coder: `build` makes its model from stored weights of `kind`."""
+
+    def make(stored: StoredWeights) -> ContextCoder:
+        return ContextCoder(coder_id, build(stored), stored.model_id)
+
+    return CoderSpec(kind, make, failure_note)

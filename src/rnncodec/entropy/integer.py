@@ -3,7 +3,7 @@
 A decoder must compute exactly the probabilities the encoder used. Float convolutions do not give
 that across CPUs, instruction sets and libraries, so coder 2's context model is an integer network
 (Ballé, Johnston & Minnen, "Integer networks for data compression with latent-variable models",
-ICLR 2019) with the float model's architecture (context_model.py): every number in it is an
+ICLR 2019) with the float model's architecture (models/context_model.py): every number in it is an
 integer, and every step is exact on every machine, so a file decodes wherever rnncodec runs.
 
 - Bits enter as −1, +1, and 0 where not yet known.
@@ -31,7 +31,8 @@ Why every step is exact on every machine (docs/FORMAT.md, coder 2):
 
 This module holds the network's definition and checks, and its row-by-row inference in numpy
 (IntegerRowModel), which encoders and decoders run: no torch, so `compress` codes without it.
-The range coding is coder 1's (arithmetic.RowSession), fed k / 2^16, which float64 holds exactly.
+The range coding is range_coder.py's, driven by context.ContextCoder as coder 1's is, fed
+k / 2^16, which float64 holds exactly.
 integer_model.py holds the same network in torch, every row at once: the quantisation-aware
 training graph, and the int64 textbook version the tests hold both to.
 """
@@ -47,11 +48,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from threadpoolctl import ThreadpoolController
 
+from ..config import ContextConfig
 from ..errors import ModelError
 from ..stored import StoredWeights
-from .arithmetic import PROB_BITS, context_coder_spec
 from .base import register_coder
-from .context import ContextConfig
+from .context import context_coder_spec
+from .range_coder import PROB_BITS
 
 CODER_ID = 2
 KIND = "entropy-int"
@@ -98,7 +100,7 @@ class LayerSpec(NamedTuple):
 
 
 def layer_specs(c: ContextConfig) -> dict[str, LayerSpec]:
-    """The layers of context_model.ContextModel, with each LSTM's input and hidden convs merged into
+    """The layers of models.context_model.ContextModel, with each LSTM's input and hidden convs merged into
     one (inputs concatenated), and its head's two 1×1 convs apart."""
     return {
         "masked": LayerSpec(("bits",), "masked", (c.rows_above, c.kernel_w), "tanh8"),
@@ -168,6 +170,39 @@ def stored_layers(stored: StoredWeights) -> tuple[IntegerConfig, dict[str, Layer
     return cfg, layers, tables
 
 
+class Step(NamedTuple, Generic[A]):
+    """A layer as the row-by-row inference runs it (`steps`)."""
+
+    layer: Layer[A]  # its weight an O×K matrix, K in the order of im2col's rows
+    offset: int  # index_range
+    hi: int
+    wide: bool  # its products need float64 (`checked`)
+
+
+def steps(cfg: IntegerConfig, layers: dict[str, Layer[A]], wide: set[str]) -> dict[str, Step[A]]:
+    """The layers as the row-by-row inference runs them, in numpy (IntegerRowModel) and in torch
+    (integer_model.IntegerNet): the row LSTM and the head's first layer split by what feeds them,
+    into the part computed every row from the rows above and the row state (`row_known`,
+    `head_known`) and the part computed once an iteration from its context (`row_ctx`,
+    `head_ctx`); both parts keep the layer's bias and multipliers. The other layers stay whole.
+    Works on numpy arrays and torch tensors alike."""
+    c = cfg.context
+    m, s, r = c.masked, c.state, c.row
+    specs = layer_specs(c)
+
+    def step(name: str, weight: A) -> Step[A]:
+        return Step(layers[name]._replace(weight=weight.reshape(len(weight), -1)), *index_range(specs[name], cfg),
+                    name in wide)
+
+    row = layers["row_lstm"].weight.reshape(4 * r, m + s + r, 3)  # inputs: above, the context, h
+    head = layers["head1"].weight  # inputs: h, above, the context
+    return {**{name: step(name, layers[name].weight) for name in specs if name not in ("row_lstm", "head1")},
+            "row_known": step("row_lstm", row[:, [*range(m), *range(m + s, m + s + r)]]),
+            "row_ctx": step("row_lstm", row[:, m : m + s]),
+            "head_known": step("head1", head[:, : r + m]),
+            "head_ctx": step("head1", head[:, r + m :])}
+
+
 # -- the row-by-row inference -------------------------------------------------------------
 class _Affine(NamedTuple):
     """A layer (or a part of one) ready to run: index = floor(weight @ x · mult + bias), clamped
@@ -190,7 +225,8 @@ class _Iteration(NamedTuple):
 
 @cache
 def _blas() -> ThreadpoolController:
-    """numpy's BLAS, found once (finding it scans the process's libraries: milliseconds)."""
+    """numpy's BLAS, found once: finding it scans the process's libraries, too slow to repeat for
+    every iteration."""
     return ThreadpoolController().select(user_api="blas")
 
 
@@ -228,29 +264,18 @@ class IntegerRowModel:
         self.gate_offsets = {n: np.repeat([0, 2 * lut + 1], [3 * n, n])[:, None] for n in (c.state, c.row)}
         self.prob = tables["prob"] * 2.0**-PROB_BITS  # P(1) itself
         self.layers: dict[str, _Affine] = {}
-        for name, spec in layer_specs(c).items():
-            w, b, mult = layers[name]
+        for name, ((w, b, mult), offset, hi, is_wide) in steps(cfg, layers, wide).items():
             scale = mult.astype(np.float64) * 2.0**-cfg.shift
-            offset, hi = index_range(spec, cfg)
-            self.layers[name] = _Affine(w.reshape(len(w), -1).astype(np.float64 if name in wide else np.float32),
+            self.layers[name] = _Affine(np.ascontiguousarray(w, np.float64 if is_wide else np.float32),
                                         (b * scale + (0.5 + offset))[..., None], scale[:, None], hi)
-        m, s, r = c.masked, c.state, c.row
-        row = self.layers["row_lstm"]
-        w = row.weight.reshape(4 * r, m + s + r, 3)
-        self.row_known = row._replace(weight=np.concatenate((w[:, :m], w[:, m + s :]), 1).reshape(4 * r, -1))  # above, h
-        self.row_ctx = row._replace(weight=w[:, m : m + s].reshape(4 * r, -1))  # the iteration context: once an iteration
-        head = self.layers["head1"]
-        self.head_known = head._replace(weight=np.ascontiguousarray(head.weight[:, : r + m]))
-        self.head_ctx = head._replace(weight=np.ascontiguousarray(head.weight[:, r + m :]))
 
     @property
     def arch(self) -> ContextConfig:
         return self.cfg.context
 
     def running(self) -> AbstractContextManager:
-        """One BLAS thread: a row's products take microseconds, less than waking BLAS threads
-        costs (whole iterations ran several times slower with them on a busy 2-core machine).
-        Any thread count gives the same integers."""
+        """One BLAS thread: a row's products are small, and waking BLAS threads for each of them
+        costs more than it saves. Any thread count gives the same integers."""
         return _blas().limit(limits=1)
 
     # -- the steps ---------------------------------------------------------------------------
@@ -286,8 +311,8 @@ class IntegerRowModel:
         hc = np.zeros_like(x) if state is None else state[0]
         hc, cc = self._cell(self._index(lstm, self._affine(lstm, np.concatenate((x, hc)))), None if state is None else state[1])
         ctx = self._conv(self.layers["iter_out"], _pad(hc.reshape(-1, h, w), 1, 1), (3, 3))
-        row = self._affine(self.row_ctx, _im2col(_pad(ctx, 0, 1), 1, 3)).reshape(-1, h, w)
-        head = self._affine(self.head_ctx, ctx.reshape(len(ctx), -1)).reshape(-1, h, w)
+        row = self._affine(self.layers["row_ctx"], _im2col(_pad(ctx, 0, 1), 1, 3)).reshape(-1, h, w)
+        head = self._affine(self.layers["head_ctx"], ctx.reshape(len(ctx), -1)).reshape(-1, h, w)
         bias = self.layers["head2"].bias[min(t, self.cfg.context.iterations - 1)]
         return _Iteration(row.transpose(1, 0, 2).copy(), head.transpose(1, 0, 2).copy(), bias), (hc, cc)
 
@@ -296,9 +321,10 @@ class IntegerRowModel:
         c = self.cfg.context
         above = self._conv(self.layers["masked"], _pad(known, 0, c.kernel_w // 2), (c.rows_above, c.kernel_w))[:, 0]
         h = np.zeros((c.row, above.shape[1]), np.float32) if rows is None else rows[0]
-        gates = self._affine(self.row_known, _im2col(_pad(np.concatenate((above, h))[:, None], 0, 1), 1, 3), it.row_lstm[y])
-        h, cell = self._cell(self._index(self.row_known, gates), None if rows is None else rows[1])
-        hidden = self._index(self.head_known, self._affine(self.head_known, np.concatenate((h, above)), it.head1[y]))
+        row, head = self.layers["row_known"], self.layers["head_known"]
+        gates = self._affine(row, _im2col(_pad(np.concatenate((above, h))[:, None], 0, 1), 1, 3), it.row_lstm[y])
+        h, cell = self._cell(self._index(row, gates), None if rows is None else rows[1])
+        hidden = self._index(head, self._affine(head, np.concatenate((h, above)), it.head1[y]))
         out = self.layers["head2"]  # (hidden: ReLU outputs, 0…127)
         return self.prob[self._index(out, self._affine(out, hidden, it.bias))], (h, cell)
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..stored import StoredWeights
-from .arithmetic import PROB_BITS
-from .integer import ACT, IntegerConfig, Layer, checked, index_range, layer_specs, stored_layers
+from .integer import ACT, IntegerConfig, Layer, Step, checked, steps, stored_layers
+from .range_coder import PROB_BITS
 
 
 def table_functions(cfg: IntegerConfig) -> dict[str, Callable[[Tensor], Tensor]]:
@@ -105,26 +105,17 @@ class IntegerNet:
         self.gate_offsets = {n: torch.cat((torch.zeros(3 * n), torch.full((n,), 2 * lut + 1)))[:, None].to(self.exact)
                              for n in (c.state, c.row)}
         self.smooth = table_functions(cfg)
-        self.layers = {name: self._affine(layers[name], *index_range(spec, cfg), torch.float64 if name in wide else torch.float32)
-                       for name, spec in layer_specs(c).items()}
-        m, s, r = c.masked, c.state, c.row
-        row = self.layers["row_lstm"]
-        w = row.weight.view(4 * r, m + s + r, 3)
-        self.row_known = row._replace(weight=torch.cat((w[:, :m], w[:, m + s :]), 1).flatten(1))  # above and h
-        self.row_ctx = row._replace(weight=w[:, m : m + s].flatten(1))  # the iteration context: once an iteration
-        head = self.layers["head1"]
-        self.head_known = head._replace(weight=head.weight[:, : r + m])
-        self.head_ctx = head._replace(weight=head.weight[:, r + m :])
+        self.layers = {name: self._affine(step) for name, step in steps(cfg, layers, wide).items()}
 
-    def _affine(self, layer: Layer[Tensor], offset: int, hi: int, product_dtype: torch.dtype) -> Affine:
-        """The layer as Affine (`integer.checked` has checked that it stays exact, and which product
+    def _affine(self, step: Step[Tensor]) -> Affine:
+        """A step as Affine (`integer.checked` has checked that it stays exact, and which product
         dtype it needs)."""
-        w, b, mult = layer.weight.flatten(1), layer.bias, layer.mult
+        (w, b, mult), offset, hi, wide = step
         if self.dtype == torch.int64:
             return Affine(w.to(torch.int64), b.to(torch.int64)[..., None], mult.to(torch.int64)[:, None], offset, hi)
         scale = mult.to(self.exact) * 2.0**-self.cfg.shift
-        return Affine(w.to(product_dtype), (b.to(self.exact) * scale + (0.5 + offset))[..., None], scale[:, None],
-                      offset, hi)
+        return Affine(w.to(torch.float64 if wide else torch.float32), (b.to(self.exact) * scale + (0.5 + offset))[..., None],
+                      scale[:, None], offset, hi)
 
     # -- the steps ---------------------------------------------------------------------------
     def affine(self, layer: Affine, x: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -181,8 +172,8 @@ class IntegerNet:
         hc = x.new_zeros(x.shape) if state is None else state[0]
         hc, cc = self.cell(self.index(lstm, self.affine(lstm, torch.cat((x, hc), 1))), None if state is None else state[1])
         ctx = self.conv(self.layers["iter_out"], hc.view(n, -1, h, w), (3, 3), (1, 1))
-        parts = IterationContext(self.affine(self.row_ctx, im2col(F.pad(ctx, (1, 1)), 1, 3)).view(n, -1, h, w),
-                                 self.affine(self.head_ctx, ctx.flatten(2)).view(n, -1, h, w),
+        parts = IterationContext(self.affine(self.layers["row_ctx"], im2col(F.pad(ctx, (1, 1)), 1, 3)).view(n, -1, h, w),
+                                 self.affine(self.layers["head_ctx"], ctx.flatten(2)).view(n, -1, h, w),
                                  self.layers["head2"].bias[t.clamp(max=self.cfg.context.iterations - 1)])
         return parts, (hc, cc)
 
@@ -195,9 +186,10 @@ class IntegerNet:
         """One row: N×masked×w features of the rows above -> N×C×w values k of P(1) = k / 2^16."""
         h = above.new_zeros(above.shape[0], self.cfg.context.row, above.shape[2]) if rows is None else rows[0]
         cols = im2col(F.pad(torch.cat((above, h), 1)[:, :, None], (1, 1)), 1, 3)
-        gates = self.affine(self.row_known, cols, ctx.row_lstm[:, :, y])
-        h, c = self.cell(self.index(self.row_known, gates), None if rows is None else rows[1])
-        hidden = self.index(self.head_known, self.affine(self.head_known, torch.cat((h, above), 1), ctx.head1[:, :, y]))
+        row, head = self.layers["row_known"], self.layers["head_known"]
+        gates = self.affine(row, cols, ctx.row_lstm[:, :, y])
+        h, c = self.cell(self.index(row, gates), None if rows is None else rows[1])
+        hidden = self.index(head, self.affine(head, torch.cat((h, above), 1), ctx.head1[:, :, y]))
         out = self.layers["head2"]  # (hidden: ReLU outputs, 0…127)
         return self.lookup("prob", self.index(out, self.affine(out, hidden, ctx.bias))), (h, c)
 

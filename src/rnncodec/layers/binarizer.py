@@ -23,8 +23,8 @@ class Binarizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = torch.tanh(self.conv(x))
         if self.training and self.stochastic:
-            # drawn and compared in float32: under bf16 autocast the threshold's rounding would bias
-            # E[b] by about 0.008, exactly where small late-iteration activations sit
+            # drawn and compared in float32: under bf16 autocast the threshold's rounding (8 bits
+            # of mantissa) would bias E[b], most where small late-iteration activations sit
             p = (1 + x.float()) / 2
             bits = torch.where(torch.rand_like(p) <= p, 1.0, -1.0).to(x.dtype)
         else:

@@ -69,7 +69,7 @@ def _in_strips(cell: nn.Module, x: Tensor, state: tuple | Strips | None,
     """A recurrent layer, then `after` (which scales rows by a whole factor), in horizontal strips
     of its output at inference: the same numbers as one pass, but a large tile's gates and temporaries
     are alive one strip at a time, and all of a size, so the heap reuses them instead of growing
-    (issue 14: the 6000×4000 image's peak memory). Encoder and decoder both reconstruct through
+    (a large image's peak memory). Encoder and decoder both reconstruct through
     here, so they take one path. A strided layer's strips start on even input rows, so each
     strip's convolutions see the rows that the whole layer's would."""
     stride = cell.conv_x.stride[0]
@@ -172,8 +172,8 @@ class RNNCodec(nn.Module):
         self.binarizer = Binarizer(self.encoder.out_channels, cfg.bits)
         self.decoder = Decoder(cfg)
         self.gain = GainNet(cfg.gain_width) if cfg.framework == "residual_scaling" else None
-        # the residual shrinks 5–10× over the iterations while the encoder's weights are shared:
-        # a gain per iteration keeps its input, and so its bits' confidence, at one scale
+        # the residual shrinks over the iterations while the encoder's weights are shared: a gain
+        # per iteration keeps its input, and so its bits' confidence, at one scale
         self.log_gain = nn.Parameter(torch.zeros(cfg.iterations)) if cfg.framework == "iteration_gain" else None
 
     def _gain(self, recon: Tensor, t: int) -> Tensor | None:
@@ -185,8 +185,8 @@ class RNNCodec(nn.Module):
     def calibrate_gains(self, x: Tensor) -> list[float]:
         """Start the gains of a model trained without them at sqrt(E|r_0| / E|r_(t-1)|), measured
         on x. The full ratio would give every iteration's encoder input the scale of the first, but
-        it also divides the trained decoder's corrections by up to 10 at once; its square root
-        costs a fine-tune far less to recover from and leaves the rest for the training to learn."""
+        it also divides the trained decoder's corrections by that whole ratio at once; its square
+        root costs a fine-tune far less to recover from and leaves the rest for the training to learn."""
         self.log_gain.zero_()
         _, recons = self.forward(x, self.cfg.iterations - 1)
         scale = x.abs().mean()
@@ -226,7 +226,7 @@ class RNNCodec(nn.Module):
         layers run in bf16 (CPU autocast) while the reconstruction accumulates in fp32. `mask`
         (N×1×h×w of 0/1, None for all) gives the blocks that get bits: a stopped block's bits are
         0, neither +1 nor −1, and its reconstruction stays. Without `decode`, the decoder is
-        skipped (a quarter of a 4-iteration encode): the bits only, for a last iteration. `at` is
+        skipped: the bits only, for a last iteration, whose x̂ nobody needs. `at` is
         left as it was, so an encoder can redo an iteration with another mask."""
         if at.recon is None:
             raise ValueError("no step after one that skipped the decoder")

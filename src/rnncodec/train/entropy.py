@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..config import ContextConfig
 from ..entropy.arithmetic import KIND
-from ..entropy.context import ContextConfig
-from ..entropy.context_model import ContextModel
 from ..errors import ModelError, OptionError
+from ..models.context_model import ContextModel
 from ..stored import save_weights
 from ..zoo import ImageModel, load_image_model
 from .config import EntropyTrainConfig

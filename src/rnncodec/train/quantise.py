@@ -23,12 +23,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..entropy.arithmetic import PROB_BITS
-from ..entropy.context_model import ContextModel, build_context_model
+from ..entropy.arithmetic import build_context_model
 from ..entropy.integer import ACT, KIND, WEIGHT_MAX, IntegerConfig, Layer, channels, layer_specs
 from ..entropy.integer_model import IntegerNet, integer_tensors, make_tables
+from ..entropy.range_coder import PROB_BITS
 from ..errors import ModelError
 from ..image import list_images
+from ..models.context_model import ContextModel
 from ..stored import load_weights, save_weights
 from ..zoo import ImageModel, image_model_by_id, load_image_model
 from .config import QuantiseConfig

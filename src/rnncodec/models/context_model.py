@@ -1,4 +1,4 @@
-"""The binary context model (Toderici et al. 2017, progressive entropy coding): P(bit = 1) for every bit of an iteration.
+"""The float context model (Toderici et al. 2017, progressive entropy coding): P(bit = 1) for every bit of an iteration.
 
 Two sources of context:
 - this iteration's bits already coded, in row order: a whole row of positions is one step. A
@@ -9,9 +9,10 @@ Two sources of context:
   previous iteration's bits; a 3×3 conv of its state is the context for the whole iteration.
 Bits enter as ±1; a bit not yet known is 0 (the zero padding above the first row).
 
-`forward` computes every probability in parallel for training; context.TileContext steps the
-row methods below to compute the same function one row at a time, the way an encoder and a
-decoder must (coder 1, arithmetic.py).
+`forward` computes every probability in parallel for training (train/entropy.py);
+entropy.context.TileContext steps the row methods below to compute the same function one row at
+a time, the way an encoder and a decoder must (the legacy coder 1, entropy/arithmetic.py, which
+says why this network lives here and builds it from stored weights).
 """
 from __future__ import annotations
 
@@ -23,10 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ContextConfig
 from ..layers.cells import ConvLSTM, State
-from ..stored import StoredWeights, build_module
-from .arithmetic import KIND, quantise
-from .context import ContextConfig
 
 
 @contextmanager
@@ -94,7 +93,7 @@ class ContextModel(nn.Module):
             out.append(logits)
         return torch.cat(out, 2).unflatten(0, (n, t_max))
 
-    # -- the row-by-row coding path (context.RowModel) ---------------------------------------
+    # -- the row-by-row coding path (entropy.context.RowModel) -------------------------------
     @property
     def arch(self) -> ContextConfig:
         return self.cfg
@@ -109,13 +108,9 @@ class ContextModel(nn.Module):
 
     def row_probabilities(self, known: np.ndarray, it: tuple[Tensor, Tensor], y: int,
                           rows: State | None) -> tuple[np.ndarray, State]:
-        """P(1) of row y's C×w bits on the coder's grid, from the C×rows_above×w bits above it."""
+        """P(1) of row y's C×w bits, from the C×rows_above×w bits above it."""
         ctx, bias = it
         above = torch.tanh(self.masked(torch.from_numpy(known)[None].contiguous()))
         logits, rows = self._logits(above, ctx[:, :, y : y + 1].contiguous(), rows, bias)
-        return quantise(torch.sigmoid(logits)[0, :, 0]).reshape(self.cfg.bits, -1), rows
+        return torch.sigmoid(logits)[0, :, 0].numpy(), rows
 
-
-def build_context_model(stored: StoredWeights) -> ContextModel:
-    """A context model from stored weights, in float32 and eval mode."""
-    return build_module(stored, KIND, lambda config: ContextModel(ContextConfig.from_json(config)))
