@@ -2,7 +2,7 @@
 
 The work runs on any `concurrent.futures.Executor`: local processes by default, or a Dask
 cluster's (`client.get_executor(pure=False)`, README "On a Dask cluster"). Each worker process
-loads the model once (`load_image_model` caches it) and writes each output atomically.
+loads the model once (`load_backend` is cached per process) and writes each output atomically.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
-import torch
-
+from .backend import DEFAULT_ENGINE, Backend, import_torch, load_backend
 from .errors import Note, RNNCodecError
 from .fileio import atomic_write, output_name
 from .image import list_images, pillow_opens, read_image
@@ -25,8 +25,17 @@ from .image import list_images, pillow_opens, read_image
 _SHARED = threading.Lock()
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # N processes × 1 thread each: no oversubscription
+def _init_worker(engine: str) -> None:
+    """N processes × 1 thread each: no oversubscription."""
+    if engine == "torch":
+        import_torch().set_num_threads(1)
+    else:
+        from .onnx_codec import OnnxImageModel
+
+        OnnxImageModel.threads = 1
+
+
+_backend = lru_cache(maxsize=2)(load_backend)  # the model, once per worker process
 
 
 def plan_folder(src_dir: Path, out_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
@@ -41,18 +50,18 @@ def plan_folder(src_dir: Path, out_dir: Path) -> tuple[list[tuple[Path, Path]], 
 
 
 def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, coder: str | None, reading: dict,
-                  options: dict) -> tuple[str | None, list[str]]:
+                  options: dict, engine: str = DEFAULT_ENGINE) -> tuple[str | None, list[str]]:
     """Compress one file: None or a one-line error, and the notes raised on the way (a worker's
     notes go back to the parent, which shows them as its own)."""
     from .codec import encode
-    from .zoo import load_image_model, make_coder
+    from .zoo import make_coder
 
     caught: list[warnings.WarningMessage] = []
     try:
         with _SHARED, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Note)
-            model = load_image_model(model_path)
-            bit_coder = make_coder(coder, model)
+            model: Backend = _backend(engine, model_path, options.get("precision", "auto"))
+            bit_coder = make_coder(coder, model.model_id)
             image = read_image(src, **reading)  # where notes arise (16-bit, animated)
         enc = encode(image, model=model, coder=bit_coder, **options)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -65,18 +74,18 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
 
 def compress_files(tasks: list[tuple[Path, Path]], *, force: bool = False, model_path: str | None = None,
                    coder: str | None = None, reading: dict | None = None, options: dict | None = None, processes: int = 1,
-                   executor: Executor | None = None) -> Iterator[tuple[Path, str | None]]:
+                   executor: Executor | None = None, engine: str = DEFAULT_ENGINE) -> Iterator[tuple[Path, str | None]]:
     """Compress each (source, output) pair; yields each source with None or its one-line error, in
     the order they finish. `reading` holds read_image's options (max_pixels, alpha, background),
-    `options` encode's (iterations, bpp, tile, overlap). Without an `executor`, `processes` local
-    processes do the work."""
+    `options` encode's (rate, tile, overlap, precision); `engine` names the model's runtime. Without
+    an `executor`, `processes` local processes do the work."""
     reading, options = reading or {}, options or {}
     with ExitStack() as stack:
         if executor is None:
             executor = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=get_context("spawn"),
-                                           initializer=_init_worker)
+                                           initializer=_init_worker, initargs=(engine,))
             stack.callback(executor.shutdown, cancel_futures=True)  # stopped early (^C): no file waits its turn
-        futures: dict[Future, Path] = {executor.submit(_compress_one, src, dst, force, model_path, coder, reading, options): src
+        futures: dict[Future, Path] = {executor.submit(_compress_one, src, dst, force, model_path, coder, reading, options, engine): src
                                        for src, dst in tasks}
         for future in as_completed(futures):
             src = futures[future]
