@@ -33,7 +33,7 @@ DEFAULT_ENGINE = "onnx"
 class Backend(Protocol):
     model_id: bytes
     cfg: ModelConfig
-    precision: str  # the arithmetic its encoder computes in, as the header records it
+    precision: str  # its engine and arithmetic, as the header records it (container.PRECISION_BYTES)
 
     def begin(self, x: np.ndarray) -> object: ...
 

@@ -85,8 +85,9 @@ def compress_files(tasks: list[tuple[Path, Path]], *, force: bool = False, model
             executor = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=get_context("spawn"),
                                            initializer=_init_worker, initargs=(engine,))
             stack.callback(executor.shutdown, cancel_futures=True)  # stopped early (^C): no file waits its turn
-        futures: dict[Future, Path] = {executor.submit(_compress_one, src, dst, force, model_path, coder, reading, options, engine): src
-                                       for src, dst in tasks}
+        futures: dict[Future, Path] = {
+            executor.submit(_compress_one, src, dst, force, model_path, coder, reading, options, engine): src
+            for src, dst in tasks}
         for future in as_completed(futures):
             src = futures[future]
             try:

@@ -184,12 +184,17 @@ def _describe(data: bytes) -> dict:
     return {"bytes": len(data), "bpp": len(data) * 8 / pixels, "width": width, "height": height,
             "coded_width": header.width, "coded_height": header.height,
             "model_id": header.model_id.hex(), "model": image_model_source(header.model_id),
-            "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(),
+            "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(), "encoder": ENCODERS[header.precision],
             "tile": header.tile, "overlap": header.overlap, "iterations": header.iterations,
             "icc_profile_bytes": len(header.icc_profile or b""), "alpha_bytes": len(header.alpha or b""),
             "block_counts_bytes": len(header.blocks or b""),
             "chunks": [{"iteration": t, "bytes": len(payload), "prefix_bytes": size, "prefix_bpp": size * 8 / pixels}
                        for t, ((payload, _), size) in enumerate(zip(chunks, container.prefix_sizes(header, chunks)), 1)]}
+
+
+# the engine and arithmetic the header's precision byte records (docs/FORMAT.md)
+ENCODERS = {None: "not recorded", "fp32": "fp32 (torch, or onnx before it was recorded)", "bf16": "bf16 (torch)",
+            "onnx-fp32": "fp32 (onnx)"}
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -207,6 +212,7 @@ def _info(args: argparse.Namespace) -> None:
     where = d["model"] or "not found here: its weights belong on $RNNCODEC_MODEL_PATH"
     print(f"model id:    {d['model_id']} ({where})")
     print(f"coder:       {d['coder_id']} (entropy model {d['entropy_id']})")
+    print(f"encoder:     {d['encoder']}")
     print(f"tiles:       {d['tile']} px, overlap {d['overlap']} px")
     print(f"iterations:  {len(d['chunks'])} of {d['iterations']} written")
     for c in d["chunks"]:

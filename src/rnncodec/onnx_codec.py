@@ -37,7 +37,7 @@ class OnnxImageModel:
     (their fp16 values, as the torch model computes with). Sessions are built when first used.
     A backend (backend.py): `begin`, `step`, `reconstruction`."""
 
-    precision = "fp32"
+    precision = "onnx-fp32"  # as the header records it (container.PRECISION_BYTES)
     threads = 0  # ONNX Runtime's intra-op threads; 0: its default, one per physical core
 
     def __init__(self, weights: StoredWeights, folder: Path) -> None:
