@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/sabr_proxies.py IMAGE [IMAGE …] [--targets 0.93 0.95 0.97] [--rounds 3]
 
-A prototype of `codec._Allocation`'s choice, without coding: each image's top-left crop (at most
+A prototype of the block-count choice (`rate.choose`), without coding: each image's top-left crop (at most
 512×768) is encoded for 16 iterations (bf16), each block's cost after c iterations counted as the
 integer context model's code length of its bits (per block-bit, so uniform c whole iterations
 cost about c), and for each target the counts minimise proxy + λ·cost, λ bisected until the
