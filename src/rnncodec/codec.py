@@ -21,7 +21,7 @@ from .decoder import Decoded, decode, decompress  # noqa: F401  (the API: decodi
 from .entropy import BitCoder
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES, RGBImage, as_rgb, resized
-from .rate import Rate, choose, ms_ssim_change, search, squared_error, window
+from .rate import Rate, choose, meet, ms_ssim_change, search, squared_error, window
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, release_memory, to_uint8
 from .zoo import ImageModel, default_coder, load_image_model
 
@@ -54,7 +54,7 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
     rgb, backend = as_rgb(image), as_backend(model or load_image_model(), precision)
     check_tiling(tile, overlap)
 
-    def at(scale: int) -> tuple[Encoded, float | None]:
+    def at(scale: int) -> tuple[Encoded, float | None, int]:
         return _Image(rgb, scale, rate, backend, coder or default_coder(backend.model_id), tile, overlap,
                       reconstruct, progress).code()
 
@@ -62,26 +62,26 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
         return at(rate.downscale)[0]
     if rate.bpp is not None:
         return _within_budget(at, rate)
-    best, quality = at(1)
-    if rate.target is None or quality < rate.target or best.iterations > TRY_SMALLER_UP_TO:
+    best, quality, whole = at(1)
+    if rate.target is None or quality < rate.target or whole > TRY_SMALLER_UP_TO:
         return best
     for scale in DOWNSCALES[1:]:  # a target the first full-size iterations pass: fewer bits at a smaller size?
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Note)  # a smaller size that misses the target is not kept, nor reported
-            smaller, quality = at(scale)
+            smaller, quality, _ = at(scale)
         if quality < rate.target or len(smaller.data) >= len(best.data):
             break
         best = smaller
     return best
 
 
-def _within_budget(at: Callable[[int], tuple[Encoded, float | None]], rate: Rate) -> Encoded:
+def _within_budget(at: Callable[[int], tuple[Encoded, float | None, int]], rate: Rate) -> Encoded:
     """The file that fills the budget at the largest size whose first iteration takes under
     1/REDUCE_BELOW of it: just above one iteration's cost, a smaller size's several iterations
     look better than one and a part (docs/RESULTS.md, "Below one iteration")."""
     for scale in DOWNSCALES[:-1]:
         with contextlib.suppress(BudgetError):
-            encoded, _ = at(scale)
+            encoded = at(scale)[0]
             header, chunks = container.read(encoded.data)
             if REDUCE_BELOW * container.prefix_sizes(header, chunks)[0] * 8 <= rate.bpp * np.prod(header.display_size):
                 return encoded
@@ -188,98 +188,109 @@ class _Image:
             canvas.add(box, np.take_along_axis(recons, index[None], 0)[0] / np.float32(255) - np.float32(0.5))
         return canvas.result()
 
+    def framed(self, counts: list[np.ndarray] | None) -> container.Header:
+        return self.header if counts is None else replace(self.header, blocks=container.pack_blocks(counts))
+
     def sizes(self, p: _Pass, top: int) -> list[int]:
         """The bytes of the file of p's first 1…top iterations."""
-        header = self.header if p.counts is None else replace(self.header, blocks=container.pack_blocks(p.counts))
-        return container.prefix_sizes(header, [(container.join_segments(s), 0) for s in p.chunks.segments[:top]])
+        return container.prefix_sizes(self.framed(p.counts), [(container.join_segments(s), 0) for s in p.chunks.segments[:top]])
 
     def estimate(self, first: _Pass, counts: list[np.ndarray]) -> float:
         """The bytes of the file of these counts, from the first pass's whole iterations' bytes."""
-        top = max(int(c.max()) for c in counts)
-        header = replace(self.header, blocks=container.pack_blocks(counts))
-        framing = container.prefix_sizes(header, [(container.join_segments([b""] * len(counts)), 0)] * top)[-1]
+        empty = (container.join_segments([b""] * len(counts)), 0)
+        framing = container.prefix_sizes(self.framed(counts), [empty] * max(int(c.max()) for c in counts))[-1]
         return framing + sum(s[t] * np.mean(c > t) for s, c in zip(first.sizes, counts) for t in range(int(c.max())))
 
-    def file(self, p: _Pass, k: int) -> Encoded:
-        """The file of p's first k iterations."""
-        header = self.header if p.counts is None else replace(self.header, blocks=container.pack_blocks(p.counts))
+    def file(self, p: _Pass, k: int = 0) -> Encoded:
+        """The file of p's first k iterations (default: all its counts give)."""
+        k = k or max(int(c.max()) for c in p.counts)
         recon = self.shown(p.canvases[k - 1].result()) if p.canvases else None
-        return Encoded(p.chunks.file(header, k), k, recon)
+        return Encoded(p.chunks.file(self.framed(p.counts), k), k, recon)
 
-    def code(self) -> tuple[Encoded, float | None]:
-        """The file at this size, and the quality it measured for a target (else None): a first
-        pass, the counts chosen on it, and a coding pass checked against the goal, with the first
-        pass's whole iterations as the fallback."""
+    def code(self) -> tuple[Encoded, float | None, int]:
+        """The file at this size, the quality it measured for a target (else None), and the whole
+        iterations that meet the goal: a first pass of whole iterations, the counts chosen on it,
+        and coding passes of those counts, each checked against the goal."""
+        n = self.header.iterations
         if not self.rate.chooses:
-            return self.file(self.run(), self.header.iterations), None
+            return self.file(self.run(), n), None, n
         first = self.run(first=True)
         done = min(len(r) - 1 for r in first.recons)
         whole = self._whole(first, done)
-        counts = self._counts(first, whole)
-        coded = None if counts is None else self.run(counts)
+        tables = self._tables(first, whole or done)
         if self.rate.target is not None:
-            return self._check_target(first, whole, done, coded)
-        top = 0 if coded is None else max(int(c.max()) for c in counts)
-        if self.budget is None:
-            return self.file(coded, top), None
+            return (*self._target(first, whole, done, tables), whole or done)
+        if self.rate.slope is not None:
+            return self.file(self.run(choose([window(d, 1, n) for d in tables], self.rate.slope))), None, n
+        low, high = (1, n) if self.rate.adaptive else (whole, whole + 1)
+        counts = search([window(d, low, high) for d in tables], lambda c: self.estimate(first, c) <= 0.98 * self.budget,
+                        False)  # its entropy: near
+        coded, top = (None, 0) if counts is None else (self.run(counts), int(max(c.max() for c in counts)))
         fit = max((k for k, size in enumerate(self.sizes(coded, top) if top else [], 1) if size <= self.budget), default=0)
-        return self.file(coded, fit) if fit > whole or fit == top > whole else self.file(first, whole), None
+        return self.file(coded, fit) if fit > whole or fit == top > whole else self.file(first, whole), None, whole
 
     def _whole(self, first: _Pass, done: int) -> int | None:
-        """The first pass's whole iterations that meet the goal: the fewest reaching a target, the
-        most within a budget; None for none."""
+        """The first pass's whole iterations that meet the goal: the fewest reaching a target (their
+        qualities in `uniform`), the most within a budget; None for none."""
         if self.rate.target is not None:
-            return next((k for k in range(1, done + 1) if self.measure(self.compose(first, self.grids(k)))
-                         >= self.rate.target), None)
+            self.uniform = [self.measure(self.compose(first, self.grids(1)))]
+            while self.uniform[-1] < self.rate.target and len(self.uniform) < done:
+                self.uniform.append(self.measure(self.compose(first, self.grids(len(self.uniform) + 1))))
+            return len(self.uniform) if self.uniform[-1] >= self.rate.target else None
         if self.budget is None:
             return None
         sizes = self.sizes(first, done)
         self.rate.check_budget(sizes[0], self.original[..., 0].size)
         return max(k for k, size in enumerate(sizes, 1) if size <= self.budget)
 
-    def _counts(self, first: _Pass, whole: int | None) -> list[np.ndarray] | None:
-        """The block counts: the one choice every goal makes (rate.py)."""
-        rate, errors = self.rate, None
-        if rate.slope is not None or rate.target_ms_ssim is None:
-            errors = [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
-        if rate.slope is not None:
-            return choose([window(d, 1, len(d)) for d in errors], rate.slope)
-        if not rate.adaptive and (whole is None or (rate.target is not None and whole == 1)):
-            return None  # whole iterations, nothing in part
-        low, high = (1, self.header.iterations) if rate.adaptive else (whole - 1, whole) if rate.target else (whole, whole + 1)
-        if rate.target_ms_ssim is not None:
-            k = whole or min(len(r) for r in first.recons) - 1  # else the most every tile computed
-            ref = max(k - 1, 1)
-            errors = self._ms_ssim_tables(first, ref)
-            if rate.adaptive:  # a flat block coded once shows its square, which MS-SSIM sees
-                low, high = max(2 if k > 2 else 1, k - 2), k + 1
-        tables = [window(d, low, high) for d in errors]
-        if rate.target is not None:
-            return search(tables, lambda c: self.measure(self.compose(first, c)) >= rate.target + rate.margin, True)
-        return search(tables, lambda c: self.estimate(first, c) <= 0.98 * self.budget, False)  # its entropy: near
-
-    def _ms_ssim_tables(self, first: _Pass, ref: int) -> list[np.ndarray]:
-        """MS-SSIM's d_b(c), by its gradient at `ref` whole iterations; torch loads only here."""
+    def _tables(self, first: _Pass, k: int) -> list[np.ndarray]:
+        """Each tile's d_b(c): MS-SSIM's for an MS-SSIM target, by its gradient one whole iteration
+        before the k that meet it; else squared error. Torch loads only for MS-SSIM."""
+        if self.rate.target_ms_ssim is None:
+            return [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
         import torch
 
         from .quality import ms_ssim_gradient
 
+        ref = max(k - 1, 1)
         image = torch.from_numpy(self.compose(first, self.grids(ref))).permute(2, 0, 1)[None].float() / 255 - 0.5
         gradient = ms_ssim_gradient(self.pixels, image)[0].permute(1, 2, 0).numpy() / 255
         return [ms_ssim_change(r, ref, gradient[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
 
-    def _check_target(self, first: _Pass, whole: int | None, done: int,
-                      coded: _Pass | None) -> tuple[Encoded, float]:
-        """The coded counts where they meet the target in fewer bytes than the first pass's whole
-        iterations; else those whole iterations (the target alone, which the first pass measured)."""
-        encoded = self.file(first, whole or done)
-        quality = self.measure(self.compose(first, self.grids(whole or done)))
-        if coded is not None:
-            mine, candidate = self.measure(coded.final.result()), self.file(coded, max(int(c.max()) for c in coded.counts))
-            if (mine >= self.rate.target or whole is None) and (whole is None or len(candidate.data) < len(encoded.data)):
-                encoded, quality = candidate, mine
-        self.rate.check_reached(encoded.iterations, quality)
-        return encoded, quality
+    def _target(self, first: _Pass, whole: int | None, done: int, tables: list[np.ndarray]) -> tuple[Encoded, float]:
+        """The smallest file found that meets the target: the first pass's whole iterations, or the
+        counts `meet` finds in each window (`_windows`), cheapest estimate first, each coded only
+        while its estimate beats the best file so far, and checked: one that misses aims again,
+        once, higher by what the composition overstated."""
+        rate, k = self.rate, whole or done
+        best = self.file(first, k), self.uniform[k - 1]
+        plans = [[window(d, lo, hi) for d in tables] for lo, hi in self._windows(k)] if k == whole > 1 else []
+
+        def aimed(i: int, aim: float) -> list[np.ndarray] | None:
+            return meet(plans[i], lambda c: self.measure(self.compose(first, c)), aim, rate.margin)
+
+        chosen = [aimed(i, rate.target + rate.margin) for i in range(len(plans))]
+        tries = sorted((i for i, c in enumerate(chosen) if c is not None), key=lambda i: self.estimate(first, chosen[i]))
+        for i in [i for i in tries for _ in (1, 2)]:
+            if chosen[i] is None or self.estimate(first, chosen[i]) >= len(best[0].data):
+                continue
+            coded = self.run(chosen[i])
+            quality, candidate = self.measure(coded.final.result()), self.file(coded)
+            if quality < rate.target:
+                aim = self.measure(self.compose(first, chosen[i]))
+                chosen[i] = aimed(i, aim + 1.5 * (aim - quality))
+            else:
+                best, chosen[i] = min(best, (candidate, quality), key=lambda b: len(b[0].data)), None
+        rate.check_reached(best[0].iterations, best[1])
+        return best
+
+    def _windows(self, whole: int) -> list[tuple[int, int]]:
+        """The counts a target's blocks choose from: whole − 1 or whole (a partial last iteration),
+        and with `adaptive` more (for MS-SSIM only near `whole`, where its gradient holds, and two
+        at least: a flat block coded once shows its square, which MS-SSIM sees)."""
+        ms_ssim = (max(2 if whole > 2 else 1, whole - 2), whole + 1)
+        own = [(1, self.header.iterations) if self.rate.target_ms_ssim is None else ms_ssim] if self.rate.adaptive else []
+        return [*own, (whole - 1, whole)]
 
 
 def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate | None = None, *, alpha: str = "keep",

@@ -156,14 +156,36 @@ def search(tables: list[np.ndarray], fits: Callable[[list[np.ndarray]], bool], f
     as λ grows) or the smallest (a budget's), by bisection on log λ; None when none tried fits."""
     lo, hi, best = -14.0, 2.0, None
     for _ in range(steps):
-        mid = (lo + hi) / 2
-        counts = choose(tables, 10.0**mid)
+        counts = choose(tables, 10.0 ** ((lo + hi) / 2))
         ok = fits(counts)
-        best = counts if ok else best
-        if ok == fewest:
-            lo = mid
+        best, lo, hi = counts if ok else best, (lo + hi) / 2 if ok == fewest else lo, hi if ok == fewest else (lo + hi) / 2
+    return best
+
+
+def meet(tables: list[np.ndarray], quality: Callable[[list[np.ndarray]], float], aim: float, tolerance: float,
+         tries: int = 8) -> list[np.ndarray] | None:
+    """About the fewest iterations whose `quality` reaches `aim` (None: not even the most), in few
+    measurements: `search`'s counts for a bound on D = Σ d_b(c_b), which the quality falls with,
+    the bound by regula falsi (Illinois) from the tables' ends until one lands within `tolerance`."""
+    def total(counts: list[np.ndarray]) -> float:
+        return float(sum(np.take_along_axis(d, c[None].astype(np.intp), 0).sum() for d, c in zip(tables, counts)))
+
+    best, fewest = choose(tables, 1e-14), choose(tables, 1e2)  # every block at its most, and at its fewest
+    fit, miss = [(total(c), quality(c)) for c in (best, fewest)]
+    if fit[1] < aim or miss[1] >= aim:
+        return None if fit[1] < aim else fewest
+    for _ in range(tries):
+        bound = fit[0] + (aim - fit[1]) * (miss[0] - fit[0]) / (miss[1] - fit[1])
+        counts = search(tables, lambda c, bound=bound: total(c) <= bound, True)
+        if counts is None:
+            break
+        d, q = total(counts), quality(counts)
+        if q < aim:
+            miss, fit = (d, q), (fit[0], aim + (fit[1] - aim) / 2)
+        elif q < aim + tolerance:
+            return counts
         else:
-            hi = mid
+            best, fit, miss = counts, (d, q), (miss[0], aim + (miss[1] - aim) / 2)
     return best
 
 
