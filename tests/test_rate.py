@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import fields
 
+import numpy as np
 import pytest
 from conftest import smooth_image
 from PIL import Image
@@ -13,9 +14,11 @@ from PIL import Image
 from rnncodec import container
 from rnncodec.backend import load_backend
 from rnncodec.cli import build_parser, main
-from rnncodec.codec import compress, encode
+from rnncodec.codec import compress, decode, encode
 from rnncodec.errors import OptionError
+from rnncodec.quality import ms_ssim_rgb, psnr_rgb
 from rnncodec.rate import DEFAULT_QUALITY, Rate
+from rnncodec.tiles import plan_tiles
 
 # a valid value of each option, and what it needs beside it; the test checks these are all of them
 EXAMPLES = {"iterations": (2, {}), "bpp": (0.9, {}), "target_psnr": (14.0, {}), "target_ms_ssim": (0.3, {}),
@@ -115,3 +118,50 @@ def test_no_rate_option_means_the_default_quality_on_every_surface(tmp_path, mod
     assert buf.getvalue() == compress(img, quality=DEFAULT_QUALITY)
     every = encode(img, adaptive=False, model=backend)
     assert every.iterations == backend.cfg.iterations and container.read(every.data)[0].blocks is None
+
+
+def _half_flat(h: int, w: int) -> np.ndarray:
+    img = smooth_image(h, w, seed=8)
+    img[:, : w // 2] = 128  # a flat half, met early, and a busy half: counts of their own pay
+    return img
+
+
+@pytest.mark.parametrize("metric", ["psnr", "ms_ssim"])
+def test_an_adaptive_target_is_never_larger_than_the_target_alone(metric):
+    """A target weighs whole iterations, a partial last one and (adaptive) counts of their own, and
+    keeps the smallest file that reaches it: adaptive ≤ the target alone ≤ the whole iterations."""
+    measure = psnr_rgb if metric == "psnr" else ms_ssim_rgb
+    model = load_backend("torch", None, "fp32")  # a trained model: its iterations' gains are uneven over blocks
+    img = _half_flat(176, 192)  # MS-SSIM's five scales need sides of 161 px
+    header, chunks = container.read(encode(img, iterations=5, model=model).data)
+    wholes = [container.truncate(header, chunks, k) for k in range(1, 6)]
+    q = [measure(img, decode(data).pixels) for data in wholes]
+    for target in (q[1] + 0.3 * (q[2] - q[1]), q[2] + 0.7 * (q[3] - q[2])):
+        alone, adaptive = (encode(img, model=model, adaptive=a, downscale=1, **{f"target_{metric}": target}).data
+                           for a in (False, True))
+        k = next(k for k, v in enumerate(q, 1) if v >= target)
+        assert len(adaptive) <= len(alone) < len(wholes[k - 1])
+        assert min(measure(img, decode(data).pixels) for data in (alone, adaptive)) >= target
+
+
+def test_tiles_share_one_choice_of_counts(tmp_path):
+    """Over several tiles, one λ serves them all: the CLI's target file has counts per block across
+    tiles, reaches the target, and is no larger than the target alone's, nor than whole iterations."""
+    img, png = _half_flat(96, 128), tmp_path / "in.png"
+    Image.fromarray(img).save(png)
+    header, chunks = container.read(encode(img, iterations=4, tile=48, overlap=16, precision="fp32").data)
+    q = [psnr_rgb(img, decode(container.truncate(header, chunks, k)).pixels) for k in range(1, 5)]
+    target, files = (q[1] + q[2]) / 2, []
+    for flags in ([], ["--no-adaptive"]):
+        out = tmp_path / f"{len(flags)}.rnc"
+        r = subprocess.run([sys.executable, "-m", "rnncodec.cli", "compress", png, "-o", out, "--target-psnr",
+                            str(target), "--tile", "48", "--overlap", "16", "--downscale", "1", "--precision", "fp32",
+                            *flags], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        files.append(out.read_bytes())
+    adaptive, alone = files
+    grids = [tuple(-(-s // 16) for s in box.shape) for box in plan_tiles(96, 128, 48, 16)]
+    counts = container.block_counts(container.read(adaptive)[0], grids)
+    assert len(grids) > 1 and len({int(c.max()) for c in counts} | {int(c.min()) for c in counts}) > 1
+    assert len(adaptive) <= len(alone) < len(container.truncate(header, chunks, 3))
+    assert psnr_rgb(img, decode(adaptive).pixels) >= target

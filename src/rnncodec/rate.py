@@ -4,9 +4,9 @@ Every rate control chooses one thing, the grid of iteration counts, one per 16×
 tile, that the header stores (spatially adaptive bit rates, after Johnston et al. 2018). A first
 pass codes every block for every iteration and records each block's distortion d_b(c) after c
 iterations (`squared_error`, or `ms_ssim_change`: MS-SSIM's, to first order); then each block's
-count minimises d_b(c) + λ·c. `quality` gives λ. A target takes the largest λ whose counts still
-meet it, a budget the smallest whose estimated file fits it: one bisection on log λ (`search`),
-over every tile at once. Fixed iterations choose nothing and need no first pass.
+count minimises d_b(c) + λ·c, over every tile at once. `quality` gives λ; a budget takes the
+smallest λ whose estimated file fits it (`search`: a bisection on log λ), a target about the
+largest whose counts meet it, in a few measurements (`meet`). Fixed iterations choose nothing.
 """
 from __future__ import annotations
 
@@ -63,10 +63,8 @@ class Rate:
             raise OptionError("give one of iterations, bpp, target_psnr, target_ms_ssim or quality")
         if goals == 0 and self.adaptive is not False:
             object.__setattr__(self, "quality", DEFAULT_QUALITY)
-        for name in ("bpp", "target_psnr", "target_ms_ssim", "quality"):
-            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
-                raise OptionError(f"{name} must be a finite number")
-        for name, bad, why in (("iterations", lambda v: v < 1, "must be at least 1"),
+        for name, bad, why in (*((n, lambda v: not math.isfinite(v), "must be a finite number") for n in self.GOALS[1:]),
+                               ("iterations", lambda v: v < 1, "must be at least 1"),
                                ("bpp", lambda v: v <= 0, "must be positive"),
                                ("target_psnr", lambda v: v <= 0, "is a positive number of dB"),
                                ("target_ms_ssim", lambda v: not 0 < v < 1, "lies between 0 and 1"),
