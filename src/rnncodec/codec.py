@@ -271,16 +271,16 @@ class _Image:
 
         chosen = [aimed(i, rate.target + rate.margin) for i in range(len(plans))]
         tries = sorted((i for i, c in enumerate(chosen) if c is not None), key=lambda i: self.estimate(first, chosen[i]))
-        for i in [i for i in tries for _ in (1, 2)]:
+        for i, again in [(i, again) for i in tries for again in (True, False)]:
             if chosen[i] is None or self.estimate(first, chosen[i]) >= len(best[0].data):
                 continue
             coded = self.run(chosen[i])
             quality, candidate = self.measure(coded.final.result()), self.file(coded)
-            if quality < rate.target:
+            if quality >= rate.target:
+                best, chosen[i] = min(best, (candidate, quality), key=lambda b: len(b[0].data)), None
+            elif again:
                 aim = self.measure(self.compose(first, chosen[i]))
                 chosen[i] = aimed(i, aim + 1.5 * (aim - quality))
-            else:
-                best, chosen[i] = min(best, (candidate, quality), key=lambda b: len(b[0].data)), None
         rate.check_reached(best[0].iterations, best[1])
         return best
 
