@@ -198,7 +198,8 @@ def _decompress(args: argparse.Namespace) -> None:
     _check_output(out, args.force)
     with _read_stream(args.input) as f:
         dec = decode(f, args.iterations, _model_lookup(args), progress=_progress(args),
-                     max_pixels=args.max_pixels, precision=args.precision, device=args.device, engine=args.engine)
+                     max_pixels=args.max_pixels, precision=args.precision, device=args.device, engine=args.engine,
+                     strict=args.strict)
     im = dec.to_pil()  # RGBA when the file holds an alpha plane
     extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}  # not every plugin reads im.info's
     _write_output(out, lambda f: im.save(f, format=fmt, **extra), args.force)
@@ -210,7 +211,7 @@ def _describe(f: BinaryIO, max_pixels: int | None = None) -> dict:
     from . import container
     from .zoo import image_model_source
 
-    header, chunks = container.read(f, max_pixels)
+    header, chunks = container.read(f, max_pixels, strict=False)  # a cut file: its complete chunks, and a note
     size = container.size(header, chunks)
     width, height = header.display_size
     pixels = width * height
@@ -380,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", help="output image (.png recommended), - for PNG on standard output (default: INPUT "
                    "without .rnc, as .png: photo.rnc and photo.png.rnc give photo.png; standard output for -)")
     d.add_argument("-i", "--iterations", type=int, help="decode only the first K iterations")
+    d.add_argument("--strict", action="store_true", help="refuse a file cut inside an iteration (by default its "
+                   "complete iterations decode, with a note)")
     d.add_argument("--device", default="cpu", help="where the image model runs: cpu, or with --engine torch cuda[:N] in "
                    "fp32 (the bits are decoded on the CPU either way; the pixels may differ by rounding)")
     _max_pixels_flag(d)
@@ -490,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "--max-pixels or --tile refuses or splits such inputs)") from None
     except RNNCodecError as exc:
         print(f"rnncodec: error: {exc}", file=sys.stderr)
-        return EXIT_CODES.get(type(exc), 1)
+        return next((code for kind, code in EXIT_CODES.items() if isinstance(exc, kind)), 1)
     except ModuleNotFoundError as exc:  # a command of an extra that is not installed
         extra = EXTRAS.get(args.command, "torch")
         print(f"rnncodec: error: {args.command} needs {exc.name}: pip install 'rnncodec[{extra}]'", file=sys.stderr)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import container
 from .backend import DEFAULT_ENGINE, Backend, as_backend, load_backend
 from .config import STRIDE
-from .decoder import Decoded, decode, decompress  # noqa: F401  (the API: decoding is codec.decode too)
+from .decoder import Decoded, decode, decode_progressive, decompress, decompress_progressive  # noqa: F401  (the API: decoding is codec.decode too)
 from .entropy import BitCoder
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES, RGBImage, as_rgb, resized

@@ -4,8 +4,10 @@ Every tile's bits are entropy-decoded on the CPU, iteration by iteration, and fe
 backend's decoding step (backend.py); the tiles blend into the image row by row (tiles.Canvas)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -17,7 +19,7 @@ from . import container
 from .backend import DEFAULT_ENGINE, Backend, as_backend, backend_by_id
 from .config import STRIDE
 from .entropy import BitCoder, explain_failure
-from .errors import FormatError, Note, OptionError
+from .errors import FormatError, Note, OptionError, Truncated
 from .image import DEFAULT_MAX_PIXELS, resized
 from .tiles import Canvas, TileBox, plan_tiles, release_memory
 from .zoo import ImageModel, coder_by_id
@@ -51,19 +53,20 @@ def decode(
     precision: str = "auto",
     device: str = "cpu",
     engine: str = DEFAULT_ENGINE,
+    strict: bool = False,
 ) -> Decoded:
     """Decode the first `iterations` chunks (default: all the file holds) of an .rnc stream (bytes,
     or a binary file, read no further than the stream's header and chunks announce and checked
     as it is read: `container.read`) with the image model in `engine`'s runtime (backend.py). The
     torch engine computes in `precision` as encode's (`auto` follows the encoder's, recorded in the
     header, where the CPU can), and with `device` (cuda, cuda:N) on a GPU, in fp32; the onnx engine
-    in fp32 on the CPU.
+    in fp32 on the CPU. A stream cut inside a chunk decodes its complete iterations, with a note,
+    unless `strict`.
 
     The lookups turn the header's ids into the image model (by model id: a torch model or a
     backend) and the payload coder (by coder id and entropy model id); by default zoo's, which
     find the weights by id."""
-    header, chunks = container.read(data, max_pixels)  # a header over the cap: refused before its chunks are read
-    width, height = header.display_size  # at least the coded size
+    header, chunks = container.read(data, max_pixels, strict)  # a header over the cap: refused before its chunks are read
     if not chunks:
         raise FormatError("the file holds no iterations")
     if iterations is not None and not 1 <= iterations:
@@ -72,20 +75,142 @@ def decode(
     if n_iter < (iterations or 0):
         warnings.warn(f"{iterations} iterations asked for, the file holds {n_iter}: decoded {n_iter}", Note, stacklevel=2)
     alpha = container.alpha_plane(header)
+    boxes, tile_decoder = _tiles(header, model_lookup, coder_lookup, precision, device, engine)
+    payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
+    crcs = [container.bits_crc(t) for t in range(n_iter)]
+    canvas = Canvas(header.height, header.width, header.overlap)
+    bar = tqdm(total=len(boxes) * n_iter, desc="decoding", unit="iteration", disable=not progress, delay=1.0)
+    with _explained(header):
+        for i, box in enumerate(boxes):  # tile by tile: one tile's model state at a time
+            tile = tile_decoder(i)
+            for t in range(n_iter):
+                crcs[t] = container.bits_crc_update(tile.step(t, payloads[t][i]), crcs[t])
+                bar.update(1)
+            canvas.add(box, tile.pixels(box))
+            if i + 1 < len(boxes) and boxes[i + 1].y0 != box.y0:  # a row of tiles is done above the next
+                canvas.finish(boxes[i + 1].y0)
+            if i + 1 < len(boxes):  # as encode does: the next tile's activations land in the freed pages
+                release_memory()
+        bar.close()
+        for t in range(n_iter):
+            _check_crc(t, crcs[t], chunks[t][1])
+    return _shown(header, canvas.result(), n_iter, alpha)
+
+
+def decode_progressive(
+    source: bytes | BinaryIO | Iterable[bytes],
+    model_lookup: Callable[[bytes], ImageModel | Backend] | None = None,
+    coder_lookup: Callable[[int, bytes], BitCoder] = coder_by_id,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    precision: str = "auto",
+    device: str = "cpu",
+    engine: str = DEFAULT_ENGINE,
+    strict: bool = False,
+) -> Iterator[Decoded]:
+    """Decode an .rnc stream as it arrives: bytes, a binary file (a socket's, an HTTP response's),
+    or an iterable of byte strings in any pieces. Yields the image after each complete iteration,
+    as soon as its chunk is in and its bits are checked, so a viewer can show it sharpening. Every
+    tile's model state is kept between iterations (decode keeps one tile's at a time). A stream
+    cut inside a chunk ends after its complete iterations, with a note, unless `strict`; the
+    options are decode's."""
+    f = container.as_stream(source) if isinstance(source, bytes | bytearray | memoryview) or hasattr(source, "read") \
+        else io.BufferedReader(_Pieces(source))
+    header = container.read_header(f, max_pixels)
+    alpha = container.alpha_plane(header)
+    boxes, tile_decoder = _tiles(header, model_lookup, coder_lookup, precision, device, engine)
+    tiles, done = [tile_decoder(i) for i in range(len(boxes))], 0
+    try:
+        with _explained(header):
+            for t, (payload, crc) in enumerate(container.read_chunks(f, header)):
+                canvas, check = Canvas(header.height, header.width, header.overlap), container.bits_crc(t)
+                for box, tile, segment in zip(boxes, tiles, container.split_segments(payload, len(boxes))):
+                    check = container.bits_crc_update(tile.step(t, segment), check)
+                    canvas.add(box, tile.pixels(box))
+                _check_crc(t, check, crc)
+                done = t + 1
+                yield _shown(header, canvas.result(), done, alpha)
+    except Truncated as exc:
+        if strict or not done:
+            raise
+        warnings.warn(f"{exc}: the {done} complete iteration(s) before it decode", Note, stacklevel=2)
+    if not done:
+        raise FormatError("the file holds no iterations")
+
+
+class _Pieces(io.RawIOBase):
+    """An iterable of byte strings as a raw stream, read as the pieces come."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self.pieces, self.rest = iter(pieces), b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.rest:
+            piece = next(self.pieces, None)
+            if piece is None:
+                return 0
+            self.rest = bytes(piece)
+        n = min(len(buffer), len(self.rest))
+        buffer[:n], self.rest = self.rest[:n], self.rest[n:]
+        return n
+
+
+class _TileDecoder:
+    """One tile's entropy-decoding session and image-model state, one iteration at a time."""
+
+    def __init__(self, backend: Backend, coder: BitCoder, grid: tuple[int, int], counts: np.ndarray | None) -> None:
+        self.backend, self.counts = backend, counts
+        self.session, self.state = coder.session((backend.cfg.bits, *grid)), None
+
+    def step(self, t: int, segment: bytes) -> np.ndarray:
+        """Decode iteration t's segment; its bits (uint8 0/1, a stopped block's 0) for the CRC."""
+        mask = None if self.counts is None else self.counts > t
+        b = self.session.decode(segment, mask)
+        bits = b.astype(np.float32) * 2 - 1  # a stopped block's bits are 0
+        self.state = self.backend.decode_step(self.state, bits if mask is None else bits * mask, mask)
+        return b
+
+    def pixels(self, box: TileBox) -> np.ndarray:
+        return self.backend.reconstruction(self.state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]]
+
+
+def _tiles(header: container.Header, model_lookup: Callable[[bytes], ImageModel | Backend] | None,
+           coder_lookup: Callable[[int, bytes], BitCoder], precision: str, device: str,
+           engine: str) -> tuple[list[TileBox], Callable[[int], _TileDecoder]]:
+    """The file's tiles, and a maker of each tile's decoder."""
     backend = _backend(header, model_lookup, precision, device, engine)
     if header.iterations > backend.cfg.iterations:
         raise FormatError(f"the file claims {header.iterations} iterations; its model has at most {backend.cfg.iterations}")
     coder = coder_lookup(header.coder_id, header.entropy_id)
     boxes = plan_tiles(header.height, header.width, header.tile, header.overlap)
-    payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
+    grids = [tuple(-(-s // STRIDE) for s in box.shape) for box in boxes]
+    counts = container.block_counts(header, grids)
+    return boxes, lambda i: _TileDecoder(backend, coder, grids[i], None if counts is None else counts[i])
+
+
+@contextlib.contextmanager
+def _explained(header: container.Header) -> Iterator[None]:
+    """A payload that does not decode, explained for its coder."""
     try:
-        canvas = _decode_tiles(backend, coder, header, boxes, payloads, [crc for _, crc in chunks[:n_iter]], progress)
+        yield
+    except Truncated:
+        raise
     except FormatError as exc:
         raise explain_failure(header.coder_id, exc) from None
-    pixels = canvas.result()
-    if header.display:  # coded at reduced size: shown at the original's
-        pixels = resized(pixels, width, height)
-    return Decoded(pixels, n_iter, header.icc_profile, alpha)
+
+
+def _check_crc(t: int, crc: int, expected: int) -> None:
+    if crc != expected:
+        raise FormatError(f"chunk {t + 1} CRC mismatch: the file is corrupt or was coded with another model")
+
+
+def _shown(header: container.Header, pixels: np.ndarray, iterations: int, alpha: np.ndarray | None) -> Decoded:
+    """The decoded image at its display size (an image coded at reduced size is upscaled)."""
+    if header.display:
+        pixels = resized(pixels, *header.display_size)
+    return Decoded(pixels, iterations, header.icc_profile, alpha)
 
 
 def _backend(header: container.Header, model_lookup: Callable[[bytes], ImageModel | Backend] | None, precision: str,
@@ -108,37 +233,12 @@ def _backend(header: container.Header, model_lookup: Callable[[bytes], ImageMode
     return as_backend(model, "fp32" if dev.type != "cpu" else resolve_for(precision, header.precision))
 
 
-def _decode_tiles(backend: Backend, coder: BitCoder, header: container.Header, boxes: list[TileBox],
-                  payloads: list[list[bytes]], chunk_crcs: list[int], progress: bool) -> Canvas:
-    """Entropy-decode and reconstruct every tile, then check each chunk's bits CRC."""
-    n_iter = len(payloads)
-    crcs = [container.bits_crc(t) for t in range(n_iter)]
-    canvas = Canvas(header.height, header.width, header.overlap)
-    grids = [tuple(-(-s // STRIDE) for s in box.shape) for box in boxes]
-    counts = container.block_counts(header, grids)
-    bar = tqdm(total=len(boxes) * n_iter, desc="decoding", unit="iteration", disable=not progress, delay=1.0)
-    for i, box in enumerate(boxes):
-        session, state = coder.session((backend.cfg.bits, *grids[i])), None
-        for t in range(n_iter):
-            mask = None if counts is None else counts[i] > t
-            b = session.decode(payloads[t][i], mask)
-            crcs[t] = container.bits_crc_update(b, crcs[t])
-            bits = b.astype(np.float32) * 2 - 1  # a stopped block's bits are 0
-            state = backend.decode_step(state, bits if mask is None else bits * mask, mask)
-            bar.update(1)
-        canvas.add(box, backend.reconstruction(state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]])
-        if i + 1 < len(boxes) and boxes[i + 1].y0 != box.y0:  # a row of tiles is done above the next
-            canvas.finish(boxes[i + 1].y0)
-        if i + 1 < len(boxes):  # as encode does: the next tile's activations land in the freed pages
-            release_memory()
-    bar.close()
-    for t in range(n_iter):
-        if crcs[t] != chunk_crcs[t]:
-            raise FormatError(f"chunk {t + 1} CRC mismatch: the file is corrupt or was coded with another model")
-    return canvas
-
-
 def decompress(data: bytes, iterations: int | None = None, engine: str = DEFAULT_ENGINE) -> Image.Image:
     """Decode .rnc bytes to a PIL image (RGB, or RGBA if the file holds an alpha plane);
     `iterations` decodes a prefix at lower quality."""
     return decode(data, iterations, engine=engine).to_pil()
+
+
+def decompress_progressive(source: bytes | BinaryIO | Iterable[bytes], engine: str = DEFAULT_ENGINE) -> Iterator[Image.Image]:
+    """PIL images of an .rnc stream as it arrives, one after each complete iteration (decode_progressive)."""
+    return (decoded.to_pil() for decoded in decode_progressive(source, engine=engine))
