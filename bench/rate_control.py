@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--ms-ssim", type=float, nargs="+", default=[0.90, 0.93, 0.95, 0.96, 0.97])
     ap.add_argument("--psnr", type=float, nargs="+", default=[24.0, 25.0, 26.0, 27.0, 28.0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--report-each", action="store_true", help="the report after every image, not only the last")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", Note)  # targets out of an image's reach are counted below
@@ -105,6 +106,8 @@ def main() -> None:
                     del r["decoded"]
                     runs.setdefault((metric, mode, target), []).append(r)
         print(path.name, flush=True)
+        if args.report_each and len(fixed) < len(paths):
+            report(args, fixed, runs, len(fixed))
     report(args, fixed, runs, len(paths))
 
 
