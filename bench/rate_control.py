@@ -82,7 +82,7 @@ def main() -> None:
     runs: dict[tuple[str, str, float], list[dict]] = {}
     for path in paths:
         pixels = read_image(path).pixels
-        full = encode(pixels).data
+        full = encode(pixels, adaptive=False).data  # every iteration, every block
         header, chunks = container.read(full)
         fixed.append([scores(pixels, container.truncate(header, chunks, k)) for k in range(1, len(chunks) + 1)])
         best = {"ms_ssim": fixed[-1][-1]["ms_ssim"], "psnr": fixed[-1][-1]["psnr"]}
