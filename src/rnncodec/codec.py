@@ -1,7 +1,8 @@
 """The pipeline: image → tiles → model backend → bits → payload coder → container (decoder.py: back).
 
 One tile loop drives a model backend (backend.py). A rate that chooses block counts (rate.py) runs
-it twice: a first pass of whole iterations, then a coding pass of the counts, checked."""
+it for a first pass of whole iterations, then for a coding pass of the counts chosen, checked (a
+target's: one per window of counts whose estimate beats its best file so far)."""
 from __future__ import annotations
 
 import contextlib
