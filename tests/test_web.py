@@ -72,7 +72,7 @@ class GatedHandler(web_serve.Handler):
         for n, end in enumerate(ends):
             if n:
                 with self.shown:
-                    self.shown.wait_for(lambda: self.frames.get(stream, 0) >= n, WAIT)
+                    self.shown.wait_for(lambda n=n: self.frames.get(stream, 0) >= n, WAIT)
             while at < end:
                 self.wfile.write(data[at : min(at + 32, end)])
                 self.wfile.flush()
