@@ -16,9 +16,9 @@ function layer(stored, name) {
   return { weight: get("weight"), bias: get("bias"), mult: get("mult") };
 }
 
-/** An O×I×kh×kw int8 weight's input channels `keep` (indices), as a Float64Array O×K×kh×kw. */
+/** An O×I×kh×kw int8 weight's input channels `keep` (indices), as a Float32Array O×K×kh×kw (exact: int8). */
 function channelsOf(weight, keep) {
-  const [o, i, kh, kw] = weight.shape, k = kh * kw, out = new Float64Array(o * keep.length * k);
+  const [o, i, kh, kw] = weight.shape, k = kh * kw, out = new Float32Array(o * keep.length * k);
   for (let a = 0; a < o; a++) {
     keep.forEach((c, b) => {
       for (let j = 0; j < k; j++) out[(a * keep.length + b) * k + j] = weight.data[(a * i + c) * k + j];
@@ -68,26 +68,50 @@ export class IntegerContextModel {
     };
   }
 
-  /** Raw products Σ w·x of a conv, O×oh×ow, from a C×H×W input zero-padded by (ph, pw). */
+  /** Raw products Σ w·x of a conv, O×oh×ow, from a C×H×W input zero-padded by (ph, pw): an
+   * im2col copy (each output position's K = C·kh·kw inputs together), then dot products, four
+   * outputs at a time so that each input read serves four of them. */
   static products(l, x, C, H, W, ph, pw) {
     const { weight, o, kh, kw } = l, oh = H + 2 * ph - kh + 1, ow = W + 2 * pw - kw + 1;
-    const out = new Float64Array(o * oh * ow);
-    for (let a = 0; a < o; a++) {
-      const dst = a * oh * ow;
-      for (let ci = 0; ci < C; ci++) {
-        for (let i = 0; i < kh; i++) {
-          for (let j = 0; j < kw; j++) {
-            const w = weight[((a * C + ci) * kh + i) * kw + j];
-            if (w === 0) continue;
-            for (let y = 0; y < oh; y++) {
-              const sy = y + i - ph;
-              if (sy < 0 || sy >= H) continue;
-              const src = (ci * H + sy) * W, row = dst + y * ow;
-              const x0 = Math.max(0, pw - j), x1 = Math.min(ow, W + pw - j);
-              for (let xx = x0; xx < x1; xx++) out[row + xx] += w * x[src + xx + j - pw];
-            }
+    const L = oh * ow, K = C * kh * kw, cols = new Float32Array(L * K);
+    for (let ci = 0; ci < C; ci++) {
+      for (let i = 0; i < kh; i++) {
+        for (let j = 0; j < kw; j++) {
+          const k = (ci * kh + i) * kw + j;
+          for (let y = 0; y < oh; y++) {
+            const sy = y + i - ph;
+            if (sy < 0 || sy >= H) continue;
+            const src = (ci * H + sy) * W + j - pw, x0 = Math.max(0, pw - j), x1 = Math.min(ow, W + pw - j);
+            for (let xx = x0; xx < x1; xx++) cols[(y * ow + xx) * K + k] = x[src + xx];
           }
         }
+      }
+    }
+    const out = new Float64Array(o * L);
+    let a = 0;
+    for (; a + 4 <= o; a += 4) {
+      const w0 = a * K, w1 = w0 + K, w2 = w1 + K, w3 = w2 + K;
+      for (let q = 0; q < L; q++) {
+        const c = q * K;
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (let k = 0; k < K; k++) {
+          const v = cols[c + k];
+          s0 += weight[w0 + k] * v;
+          s1 += weight[w1 + k] * v;
+          s2 += weight[w2 + k] * v;
+          s3 += weight[w3 + k] * v;
+        }
+        out[a * L + q] = s0;
+        out[(a + 1) * L + q] = s1;
+        out[(a + 2) * L + q] = s2;
+        out[(a + 3) * L + q] = s3;
+      }
+    }
+    for (; a < o; a++) {
+      for (let q = 0; q < L; q++) {
+        let s0 = 0;
+        for (let k = 0; k < K; k++) s0 += weight[a * K + k] * cols[q * K + k];
+        out[a * L + q] = s0;
       }
     }
     return out;
