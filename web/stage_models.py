@@ -39,13 +39,13 @@ def stage(folder: Path, graphs: bool = True) -> list[Path]:
 def _decoder_graphs(weights: Path, model_id: bytes, folder: Path) -> list[Path]:
     names = [graph_name(model_id, first, decoder=True) for first in (True, False)]
     source = find_graphs(model_id)
-    if source is None:
-        from rnncodec.onnx_export import export_graphs
+    if source is not None:
+        return [Path(shutil.copyfile(source / name, folder / name)) for name in names]
+    from rnncodec.onnx_export import export_graphs
 
-        source = Path(tempfile.mkdtemp())
-        export_graphs(load_image_model(weights), source)
-    out = [Path(shutil.copyfile(source / name, folder / name)) for name in names]
-    return out
+    with tempfile.TemporaryDirectory() as work:
+        export_graphs(load_image_model(weights), Path(work))
+        return [Path(shutil.copyfile(Path(work) / name, folder / name)) for name in names]
 
 
 def main() -> None:

@@ -4,14 +4,15 @@
 
 const STRIDE = 16;
 
+/** Python's and numpy's round: half to even. */
+function roundEven(v) {
+  const f = Math.floor(v), d = v - f;
+  return d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
+}
+
 function cuts(size, tile) {
   const n = Math.ceil(size / tile);
-  // Python's round(): half to even
-  const round = (v) => {
-    const f = Math.floor(v), d = v - f;
-    return d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
-  };
-  return [...Array.from({ length: n }, (_, i) => round((i * size) / n / 16) * 16), size];
+  return [...Array.from({ length: n }, (_, i) => roundEven((i * size) / n / 16) * 16), size];
 }
 
 /** Every tile's coded region { y0, y1, x0, x1 } in raster order, and its block grid [rows, cols]. */
@@ -38,12 +39,6 @@ function ramp(lo, hi, size, overlap) {
     }
   }
   return w;
-}
-
-/** numpy's round (half to even) of a float. */
-function roundEven(v) {
-  const f = Math.floor(v), d = v - f;
-  return d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
 }
 
 /** Blend tiles' reconstructions (each 3×Hp×Wp float32 planes in [−0.5, 0.5], padded to the
