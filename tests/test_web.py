@@ -18,6 +18,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 import pytest
+from conftest import entropy_bits, smooth_image
+from PIL import Image
 
 from rnncodec import container
 from rnncodec.codec import decode
@@ -182,6 +184,20 @@ def test_a_stream_that_arrives_in_pieces_shows_each_iteration_before_it_ends(pag
     assert got.get("error") is None and got["sha"] == expected(name)["bits_sha256"]
     assert [f["iteration"] for f in got["frames"]] == list(range(1, n + 1))
     assert [f["ended"] for f in got["frames"][:-1]] == [False] * (n - 1)  # all but the last while it downloads
+
+
+def test_a_raw_coded_file_decodes_to_its_bits(page, site, model_dir, tmp_path):
+    """Coder 0 (raw bits), in two tiles: no conformance vector holds it."""
+    _, files = site
+    Image.fromarray(smooth_image(40, 56)).save(tmp_path / "a.png")
+    subprocess.run([sys.executable, "-m", "rnncodec.cli", "compress", str(tmp_path / "a.png"), "-o", str(files / "raw.rnc"),
+                    "--coder", "raw", "--iterations", "2", "--tile", "32", "--model", str(model_dir / "tiny.safetensors")],
+                   check=True, capture_output=True)
+    data = (files / "raw.rnc").read_bytes()
+    assert container.read(data)[0].coder_id == 0
+    got = run(page, "/files/raw.rnc")
+    assert got.get("error") is None and [f["iteration"] for f in got["frames"]] == [1, 2]
+    assert got["sha"] == hashlib.sha256(entropy_bits(data).tobytes()).hexdigest()
 
 
 def cut_and_corrupt(files: Path, name: str) -> dict[str, bytes]:
