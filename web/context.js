@@ -91,20 +91,27 @@ export class IntegerContextModel {
     let a = 0;
     for (; a + 4 <= o; a += 4) {
       const w0 = a * K, w1 = w0 + K, w2 = w1 + K, w3 = w2 + K;
-      for (let q = 0; q < L; q++) {
+      let q = 0;
+      for (; q + 2 <= L; q += 2) { // two positions by four outputs: each weight read serves two, each input four
+        const c = q * K, d = c + K;
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+        for (let k = 0; k < K; k++) {
+          const u = cols[c + k], v = cols[d + k];
+          const x0 = weight[w0 + k], x1 = weight[w1 + k], x2 = weight[w2 + k], x3 = weight[w3 + k];
+          s0 += x0 * u; s1 += x1 * u; s2 += x2 * u; s3 += x3 * u;
+          t0 += x0 * v; t1 += x1 * v; t2 += x2 * v; t3 += x3 * v;
+        }
+        out[a * L + q] = s0; out[(a + 1) * L + q] = s1; out[(a + 2) * L + q] = s2; out[(a + 3) * L + q] = s3;
+        out[a * L + q + 1] = t0; out[(a + 1) * L + q + 1] = t1; out[(a + 2) * L + q + 1] = t2; out[(a + 3) * L + q + 1] = t3;
+      }
+      for (; q < L; q++) {
         const c = q * K;
         let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         for (let k = 0; k < K; k++) {
           const v = cols[c + k];
-          s0 += weight[w0 + k] * v;
-          s1 += weight[w1 + k] * v;
-          s2 += weight[w2 + k] * v;
-          s3 += weight[w3 + k] * v;
+          s0 += weight[w0 + k] * v; s1 += weight[w1 + k] * v; s2 += weight[w2 + k] * v; s3 += weight[w3 + k] * v;
         }
-        out[a * L + q] = s0;
-        out[(a + 1) * L + q] = s1;
-        out[(a + 2) * L + q] = s2;
-        out[(a + 3) * L + q] = s3;
+        out[a * L + q] = s0; out[(a + 1) * L + q] = s1; out[(a + 2) * L + q] = s2; out[(a + 3) * L + q] = s3;
       }
     }
     for (; a < o; a++) {
