@@ -46,7 +46,8 @@ def test_every_surface_takes_every_rate_option_from_one_place(tmp_path, model_di
         assert encode(img, model=load_backend("torch", tiny, "fp32"), **keywords).data == expected
         out = tmp_path / f"{option.name}.rnc"
         flags = [f for name, v in keywords.items() for f in _flags(name, v)]
-        assert main(["compress", str(png), "-o", str(out), "--model", tiny, "--precision", "fp32", *flags]) == 0
+        torch_fp32 = ["--precision", "fp32", "--engine", "torch"]
+        assert main(["compress", str(png), "-o", str(out), "--model", tiny, *torch_fp32, *flags]) == 0
         assert out.read_bytes() == expected
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="RNC", **keywords)  # the packaged model
@@ -73,8 +74,8 @@ def test_every_surface_checks_the_options_alike(tmp_path, capsys):
 PINNED = {
     ("torch", "iterations"): "1207e1913aa56b8b97028b84592226dc3e0a08cbd3bd49da289eb6158c3f569f",
     ("torch", "quality"): "98ba369b4cfbc55cccb266cbae0b480695f2ce6a83d485374c741f49750c837d",
-    ("onnx", "iterations"): "1207e1913aa56b8b97028b84592226dc3e0a08cbd3bd49da289eb6158c3f569f",
-    ("onnx", "quality"): "98ba369b4cfbc55cccb266cbae0b480695f2ce6a83d485374c741f49750c837d",
+    ("onnx", "iterations"): "167c686ca2f9cb5411dec71713a6d2a51fb97e6801b10108e6a45a6d3866469b",
+    ("onnx", "quality"): "cdececa03c95d10a7e72e21b536cdbf9a90c2cb209a0c1f4053899d686ce3599",
 }
 
 
@@ -102,7 +103,7 @@ def test_no_rate_option_means_the_default_quality_on_every_surface(tmp_path, mod
     """A user who gives no rate option gets `quality=DEFAULT_QUALITY` from the API, the CLI and
     Pillow alike; `adaptive=False` alone still codes every iteration."""
     img, tiny = smooth_image(32, 48, seed=5), str(model_dir / "tiny.safetensors")
-    backend = load_backend("torch", tiny, "fp32")
+    backend = load_backend("onnx", tiny, "fp32")  # the engine of every surface by default
     expected = encode(img, quality=DEFAULT_QUALITY, model=backend).data
     assert Rate() == Rate(quality=DEFAULT_QUALITY) and encode(img, model=backend).data == expected
     png, out = tmp_path / "in.png", tmp_path / "out.rnc"

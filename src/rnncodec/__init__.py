@@ -6,7 +6,8 @@
     image = rnncodec.decompress(data, iterations=2)         # any prefix decodes, at lower quality
 
 Importing the package registers the Pillow plugin (`Image.open("photo.rnc")`) and nothing heavier:
-torch and the codec load when `compress` or `decompress` is first used.
+the codec (and ONNX Runtime) loads when `compress` or `decompress` is first used; torch never, unless
+the torch engine is named.
 """
 from . import pillow_plugin  # noqa: F401  (registers .rnc with Pillow)
 from .errors import FormatError, ImageError, ModelError, RNNCodecError

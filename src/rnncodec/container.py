@@ -35,7 +35,8 @@ _SECTIONS = ((FLAG_ICC, "icc_profile"), (FLAG_ALPHA, "alpha"), (FLAG_BLOCKS, "bl
 _DISPLAY = struct.Struct(">II")  # the width and height an image coded at reduced size is shown at
 MAX_UPSCALE = 8  # a display size more than this many times the coded one is refused
 _FIXED = struct.Struct(">4sBBBB8s8sIIHHB")  # magic ver coder flags precision model entropy w h tile overlap iters
-PRECISION_BYTES = {None: 0, "fp32": 1, "bf16": 2}  # the encoder's arithmetic, in the byte older files left 0
+# the encoder's engine and arithmetic, in the byte older files left 0: torch's fp32 or bf16, or ONNX Runtime's fp32
+PRECISION_BYTES = {None: 0, "fp32": 1, "bf16": 2, "onnx-fp32": 3}
 _PRECISION_OF_BYTE = {v: k for k, v in PRECISION_BYTES.items()}
 _CHUNK = struct.Struct(">II")  # payload length, CRC32 of the decoded bits
 CHUNK_OVERHEAD = _CHUNK.size
@@ -54,7 +55,7 @@ class Header:
     icc_profile: bytes | None = None
     alpha: bytes | None = None  # the alpha plane as `pack_alpha` stores it; None: opaque
     blocks: bytes | None = None  # iterations per 16×16 block as `pack_blocks` stores them; None: all
-    precision: str | None = None  # the image model's arithmetic in the encoder (fp32, bf16); None: not recorded
+    precision: str | None = None  # the encoder's engine and arithmetic (PRECISION_BYTES); None: not recorded
     display: bytes | None = None  # the size the image is shown at, as `pack_display` stores it; None: as coded
 
     @property
