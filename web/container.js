@@ -20,7 +20,7 @@ const MAX_ICC = 1 << 24;
 const MAX_UPSCALE = 8;
 const FLAGS = { icc: 1, alpha: 2, blocks: 4, display: 8 };
 const FIXED = 37; // magic ver coder flags precision model(8) entropy(8) w h tile overlap iters
-const PRECISIONS = { 1: "fp32", 2: "bf16" };
+const PRECISIONS = { 1: "fp32", 2: "bf16", 3: "onnx-fp32" }; // the encoder's engine and arithmetic
 
 const CRC_TABLE = (() => {
   const table = new Uint32Array(256);
