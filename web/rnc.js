@@ -83,6 +83,7 @@ async function openStream(source, signal) {
     if (!source.ok) throw new FormatError(`cannot fetch ${source.url}: HTTP ${source.status}`);
     return source.body;
   }
+  if (source instanceof Blob) return source.stream(); // a File from an <input type=file>, say
   if (source instanceof Uint8Array || source instanceof ArrayBuffer) return new Blob([source]).stream();
   return source; // a ReadableStream
 }
@@ -99,8 +100,8 @@ function rgba(pixels, alpha, width, height) {
 }
 
 /**
- * Decode an .rnc stream: `source` a fetch() Response (or its promise), a ReadableStream, bytes, or
- * a URL. Resolves with { width, height, iterations, announced, image, truncated, note }.
+ * Decode an .rnc stream: `source` a fetch() Response (or its promise), a ReadableStream, a Blob,
+ * bytes, or a URL. Resolves with { width, height, iterations, announced, image, truncated, note }.
  *
  * Options: `models` (a folder URL, or name -> URL), `onFrame({ image, iteration, iterations })`
  * after each complete iteration, `onBits(iteration, tile, bits)` with each tile's decoded bits,
