@@ -10,7 +10,7 @@ const STRIDE = 16;
 
 export class ImageModel {
   /** `ort`: the onnxruntime-web module; `graphs`: { first, next } graph bytes; `weights`: loadWeights'. */
-  static async create(ort, weights, graphs, options = {}) {
+  static create(ort, weights, graphs, options = {}) {
     if (weights.kind !== "image") throw new ModelError(`expected image model weights, got ${weights.kind}`);
     const model = new ImageModel();
     model.ort = ort;
@@ -18,18 +18,20 @@ export class ImageModel {
     model.config = weights.config;
     model.weights = Object.fromEntries(Object.entries(weights.tensors).map(
       ([name, t]) => [name, new ort.Tensor("float32", Float32Array.from(t.data), t.shape)]));
+    model.graphs = graphs;
+    model.options = options;
     model.sessions = {};
-    for (const [which, bytes] of Object.entries(graphs)) {
-      let session;
-      try {
-        session = await ort.InferenceSession.create(bytes, { executionProviders: options.executionProviders ?? ["wasm"],
-          graphOptimizationLevel: "all" });
-      } catch (err) {
-        throw new ModelError(`image-${weights.id}.${which}-decoder.onnx: not a graph of this model (${String(err.message ?? err).split("\n")[0]})`);
-      }
-      model.sessions[which] = session;
-    }
     return model;
+  }
+
+  /** A step's session, built when first used: the first frame waits for the first graph's alone. */
+  session(which) {
+    this.sessions[which] ??= this.ort.InferenceSession.create(this.graphs[which], {
+      executionProviders: this.options.executionProviders ?? ["wasm"], graphOptimizationLevel: "all" }).catch((err) => {
+      delete this.sessions[which];
+      throw new ModelError(`image-${this.id}.${which}-decoder.onnx: not a graph of this model (${String(err.message ?? err).split("\n")[0]})`);
+    });
+    return this.sessions[which];
   }
 
   /** One tile's decoding step: from its state (null before the first), the C×h×w bits (float
@@ -38,7 +40,7 @@ export class ImageModel {
   async step(state, bits, C, h, w, mask) {
     const { ort } = this;
     const first = state === null;
-    const session = this.sessions[first ? "first" : "next"];
+    const session = await this.session(first ? "first" : "next");
     const values = first ? { recon: new ort.Tensor("float32", new Float32Array(3 * h * w * STRIDE * STRIDE), [1, 3, h * STRIDE, w * STRIDE]) }
       : { ...state.values };
     values.bits = new ort.Tensor("float32", bits, [1, C, h, w]);
@@ -52,6 +54,7 @@ export class ImageModel {
       else throw new ModelError(`image-${this.id} decoder graph wants ${name}, which neither its weights nor its states hold`);
     }
     const outputs = await session.run(feeds);
+    if (first) this.session("next").catch(() => {}); // built while the first frame shows; its error, if any, at its use
     const next = {};
     for (const [name, tensor] of Object.entries(outputs)) if (name.startsWith(NEXT)) next[name.slice(NEXT.length)] = tensor;
     return { t: t + 1, values: next, recon: next.recon.data };
