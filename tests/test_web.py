@@ -91,7 +91,8 @@ def site(tmp_path_factory, model_dir):
     assert (WEB / "node_modules" / "onnxruntime-web").is_dir(), "web/'s packages are missing: npm ci --prefix web"
     models, files = tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("files")
     env = {**os.environ, MODEL_PATH_ENV: os.pathsep.join([str(model_dir), str(VECTORS)])}
-    subprocess.run([sys.executable, str(WEB / "stage_models.py"), str(models)], env=env, check=True, capture_output=True)
+    staged = subprocess.run([sys.executable, str(WEB / "stage_models.py"), str(models)], env=env, capture_output=True, text=True)
+    assert staged.returncode == 0, staged.stderr
     for name in NAMES:
         (files / f"{name}.rnc").write_bytes((VECTORS / f"{name}.rnc").read_bytes())
     server, url = web_serve.serve({"/models/": models, "/files/": files}, GatedHandler)
