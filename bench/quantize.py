@@ -1,13 +1,12 @@
 """int8 and fp16 image-model graphs in ONNX Runtime against the shipped fp32 ones: time and quality.
 
     python bench/quantize.py --kodak DIR --calibration DIR [--image kodim23] [--iterations 4 16]
-        [--quality-iterations 16] [--repeats 3] [--threads 1]
+        [--quality-iterations 16] [--images 24] [--repeats 3] [--threads 1]
 
 Needs the `dev` extra (onnx; onnxruntime's quantisation and float16 tools ship with it). Variants
-of the packaged model's six graphs, written to a temporary folder:
+of the packaged model's six graphs, written to a temporary folder, each made from the graphs with
+the weights moved in as initializers, as the quantisers need them:
 - fp32: the graphs as shipped, the weights fed as inputs (the baseline);
-- fp32, weights embedded: the same graphs with the weights as initializers, as the quantisers
-  need them (so that the variants below differ from it only by their arithmetic);
 - int8 dynamic: `quantize_dynamic` of the convolutions (ConvInteger: int8 weights, activations
   quantised to uint8 per call);
 - int8 QDQ: `quantize_static` of the convolutions in QDQ form (per-channel int8 weights, uint8
@@ -18,8 +17,8 @@ of the packaged model's six graphs, written to a temporary folder:
 Time: `codec.encode` and `codec.decode` of IMAGE with the variant as the backend, best of
 --repeats per iteration count, all variants in turn in one process, ONNX Runtime at --threads.
 Quality: PSNR-RGB of the reconstruction after --quality-iterations encoding steps (the forward
-pass through the graphs, no entropy coding), mean over the Kodak images, and its difference from
-the baseline's. It prints one markdown table.
+pass through the graphs, no entropy coding), mean over the first --images Kodak images, and its
+difference from the baseline's. It prints one markdown table.
 """
 from __future__ import annotations
 
@@ -99,24 +98,23 @@ def variants(work: Path, calibration: Path) -> dict[str, Path]:
     weights = stored_weights(IMAGE, None)
     shipped = find_graphs(weights.model_id)
     tensors = dict(weights.tensors)
-    folders = {"fp32 (shipped)": shipped}
-    for name, sub in (("fp32, weights embedded", "fp32"), ("int8 dynamic (convolutions)", "int8"),
-                      ("int8 QDQ static (convolutions)", "qdq"), ("fp16", "fp16")):
-        folders[name] = work / sub
-        folders[name].mkdir()
+    base = work / "fp32"
+    folders = {name: work / sub for name, sub in (("int8 dynamic (convolutions)", "int8"),
+                                                   ("int8 QDQ static (convolutions)", "qdq"), ("fp16", "fp16"))}
+    for folder in (base, *folders.values()):
+        folder.mkdir()
     for graph in graph_names(weights.model_id):
-        base = embedded(onnx.load(shipped / graph), tensors)
-        onnx.save(base, folders["fp32, weights embedded"] / graph)
-        quantize_dynamic(folders["fp32, weights embedded"] / graph, folders["int8 dynamic (convolutions)"] / graph,
+        onnx.save(embedded(onnx.load(shipped / graph), tensors), base / graph)
+        quantize_dynamic(base / graph, folders["int8 dynamic (convolutions)"] / graph,
                          op_types_to_quantize=["Conv"], weight_type=QuantType.QInt8)
-    feeds = calibration_feeds(folders["fp32, weights embedded"], calibration)
+    feeds = calibration_feeds(base, calibration)
     for graph in graph_names(weights.model_id):
-        quantize_static(folders["fp32, weights embedded"] / graph, folders["int8 QDQ static (convolutions)"] / graph,
+        quantize_static(base / graph, folders["int8 QDQ static (convolutions)"] / graph,
                         Feeds(feeds[graph]), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        half = convert_float_to_float16(onnx.load(folders["fp32, weights embedded"] / graph), keep_io_types=True)
+        half = convert_float_to_float16(onnx.load(base / graph), keep_io_types=True)
         onnx.save(half, folders["fp16"] / graph)
-    return folders
+    return {"fp32 (shipped)": shipped, **folders}
 
 
 def forward_psnr(model: OnnxImageModel, image: Path, iterations: int) -> float:
@@ -151,12 +149,13 @@ def main() -> None:
     ap.add_argument("--image", default="kodim23")
     ap.add_argument("--iterations", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--quality-iterations", type=int, default=16)
+    ap.add_argument("--images", type=int, default=24, help="the first N Kodak images for the quality")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime's intra-op threads")
     args = ap.parse_args()
     OnnxImageModel.threads = args.threads
     weights = stored_weights(IMAGE, None)
-    images = sorted(args.kodak.glob("kodim*.png"))
+    images = sorted(args.kodak.glob("kodim*.png"))[: args.images]
     work = Path(tempfile.mkdtemp())
     try:
         rows, base = [], None

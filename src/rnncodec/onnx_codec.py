@@ -65,9 +65,13 @@ class OnnxImageModel:
             # idle threads sleep rather than spin: a spinning thread slows a process sharing the cores
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             # the arena keeps the activations' blocks between runs: every iteration of a tile, and
-            # every tile of one size, reuses them instead of asking the system again. It holds its
-            # largest tile's blocks until the model is dropped, which the tile size bounds
+            # every tile, reuses them instead of asking the system again. It holds its largest
+            # tile's blocks until the model is dropped, which the tile size bounds
             options.enable_cpu_mem_arena = True
+            # no memory pattern: it plans one block for a whole run per input shape, which the arena
+            # then keeps for each shape seen (an image's edge tiles are other shapes), and it saves
+            # no time here; freed blocks go back to the arena for the next tensor of any shape
+            options.enable_mem_pattern = False
             try:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime's errors have no common base class
