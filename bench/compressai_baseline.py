@@ -3,8 +3,10 @@ baseline bench/speed.py sets rnncodec against, run in the same session on the sa
 
     PYTHON bench/compressai_baseline.py IMAGE [--threads T] [--repeats N]
 
-Run it with any interpreter that imports compressai; its numpy<2 pin (and torchvision, which PyPI
-builds only for torch 2.14 here) keep it out of rnncodec's own environment, so give it one:
+Run it with any interpreter that imports compressai; its numpy<2 pin and torchvision keep it out
+of rnncodec's own environment, so give it one. The registry's torchvision is built against torch's
+CUDA build (its `_C.so` needs `libc10_cuda.so`): beside torch's CPU wheel (`pip install compressai
+-c constraints-cpu.txt`) compressai installs but does not import. So, on the CPU all the same:
 
     python3 -m venv ../cai-venv && ../cai-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 \
         'numpy<2' compressai==1.2.8

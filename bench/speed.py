@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/speed.py --kodak DIR [--image kodim23] [--iterations 2 4 8 16]
         [--large 6000x4000] [--large-iterations 8] [--model PATH] [--precision auto|fp32|bf16]
-        [--compressai-python ../cai-venv/bin/python] [--baseline-iterations 4]
+        [--compressai-python ../cai-venv/bin/python] [--baseline-iterations 4] [--engine torch|onnx]
 
 Cases: a Kodak image at 2, 4, 8 and 16 iterations (0.25–2 bpp before entropy coding), and that
 image upscaled (Lanczos) to a large size. Each encode and each decode runs in its own process, so
@@ -20,6 +20,8 @@ reachable peak that the model gets.
 With --compressai-python, CompressAI's bmshj2018 models run on the same image in the same run
 (bench/compressai_baseline.py, in that interpreter), and rnncodec's in-process time is given as a
 ratio to theirs. The CLI's whole-process time (start, imports, model load included) is timed too.
+With --engine onnx, only that comparison runs, rnncodec in ONNX Runtime (the light install's
+backend; the other tables time torch's modules).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from rnncodec import codec, container
+from rnncodec.backend import ENGINES, load_backend
 from rnncodec.image import read_image
 from rnncodec.models.rnn_codec import STRIDE
 from rnncodec.precision import PRECISIONS
@@ -215,12 +218,19 @@ def main() -> None:
     ap.add_argument("--compressai-python", help="an interpreter that imports compressai, for the baseline "
                     "(bench/compressai_baseline.py); without it, no baseline")
     ap.add_argument("--baseline-iterations", type=int, default=4, help="rnncodec's iterations set against the baseline")
+    ap.add_argument("--engine", choices=ENGINES, default="torch",
+                    help="rnncodec's engine in the baseline comparison; onnx: run only that comparison")
     ap.add_argument("--child", choices=("encode", "decode"), help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--output", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args)))
+        return
+    kodak = args.kodak / f"{args.image}.png"
+    if args.engine == "onnx":
+        warm = warm_seconds(kodak, args.baseline_iterations, args.model, args.precision, args.engine)
+        print(baseline_table(args, kodak, None, warm))
         return
 
     gemm = gemm_gflops()
@@ -230,7 +240,6 @@ def main() -> None:
     compute = ["| image | iterations | phase | model GFLOP | FLOPs/pixel | GFLOP/s | of GEMM |",
                "|---|---:|---|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
-        kodak = args.kodak / f"{args.image}.png"
         cases = [(kodak, f"{args.image} 768×512", k) for k in args.iterations]
         if args.large != "none":
             w, h = (int(v) for v in args.large.split("x"))
@@ -253,7 +262,7 @@ def main() -> None:
             if src == kodak and k == args.baseline_iterations:
                 cold = (enc["codec"], dec["codec"])
         cli = cli_seconds(kodak, Path(tmp), args.baseline_iterations)
-    warm = warm_seconds(kodak, args.baseline_iterations, args.model, args.precision)
+    warm = warm_seconds(kodak, args.baseline_iterations, args.model, args.precision, args.engine)
     print("\n".join(times) + "\n\n" + "\n".join(compute))
     print(f"\nWhole process, the CLI on {args.image} at {args.baseline_iterations} iterations (best of 3): "
           f"compress {cli[0]:.2f} s (in ONNX Runtime where it serves), {cli[1]:.2f} s in torch (--precision bf16), "
@@ -280,11 +289,11 @@ def cli_seconds(image: Path, tmp: Path, iterations: int, repeats: int = 3) -> tu
     return best[0], best[1], best[2]
 
 
-def warm_seconds(image: Path, iterations: int, model: str | None, precision: str,
+def warm_seconds(image: Path, iterations: int, model: str | None, precision: str, engine: str,
                  repeats: int = BASELINE_REPEATS) -> tuple[float, float]:
-    """Best-of `encode()` and `decode()` in this process, the model loaded and run once before:
-    measured as bench/compressai_baseline.py measures CompressAI's models."""
-    net, rgb = load_image_model(model), read_image(image)
+    """Best-of `encode()` and `decode()` in this process, the model loaded in `engine` and run
+    once before: measured as bench/compressai_baseline.py measures CompressAI's models."""
+    net, rgb = load_backend(engine, model, precision), read_image(image)
     data = codec.encode(rgb, iterations=iterations, model=net, precision=precision).data
     codec.decode(data, model_lookup=lambda _: net, precision=precision)
     best = [float("inf"), float("inf")]
@@ -298,21 +307,23 @@ def warm_seconds(image: Path, iterations: int, model: str | None, precision: str
     return best[0], best[1]
 
 
-def baseline_table(args: argparse.Namespace, image: Path, cold: tuple[float, float], warm: tuple[float, float]) -> str:
+def baseline_table(args: argparse.Namespace, image: Path, cold: tuple[float, float] | None,
+                   warm: tuple[float, float]) -> str:
     """CompressAI's models on the same image, in the same run, and rnncodec's time as a ratio:
     rnncodec warm as theirs are (best of the same number of runs); its first call in a fresh
-    process (oneDNN building its kernels, first touch of memory) beside it."""
+    process (oneDNN building its kernels, first touch of memory) beside it, where the tables ran."""
     script = Path(__file__).with_name("compressai_baseline.py")
     r = subprocess.run([args.compressai_python, str(script), str(image), "--threads", str(torch.get_num_threads()),
                         "--repeats", str(BASELINE_REPEATS)], capture_output=True, text=True, check=True)
     base = json.loads(r.stdout.strip().splitlines()[-1])
+    engine = args.engine if args.engine == "onnx" else args.precision
     rows = [f"CompressAI baseline (torch {base['torch']}, {base['threads']} threads) against rnncodec at "
             f"{args.baseline_iterations} iterations, in process (encode() and decode(), model loaded):\n",
             "| codec | encode s | decode s | encode + decode s | rnncodec's time as a ratio |", "|---|---:|---:|---:|---:|",
-            f"| rnncodec ({args.precision}), best of {BASELINE_REPEATS} | {warm[0]:.3f} | {warm[1]:.3f} | "
-            f"{sum(warm):.3f} | 1.00 |",
-            f"| rnncodec ({args.precision}), first call in a fresh process | {cold[0]:.3f} | {cold[1]:.3f} | "
-            f"{sum(cold):.3f} | – |"]
+            f"| rnncodec ({engine}), best of {BASELINE_REPEATS} | {warm[0]:.3f} | {warm[1]:.3f} | {sum(warm):.3f} | 1.00 |"]
+    if cold:
+        rows.append(f"| rnncodec ({engine}), first call in a fresh process | {cold[0]:.3f} | {cold[1]:.3f} | "
+                    f"{sum(cold):.3f} | – |")
     for name in ("bmshj2018-factorized", "bmshj2018-hyperprior"):
         t = base[name]
         total = t["encode_s"] + t["decode_s"]

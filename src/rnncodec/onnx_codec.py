@@ -18,6 +18,7 @@ fills.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,11 @@ class OnnxImageModel:
     A backend (backend.py): `begin`, `step`, `reconstruction`."""
 
     precision = "onnx-fp32"  # as the header records it (container.PRECISION_BYTES)
-    threads = 0  # ONNX Runtime's intra-op threads; 0: its default, one per physical core
+    # ONNX Runtime's intra-op threads. It reads no environment variable of its own, so the one
+    # that sets torch's and the BLAS libraries' threads sets its too, and one setting caps the
+    # whole process (several codec processes sharing a machine each ask for one); unset, 0: its
+    # default, one per physical core. Folder mode's workers set 1.
+    threads = int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS", "").isdigit() else 0
 
     def __init__(self, weights: StoredWeights, folder: Path) -> None:
         self.model_id, self.cfg, self.folder = weights.model_id, ModelConfig.from_json(weights.config), folder
@@ -50,13 +55,23 @@ class OnnxImageModel:
             path = self.folder / name
             options = ort.SessionOptions()
             options.log_severity_level = 3  # errors only: the CLI's stderr is for its own notes
-            # every fusion ORT knows: the graphs are exported unoptimised (no constant folding)
+            # every rewrite ORT knows, layout ones included: the graphs are exported unoptimised, and
+            # each level up is faster. Rewrites change rounding, not determinism: one machine and
+            # ORT version write the same bits at any thread count, and any decoder decodes them exactly
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.intra_op_num_threads = self.threads
+            # one graph at a time: the steps are chains of convolutions, with nothing to run beside them
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             # idle threads sleep rather than spin: a spinning thread slows a process sharing the cores
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            # tiles of one size reuse the arena's blocks; a large image's first tile sets its size
+            # the arena keeps the activations' blocks between runs: every iteration of a tile, and
+            # every tile, reuses them instead of asking the system again. It holds its largest
+            # tile's blocks until the model is dropped, which the tile size bounds
             options.enable_cpu_mem_arena = True
+            # no memory pattern: it plans one block for a whole run per input shape, which the arena
+            # then keeps for each shape seen (an image's edge tiles are other shapes), and it saves
+            # no time here; freed blocks go back to the arena for the next tensor of any shape
+            options.enable_mem_pattern = False
             try:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime's errors have no common base class
