@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import fields
 
+import numpy as np
 import pytest
 from conftest import smooth_image
 from PIL import Image
@@ -15,7 +16,7 @@ from rnncodec.backend import load_backend
 from rnncodec.cli import build_parser, main
 from rnncodec.codec import compress, encode
 from rnncodec.errors import OptionError
-from rnncodec.rate import DEFAULT_QUALITY, Rate
+from rnncodec.rate import DEFAULT_QUALITY, FLAT, Rate, masked_error, squared_error
 
 # a valid value of each option, and what it needs beside it; the test checks these are all of them
 EXAMPLES = {"iterations": (2, {}), "bpp": (0.9, {}), "target_psnr": (14.0, {}), "target_ms_ssim": (0.3, {}),
@@ -115,3 +116,16 @@ def test_no_rate_option_means_the_default_quality_on_every_surface(tmp_path, mod
     assert buf.getvalue() == compress(img, quality=DEFAULT_QUALITY)
     every = encode(img, adaptive=False, model=backend)
     assert every.iterations == backend.cfg.iterations and container.read(every.data)[0].blocks is None
+
+
+def test_quality_counts_an_error_less_where_the_original_is_busy():
+    """`quality`'s block distortion: a flat block's squared error as it is, a busy block's scaled by
+    FLAT / (its luma variance + FLAT), the same error showing less in texture."""
+    original = np.full((32, 32, 3), 128, np.uint8)
+    original[:, 16:] = np.random.default_rng(0).integers(0, 200, (32, 16, 3))
+    recons = np.stack([original, original + 8])
+    plain, masked = squared_error(recons, original), masked_error(recons, original)
+    assert np.allclose(masked[:, :, 0], plain[:, :, 0], rtol=1e-5) and np.all(masked[0] == 0)
+    luma = original[:16, 16:].astype(float) @ [0.299, 0.587, 0.114] / 255
+    assert np.allclose(masked[1, 0, 1], plain[1, 0, 1] * FLAT / (luma.var() + FLAT), rtol=1e-4)
+    assert masked[1, 0, 1] < plain[1, 0, 1] / 2

@@ -21,7 +21,7 @@ from .decoder import Decoded, decode, decompress  # noqa: F401  (the API: decodi
 from .entropy import BitCoder
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES, RGBImage, as_rgb, resized
-from .rate import Rate, choose, ms_ssim_change, search, squared_error, window
+from .rate import Rate, choose, masked_error, ms_ssim_change, search, squared_error, window
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, release_memory, to_uint8
 from .zoo import ImageModel, default_coder, load_image_model
 
@@ -241,7 +241,8 @@ class _Image:
         """The block counts: the one choice every goal makes (rate.py)."""
         rate, errors = self.rate, None
         if rate.slope is not None or rate.target_ms_ssim is None:
-            errors = [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
+            distortion = masked_error if rate.slope is not None else squared_error
+            errors = [distortion(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
         if rate.slope is not None:
             return choose([window(d, 1, len(d)) for d in errors], rate.slope)
         if not rate.adaptive and (whole is None or (rate.target is not None and whole == 1)):
