@@ -198,8 +198,8 @@ def main() -> None:
     for path in [] if args.summarise else dataset_images(args.dataset)[args.skip :][: args.limit]:
         rows += [{"image": path.name, **row} for row in measure(path, args.distortions, args.real, args.cache)]
         print(f"{path.name}: done", file=sys.stderr, flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=0))
+        if args.json:  # after each image: a long run's points survive it
+            args.json.write_text(json.dumps(rows, indent=0))
     kinds = dict.fromkeys(r["kind"] for r in rows)
     curves = {kind: mean_curve([r for r in rows if r["kind"] == kind], "setting") for kind in kinds}
     print(f"{len({r['image'] for r in rows})} images from {args.dataset}\n")
@@ -212,6 +212,13 @@ def main() -> None:
             settings = list(dict.fromkeys(r["setting"] for r in rows if r["kind"] == kind))
             rates = " ".join(f"{s:g}:{b:.3f}" for s, b in zip(settings, curve[0]))
             print(f"| {kind} | {cells[0]} | {cells[1]} | {rates} |")
+    real = [r for r in rows if r["kind"] == "--quality (real files)"]
+    if real:
+        settings = list(dict.fromkeys(r["setting"] for r in real))
+        mean = {k: [np.mean([r[k] for r in real if r["setting"] == s]) for s in settings] for k in ("bpp", "psnr", "ms_ssim")}
+        print("\n| quality | " + " | ".join(f"{s:g}" for s in settings) + " |\n|---|" + "---:|" * len(settings))
+        for key, name, digits in (("bpp", "bpp", 4), ("psnr", "PSNR", 2), ("ms_ssim", "MS-SSIM", 4)):
+            print(f"| {name} | " + " | ".join(f"{v:.{digits}f}" for v in mean[key]) + " |")
 
 
 if __name__ == "__main__":
