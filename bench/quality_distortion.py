@@ -124,8 +124,7 @@ def mixed_ms_ssim(weight: float):
         mse = rate.squared_error(fp.recons, fp.pixels)
         k = reference(mse, lam)
         if k not in fp.gradients:
-            recon = torch.from_numpy(fp.recons[k]).permute(2, 0, 1)[None].float() / 255 - 0.5
-            fp.gradients[k] = ms_ssim_gradient(fp.pixels, recon)[0].permute(1, 2, 0).numpy() / 255
+            fp.gradients[k] = ms_ssim_gradient(fp.pixels, fp.recons[k])
         change = rate.ms_ssim_change(fp.recons, k, fp.gradients[k])
         scale = mse[k].sum() / (1 - ms_ssim_rgb(fp.pixels, fp.recons[k]))
         return mse + weight * scale * change

@@ -18,9 +18,13 @@ from rnncodec.zoo import MODEL_PATH_ENV, ImageModel, clear_caches, load_image_mo
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """A folder holding tiny seeded image models (saved and loaded as real weights files)."""
+    """A folder holding tiny seeded image models (saved and loaded as real weights files), with
+    their graphs for the onnx engine, the default."""
+    from rnncodec.onnx_export import export_graphs
+
     d = tmp_path_factory.mktemp("models")
     save_tiny_image_model(d / "tiny.safetensors")
+    export_graphs(load_image_model(d / "tiny.safetensors"), d)
     return d
 
 

@@ -181,7 +181,7 @@ def test_standard_input_and_output(tmp_path, png):
                        timeout=300)
     assert d.returncode == 0, d.stderr
     assert Image.open(io.BytesIO(d.stdout)).size == (56, 40)
-    bad = subprocess.run([sys.executable, "-m", "rnncodec.cli", "decompress", "-", "-o", "-"], input=r.stdout[:-3],
+    bad = subprocess.run([sys.executable, "-m", "rnncodec.cli", "decompress", "-", "-o", "-", "--strict"], input=r.stdout[:-3],
                          capture_output=True, timeout=300)
     assert bad.returncode == 3 and bad.stdout == b""  # nothing half-written to standard output either
 

@@ -2,19 +2,23 @@
 import warnings
 import zlib
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
 from conftest import block_grids, smooth_image
 
-from rnncodec import container
+from rnncodec import codec, container
 from rnncodec.backend import as_backend
-from rnncodec.codec import decode, encode
+from rnncodec.codec import encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, ModelError, Note, OptionError
 from rnncodec.quality import psnr_rgb
 from rnncodec.stored import save_weights
 from rnncodec.zoo import load_image_model
+
+# these files' encoders run the torch module: its decoder reproduces them exactly (engines differ by rounding)
+decode = partial(codec.decode, engine="torch")
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (17, 33), (333, 517)])

@@ -116,6 +116,12 @@ def check_page(browser, index: Path, screenshot: Path):
     assert page.get_attribute("#right-img", "src") != before  # the rate choice switches the pictures
     assert page.locator(".card img").first.get_attribute("src").endswith("original.png")
     page.wait_for_function(SHOWN)
+    steps = page.locator("#progression figure")  # rnncodec's file as it arrives: one picture per rate
+    assert steps.count() == len(page.locator("#rates button").all())
+    assert "first " in steps.first.inner_text() and " B" in steps.first.inner_text()
+    steps.last.click()  # a step picks its rate
+    assert page.get_attribute("#rates button >> nth=-1", "aria-pressed") == "true"
+    page.locator("#rates button").first.click()
 
     box = page.locator("#stage").bounding_box()
     frame = page.locator("#frame").bounding_box()

@@ -8,7 +8,6 @@ from PIL import Image
 
 from rnncodec import batch
 from rnncodec.codec import decode
-from rnncodec.zoo import load_image_model
 
 distributed = pytest.importorskip("distributed")
 
@@ -44,7 +43,7 @@ def test_dataset_on_dask(client, dataset, model_dir):
     out = dataset[0][1].parent
     assert sorted(p.name for p in out.iterdir()) == ["0.png.rnc", "1.png.rnc", "2.png.rnc", "3.png.rnc"]  # no .part
     assert all(decode(p.read_bytes()).pixels.shape == (24, 32, 3) for p in out.iterdir())
-    assert set(client.run(lambda: load_image_model.cache_info().misses).values()) == {1}  # once per worker
+    assert set(client.run(lambda: batch.worker_backend.cache_info().misses).values()) == {1}  # once per worker
 
 
 def test_a_task_that_crashes_is_reported_for_its_file(client, dataset, model_dir, monkeypatch):

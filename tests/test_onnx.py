@@ -1,5 +1,5 @@
 """The ONNX Runtime backend: the exported graphs against the torch model, the packaged graphs against
-the packaged weights, and `compress --engine onnx` without torch."""
+the packaged weights, and the codec's commands on the onnx engine, the default, without torch."""
 import json
 import subprocess
 import sys
@@ -11,7 +11,7 @@ from conftest import entropy_bits, smooth_image
 from PIL import Image
 
 from rnncodec import codec, onnx_codec, zoo
-from rnncodec.backend import as_backend, load_backend
+from rnncodec.backend import as_backend
 from rnncodec.cli import main
 from rnncodec.config import preset
 from rnncodec.models import RNNCodec
@@ -37,6 +37,16 @@ def _steps(backend, x: np.ndarray, masks: list) -> tuple[list[np.ndarray], list[
     return bits, recons
 
 
+def _decoded(backend, bits: list[np.ndarray], masks: list) -> list[np.ndarray]:
+    """A backend's x̂ after each decoding step of these bits (a stopped block's are 0)."""
+    recons, state = [], None
+    for b, mask in zip(bits, masks):
+        signed = b.astype(np.float32) * 2 - 1
+        state = backend.decode_step(state, signed if mask is None else signed * mask, mask)
+        recons.append(backend.reconstruction(state))
+    return recons
+
+
 @pytest.mark.parametrize("overrides", [
     dict(framework="iteration_gain"),  # the shipped model's kind
     dict(encoder_cell="lstm", decoder_cell="lstm", framework="residual_scaling", priming=1),  # (h, c) states, a gain net
@@ -60,6 +70,11 @@ def test_graphs_compute_the_torch_steps(tmp_path, overrides):
     assert [b.tolist() for b in bits] == [b.tolist() for b in torch_bits]
     for recon, expected in zip(recons[:2], torch_recons[:2]):
         np.testing.assert_allclose(recon, expected, atol=1e-5)
+    decoded = _decoded(onnx_codec.OnnxImageModel(load_weights(path), tmp_path), torch_bits, masks)
+    torch_decoded = _decoded(as_backend(model, "fp32"), torch_bits, masks)
+    for recon, expected, encoded in zip(decoded, torch_decoded, torch_recons[:2]):
+        np.testing.assert_allclose(recon, expected, atol=1e-5)
+        np.testing.assert_array_equal(expected, encoded)  # torch's decoder replays its encoder exactly
 
 
 def test_packaged_graphs_are_the_packaged_models():
@@ -68,11 +83,19 @@ def test_packaged_graphs_are_the_packaged_models():
     model_ids = [load_weights(path).model_id for path in zoo.NAMED_MODELS.values()]
     assert all(zoo.find_graphs(model_id) == PACKAGE_WEIGHTS for model_id in model_ids)
     assert sorted(p.name for p in PACKAGE_WEIGHTS.glob("*.onnx")) == sorted(  # no other model's left behind
-        zoo.graph_name(model_id, *v) for model_id in model_ids for v in zoo.GRAPH_VARIANTS)
-    model, pixels = onnx_codec.load(), smooth_image(64, 96)
+        name for model_id in model_ids for name in zoo.graph_names(model_id))
+    pixels = smooth_image(64, 96)
     x = np.ascontiguousarray(model_input(pixels, TileBox(0, 64, 0, 96)))
-    _, expected = _steps(as_backend(load_image_model(), "fp32"), x, [None, None])
-    np.testing.assert_allclose(_steps(model, x, [None, None])[1][0], expected[0], atol=1e-5)
+    mask = np.arange(24).reshape(4, 6) % 4 > 0
+    for name in zoo.NAMED_MODELS:
+        model, reference = onnx_codec.load(name), as_backend(load_image_model(name), "fp32")
+        bits, expected = _steps(reference, x, [None, mask, mask])
+        got_bits, got = _steps(model, x, [None, mask, mask])
+        assert [b.tolist() for b in got_bits] == [b.tolist() for b in bits], name  # equal bits on a test image
+        for recon, want in zip(got[:2], expected[:2]):
+            np.testing.assert_allclose(recon, want, atol=1e-4, err_msg=name)  # max abs difference
+        for recon, want in zip(_decoded(model, bits, [None, mask, mask]), _decoded(reference, bits, [None, mask, mask])):
+            np.testing.assert_allclose(recon, want, atol=1e-4, err_msg=name)
 
 
 @pytest.mark.parametrize("rate", [dict(iterations=4), dict(quality=50), dict(target_psnr=30)])
@@ -81,11 +104,12 @@ def test_both_backends_write_files_that_decode_alike(rate):
     equal bits but where the two encoders' float rounding parts them."""
     pixels = smooth_image(64, 96)
     tiling = dict(tile=48, overlap=16)  # 2×2 tiles of three sizes
-    data = codec.encode(pixels, model=load_backend("onnx", None, "auto"), **tiling, **rate).data
-    reference = codec.encode(pixels, precision="fp32", **tiling, **rate).data
+    data = codec.encode(pixels, **tiling, **rate).data
+    reference = codec.encode(pixels, precision="fp32", engine="torch", **tiling, **rate).data
     assert np.mean(entropy_bits(data) == entropy_bits(reference)) > 0.999
-    decoded = [psnr_rgb(pixels, codec.decode(d, precision="fp32").pixels) for d in (data, reference)]
-    assert abs(decoded[0] - decoded[1]) < 0.05
+    for engine in ("onnx", "torch"):  # each decodes either file, to pixels of about the same quality
+        decoded = [psnr_rgb(pixels, codec.decode(d, precision="fp32", engine=engine).pixels) for d in (data, reference)]
+        assert abs(decoded[0] - decoded[1]) < 0.05
 
 
 def test_cli_compresses_without_torch(tmp_path):
@@ -97,32 +121,40 @@ def test_cli_compresses_without_torch(tmp_path):
     assert json.loads(r.stderr.splitlines()[-1]) == {"rc": 0, "torch": False}, r.stderr
     piped = subprocess.run([sys.executable, "-c", CLI, *args, "-"], input=png.read_bytes(), capture_output=True)
     assert piped.stdout == rnc.read_bytes()
-    data, reference = rnc.read_bytes(), codec.encode(pixels, iterations=3, precision="fp32").data
+    data, reference = rnc.read_bytes(), codec.encode(pixels, iterations=3, precision="fp32", engine="torch").data
     for k in (1, 2, 3):  # every prefix decodes, as torch's encoding of the image does
-        psnr = [psnr_rgb(pixels, codec.decode(d, k, precision="fp32").pixels) for d in (data, reference)]
+        psnr = [psnr_rgb(pixels, codec.decode(d, k, precision="fp32", engine="torch").pixels) for d in (data, reference)]
         assert abs(psnr[0] - psnr[1]) < 0.01
+    for args in (["decompress", rnc, "-o", tmp_path / "out.png"], ["info", rnc]):
+        r = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True)
+        assert json.loads(r.stderr.splitlines()[-1]) == {"rc": 0, "torch": False}, r.stderr
+    assert "encoder:     fp32 (onnx)" in r.stdout
+    decoded = np.asarray(Image.open(tmp_path / "out.png"))
+    assert np.abs(decoded.astype(int) - codec.decode(data, precision="fp32", engine="torch").pixels).max() <= 2
 
 
-def test_the_engine_is_what_the_command_names(tmp_path, model_dir):
-    """The runtime is --engine's, whatever the rate options: torch by default, onnx where asked;
+def test_the_engine_is_what_the_command_names(tmp_path):
+    """The runtime is --engine's, whatever the rate options: onnx by default, torch where asked;
     a model without graphs, or bf16, is refused by onnx rather than served by torch."""
     pixels = smooth_image(40, 56)
     png = tmp_path / "in.png"
     Image.fromarray(pixels).save(png)
-    for engine, extra, uses_torch in (("torch", [], True), ("onnx", ["--target-psnr", "30"], False),
-                                      ("onnx", ["--tile", "32", "--overlap", "16"], False)):
-        r = subprocess.run([sys.executable, "-c", CLI, "compress", png, "-o", tmp_path / f"{engine}.rnc", "-f",
-                            "--engine", engine, *extra], capture_output=True, text=True)
+    for engine, extra, uses_torch in (("torch", ["--engine", "torch"], True), ("onnx", ["--target-ms-ssim", "0.9"], False),
+                                      ("onnx", ["--tile", "32", "--overlap", "16", "--quality", "50"], False)):
+        r = subprocess.run([sys.executable, "-c", CLI, "compress", png, "-o", tmp_path / f"{engine}.rnc", "-f", *extra],
+                           capture_output=True, text=True)
         assert json.loads(r.stderr.splitlines()[-1]) == {"rc": 0, "torch": uses_torch}, r.stderr
-    tiny = str(model_dir / "tiny.safetensors")
-    for bad, code in ((["--model", tiny], 5), (["--precision", "bf16"], 1)):
-        assert main(["compress", str(png), "-o", str(tmp_path / "x.rnc"), "--engine", "onnx", *bad]) == code
+    torch.manual_seed(1)
+    net = RNNCodec(preset("tiny"))
+    save_weights(tmp_path / "bare.safetensors", "image", net.cfg.to_json(), net.state_dict())  # no graphs exported
+    for bad, code in ((["--model", str(tmp_path / "bare.safetensors")], 5), (["--precision", "bf16"], 1)):
+        assert main(["compress", str(png), "-o", str(tmp_path / "x.rnc"), *bad]) == code
 
 
 def test_export_command(tmp_path, model_dir, monkeypatch, capsys):
     tiny = model_dir / "tiny.safetensors"
     assert main(["export-onnx", str(tiny), "-o", str(tmp_path)]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == len(zoo.GRAPH_VARIANTS)
+    assert len(capsys.readouterr().out.splitlines()) == len(zoo.graph_names(b""))
     assert main(["export-onnx", str(tiny), "-o", str(tmp_path)]) == 6  # exists, without --force
     monkeypatch.setenv("RNNCODEC_MODEL_PATH", str(tmp_path))
     assert onnx_codec.load(tiny).folder == tmp_path

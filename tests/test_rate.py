@@ -47,7 +47,8 @@ def test_every_surface_takes_every_rate_option_from_one_place(tmp_path, model_di
         assert encode(img, model=load_backend("torch", tiny, "fp32"), **keywords).data == expected
         out = tmp_path / f"{option.name}.rnc"
         flags = [f for name, v in keywords.items() for f in _flags(name, v)]
-        assert main(["compress", str(png), "-o", str(out), "--model", tiny, "--precision", "fp32", *flags]) == 0
+        torch_fp32 = ["--precision", "fp32", "--engine", "torch"]
+        assert main(["compress", str(png), "-o", str(out), "--model", tiny, *torch_fp32, *flags]) == 0
         assert out.read_bytes() == expected
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="RNC", **keywords)  # the packaged model
@@ -74,8 +75,8 @@ def test_every_surface_checks_the_options_alike(tmp_path, capsys):
 PINNED = {
     ("torch", "iterations"): "1207e1913aa56b8b97028b84592226dc3e0a08cbd3bd49da289eb6158c3f569f",
     ("torch", "quality"): "83f7a818585e8d22ee3514f0ca31d6e1c05643d2aaf440ba3daf1c6ecefe95aa",
-    ("onnx", "iterations"): "1207e1913aa56b8b97028b84592226dc3e0a08cbd3bd49da289eb6158c3f569f",
-    ("onnx", "quality"): "83f7a818585e8d22ee3514f0ca31d6e1c05643d2aaf440ba3daf1c6ecefe95aa",
+    ("onnx", "iterations"): "167c686ca2f9cb5411dec71713a6d2a51fb97e6801b10108e6a45a6d3866469b",
+    ("onnx", "quality"): "013e70a6911b4a2963cf4c79ba7d4b7b092a6ddcdecd847ffe87470808cc753c",
 }
 
 
@@ -103,7 +104,7 @@ def test_no_rate_option_means_the_default_quality_on_every_surface(tmp_path, mod
     """A user who gives no rate option gets `quality=DEFAULT_QUALITY` from the API, the CLI and
     Pillow alike; `adaptive=False` alone still codes every iteration."""
     img, tiny = smooth_image(32, 48, seed=5), str(model_dir / "tiny.safetensors")
-    backend = load_backend("torch", tiny, "fp32")
+    backend = load_backend("onnx", tiny, "fp32")  # the engine of every surface by default
     expected = encode(img, quality=DEFAULT_QUALITY, model=backend).data
     assert Rate() == Rate(quality=DEFAULT_QUALITY) and encode(img, model=backend).data == expected
     png, out = tmp_path / "in.png", tmp_path / "out.rnc"

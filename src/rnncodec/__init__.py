@@ -4,21 +4,24 @@
     data = rnncodec.compress("photo.png", target_ms_ssim=0.95)  # the fewest bits that reach it
     data = rnncodec.compress("photo.png", rnncodec.Rate(quality=50))  # the rate options as one value
     image = rnncodec.decompress(data, iterations=2)         # any prefix decodes, at lower quality
+    for image in rnncodec.decompress_progressive(response): # bytes as they arrive: an image per iteration
+        ...
 
 Importing the package registers the Pillow plugin (`Image.open("photo.rnc")`) and nothing heavier:
-torch and the codec load when `compress` or `decompress` is first used.
+the codec (and ONNX Runtime) loads when `compress` or `decompress` is first used; torch never, unless
+the torch engine is named.
 """
 from . import pillow_plugin  # noqa: F401  (registers .rnc with Pillow)
 from .errors import FormatError, ImageError, ModelError, RNNCodecError
 from .rate import Rate
 
-__all__ = ["compress", "decompress", "Rate", "RNNCodecError", "FormatError", "ImageError", "ModelError"]
+__all__ = ["compress", "decompress", "decompress_progressive", "Rate", "RNNCodecError", "FormatError", "ImageError", "ModelError"]
 __version__ = "0.2.0"
 
 
 def __getattr__(name: str):
-    """`compress` and `decompress`, imported from the codec on first use."""
-    if name in ("compress", "decompress"):
+    """`compress`, `decompress` and `decompress_progressive`, imported from the codec on first use."""
+    if name in ("compress", "decompress", "decompress_progressive"):
         from . import codec
 
         return getattr(codec, name)

@@ -3,15 +3,18 @@
     state = backend.begin(x)                          x: 1×3×H×W float32 in [−0.5, 0.5], sides of 16k
     bits, state = backend.step(state, mask, decode)   bits: C×H/16×W/16 uint8 0/1; mask: H/16×W/16 bool
     x̂ = backend.reconstruction(state)                 1×3×H×W float32, after the last step that decoded
+    state = backend.decode_step(state, bits, mask)     decoding: state None at first; bits float32 ±1, 0 if stopped
 
 `mask` (None for all) gives the blocks that get bits this iteration: a stopped block's bits are 0
 and its reconstruction stays. Without `decode`, the step skips the decoder: the bits only, for a
 last iteration whose x̂ nobody looks at.
 
-A backend's encoder rounds floats its own way, so two backends may write other bits for one
-image; what a file decodes to does not depend on which wrote it. Backends: `TorchBackend` (the
-`RNNCodec` module, in fp32 or bf16) and onnx_codec's `OnnxImageModel` (its exported graphs in
-ONNX Runtime, fp32, without torch).
+A backend rounds floats its own way, so two backends may write other bits for one image, and
+decode one file to pixels that differ by rounding; the bits a file holds decode exactly with
+either. Engines: "onnx", the default, onnx_codec's `OnnxImageModel` (the exported graphs in ONNX
+Runtime, fp32, without torch), and "torch", `TorchBackend` (the `RNNCodec` module, in fp32 or
+bf16, on the CPU or decoding on a GPU; the `[torch]` extra). The default never depends on what is
+installed: torch loads only where the torch engine is named.
 """
 from __future__ import annotations
 
@@ -23,13 +26,14 @@ from .config import ModelConfig
 from .errors import ModelError, OptionError
 from .zoo import ImageModel
 
-ENGINES = ("torch", "onnx")
+ENGINES = ("onnx", "torch")
+DEFAULT_ENGINE = "onnx"
 
 
 class Backend(Protocol):
     model_id: bytes
     cfg: ModelConfig
-    precision: str  # the arithmetic its encoder computes in, as the header records it
+    precision: str  # its engine and arithmetic, as the header records it (container.PRECISION_BYTES)
 
     def begin(self, x: np.ndarray) -> object: ...
 
@@ -37,12 +41,23 @@ class Backend(Protocol):
 
     def reconstruction(self, state: object) -> np.ndarray: ...
 
+    def decode_step(self, state: object | None, bits: np.ndarray, mask: np.ndarray | None) -> object: ...
+
+
+def import_torch(what: str = "the torch engine"):
+    """torch, or a one-line error naming the extra that installs it."""
+    try:
+        import torch
+    except ImportError:
+        raise OptionError(f"{what} needs PyTorch: pip install 'rnncodec[torch]'") from None
+    return torch
+
 
 def as_backend(model: ImageModel | Backend, precision: str) -> Backend:
     """A loaded model as a backend: a torch model in `precision`; a backend as it is."""
     if not isinstance(model, ImageModel):
-        if precision == "bf16":
-            raise OptionError("the onnx engine computes in fp32")
+        if precision == "bf16" and model.precision != "bf16":
+            raise OptionError("the onnx engine computes in fp32 (bf16 takes --engine torch)")
         return model
     from .models.rnn_codec import TorchBackend
     from .precision import resolve
@@ -53,15 +68,25 @@ def as_backend(model: ImageModel | Backend, precision: str) -> Backend:
 def load_backend(engine: str, path: str | None, precision: str) -> Backend:
     """The image model in `path` (default: the packaged one) in `engine`'s runtime. Torch loads
     only for the torch engine."""
-    if engine == "torch":
-        from .zoo import load_image_model
+    return _load(engine, precision, lambda zoo: zoo.load_image_model(path), lambda onnx: onnx.load(path))
 
-        return as_backend(load_image_model(path), precision)
+
+def backend_by_id(engine: str, model_id: bytes, precision: str) -> Backend:
+    """The image model a file names, found by id, in `engine`'s runtime."""
+    return _load(engine, precision, lambda zoo: zoo.image_model_by_id(model_id), lambda onnx: onnx.by_id(model_id))
+
+
+def _load(engine: str, precision: str, torch_model, onnx_model) -> Backend:
+    if engine == "torch":
+        import_torch()
+        from . import zoo
+
+        return as_backend(torch_model(zoo), precision)
     if engine != "onnx":
         raise OptionError(f"engine is one of {', '.join(ENGINES)}")
     from . import onnx_codec
 
-    model = onnx_codec.load(path)
+    model = onnx_model(onnx_codec)
     if model is None:
-        raise ModelError("this image model has no exported graphs (rnncodec export-onnx)")
+        raise ModelError("this image model has no exported graphs: export them (rnncodec export-onnx) or use --engine torch")
     return as_backend(model, precision)

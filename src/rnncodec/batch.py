@@ -2,7 +2,7 @@
 
 The work runs on any `concurrent.futures.Executor`: local processes by default, or a Dask
 cluster's (`client.get_executor(pure=False)`, README "On a Dask cluster"). Each worker process
-loads the model once (`load_image_model` caches it) and writes each output atomically.
+loads the model once (`worker_backend`) and writes each output atomically.
 """
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack, contextmanager
+from functools import lru_cache
 from multiprocessing import active_children, get_context, resource_tracker
 from pathlib import Path
 
-import torch
 from PIL import Image
 
+from .backend import DEFAULT_ENGINE, Backend, import_torch, load_backend
 from .errors import Note, RNNCodecError, Stopped
 from .fileio import atomic_write, output_name, signals_held
 from .image import list_images, pillow_opens, read_image
@@ -41,8 +42,13 @@ def _stop_worker(signum: int, _frame: object) -> None:
     os._exit(128 + signum)
 
 
-def _init_worker(max_pixels: int | None) -> None:
-    torch.set_num_threads(1)  # N processes × 1 thread each: no oversubscription
+def _init_worker(max_pixels: int | None, engine: str) -> None:
+    if engine == "torch":  # N processes × 1 thread each: no oversubscription
+        import_torch().set_num_threads(1)
+    else:
+        from .onnx_codec import OnnxImageModel
+
+        OnnxImageModel.threads = 1
     if max_pixels is not None:  # this process is the application's: Pillow's cap as the parent's --max-pixels
         Image.MAX_IMAGE_PIXELS = max_pixels
     # ^C and a closed terminal signal the whole process group: the parent alone decides (_spawning),
@@ -70,6 +76,9 @@ def _stop_workers(executor: ProcessPoolExecutor) -> None:
                 p.kill()
 
 
+worker_backend = lru_cache(maxsize=2)(load_backend)  # the model, once per worker process
+
+
 def plan_folder(src_dir: Path, out_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """(source, output) pairs for every image file below `src_dir` (an extension Pillow opens, or
     content Pillow recognises), at the same relative path below `out_dir`; and the other files,
@@ -82,11 +91,11 @@ def plan_folder(src_dir: Path, out_dir: Path) -> tuple[list[tuple[Path, Path]], 
 
 
 def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, coder: str | None, reading: dict,
-                  options: dict) -> tuple[str | None, list[str]]:
+                  options: dict, engine: str = DEFAULT_ENGINE) -> tuple[str | None, list[str]]:
     """Compress one file: None or a one-line error, and the notes raised on the way (a worker's
     notes go back to the parent, which shows them as its own)."""
     from .codec import encode
-    from .zoo import load_image_model, make_coder
+    from .zoo import make_coder
 
     global _busy
     caught: list[warnings.WarningMessage] = []
@@ -94,8 +103,8 @@ def _compress_one(src: Path, dst: Path, force: bool, model_path: str | None, cod
     try:
         with _SHARED, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Note)
-            model = load_image_model(model_path)
-            bit_coder = make_coder(coder, model)
+            model: Backend = worker_backend(engine, model_path, options.get("precision", "auto"))
+            bit_coder = make_coder(coder, model.model_id)
             image = read_image(src, **reading)  # where notes arise (16-bit, animated)
         enc = encode(image, model=model, coder=bit_coder, **options)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -159,22 +168,22 @@ def _stopper(executor: ProcessPoolExecutor):
 
 def compress_files(tasks: list[tuple[Path, Path]], *, force: bool = False, model_path: str | None = None,
                    coder: str | None = None, reading: dict | None = None, options: dict | None = None, processes: int = 1,
-                   executor: Executor | None = None) -> Iterator[tuple[Path, str | None]]:
+                   executor: Executor | None = None, engine: str = DEFAULT_ENGINE) -> Iterator[tuple[Path, str | None]]:
     """Compress each (source, output) pair; yields each source with None or its one-line error, in
     the order they finish. `reading` holds read_image's options (max_pixels, alpha, background),
-    `options` encode's (iterations, bpp, tile, overlap). Without an `executor`, `processes` local
-    processes do the work."""
+    `options` encode's (rate, tile, overlap, precision); `engine` names the model's runtime. Without
+    an `executor`, `processes` local processes do the work."""
     reading, options = reading or {}, options or {}
     with ExitStack() as stack:
         if executor is None:
             _start_resource_tracker()
             executor = ProcessPoolExecutor(max_workers=max(1, processes), mp_context=get_context("spawn"),
-                                           initializer=_init_worker, initargs=(reading.get("max_pixels"),))
+                                           initializer=_init_worker, initargs=(reading.get("max_pixels"), engine))
             stack.callback(executor.shutdown)
             stack.push(_stopper(executor))
         with _spawning():  # the workers start at submit
             futures: dict[Future, Path] = {
-                executor.submit(_compress_one, src, dst, force, model_path, coder, reading, options): src
+                executor.submit(_compress_one, src, dst, force, model_path, coder, reading, options, engine): src
                 for src, dst in tasks}
         for future in as_completed(futures):
             src = futures[future]

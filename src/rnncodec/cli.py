@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import BinaryIO
 
-from .backend import ENGINES
+from .backend import DEFAULT_ENGINE, ENGINES
 from .config import CELLS, FRAMEWORKS
 from .errors import (
     BatchError,
@@ -38,6 +38,9 @@ from .train.config import EntropyTrainConfig, QuantiseConfig, RunConfig, TrainCo
 
 EXIT_CODES = {FormatError: 3, ImageError: 4, ModelError: 5, OutputError: 6, BatchError: 7, ResourceError: 8}
 # 1: other, 2: usage; a stop by a signal: 128 + its number (SIGHUP 129, SIGINT 130, SIGTERM 143)
+# the extra that installs what a command needs beyond the codec (torch, its metrics and plots)
+EXTRAS = {"train": "train", "train-entropy": "train", "quantise-entropy": "train", "export": "train", "export-onnx": "train",
+          "eval": "eval", "plot": "eval", "compare": "eval"}
 
 
 STDIO = "-"  # as input: standard input; as output: standard output
@@ -125,7 +128,7 @@ def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> 
     tasks, skipped = plan_folder(src, Path(args.output) if args.output else output_name(src.resolve()))
     failures, finished = 0, []
     results = compress_files(tasks, force=args.force, model_path=args.model, coder=args.coder, reading=reading,
-                             options=options, processes=args.jobs)
+                             options=options, processes=args.jobs, engine=args.engine)
     outputs = dict(tasks)
     try:
         with closing(results):  # leaving early stops the workers at once (batch.compress_files)
@@ -149,17 +152,19 @@ def _compress_folder(args: argparse.Namespace, reading: dict, options: dict) -> 
         raise BatchError(f"{failures} of {len(tasks)} file(s) failed")
 
 
-def _model_lookup(path: str | None):
-    from .zoo import image_model_by_id, load_image_model
-
-    if path is None:
-        return image_model_by_id
+def _model_lookup(args: argparse.Namespace):
+    """The model --model names, in --engine's runtime, checked against the file's; None: the
+    file's own, found by id."""
+    if args.model is None:
+        return None
 
     def lookup(model_id: bytes):
-        model = load_image_model(path)
-        if model.model_id != model_id:
-            raise ModelError(f"{path} is model {model.model_id.hex()}, but the file needs {model_id.hex()}")
-        return model
+        from .backend import load_backend
+
+        backend = load_backend(args.engine, args.model, args.precision)
+        if backend.model_id != model_id:
+            raise ModelError(f"{args.model} is model {backend.model_id.hex()}, but the file needs {model_id.hex()}")
+        return backend
 
     return lookup
 
@@ -192,8 +197,9 @@ def _decompress(args: argparse.Namespace) -> None:
         raise OutputError(f"{out}: unknown image file extension (use .png)")
     _check_output(out, args.force)
     with _read_stream(args.input) as f:
-        dec = decode(f, args.iterations, _model_lookup(args.model), progress=_progress(args),
-                     max_pixels=args.max_pixels, precision=args.precision, device=args.device)
+        dec = decode(f, args.iterations, _model_lookup(args), progress=_progress(args),
+                     max_pixels=args.max_pixels, precision=args.precision, device=args.device, engine=args.engine,
+                     strict=args.strict)
     im = dec.to_pil()  # RGBA when the file holds an alpha plane
     extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}  # not every plugin reads im.info's
     _write_output(out, lambda f: im.save(f, format=fmt, **extra), args.force)
@@ -205,19 +211,24 @@ def _describe(f: BinaryIO, max_pixels: int | None = None) -> dict:
     from . import container
     from .zoo import image_model_source
 
-    header, chunks = container.read(f, max_pixels)
+    header, chunks = container.read(f, max_pixels, strict=False)  # a cut file: its complete chunks, and a note
     size = container.size(header, chunks)
     width, height = header.display_size
     pixels = width * height
     return {"bytes": size, "bpp": size * 8 / pixels, "width": width, "height": height,
             "coded_width": header.width, "coded_height": header.height,
             "model_id": header.model_id.hex(), "model": image_model_source(header.model_id),
-            "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(),
+            "coder_id": header.coder_id, "entropy_id": header.entropy_id.hex(), "encoder": ENCODERS[header.precision],
             "tile": header.tile, "overlap": header.overlap, "iterations": header.iterations,
             "icc_profile_bytes": len(header.icc_profile or b""), "alpha_bytes": len(header.alpha or b""),
             "block_counts_bytes": len(header.blocks or b""),
             "chunks": [{"iteration": t, "bytes": len(payload), "prefix_bytes": size, "prefix_bpp": size * 8 / pixels}
                        for t, ((payload, _), size) in enumerate(zip(chunks, container.prefix_sizes(header, chunks)), 1)]}
+
+
+# the engine and arithmetic the header's precision byte records (docs/FORMAT.md)
+ENCODERS = {None: "not recorded", "fp32": "fp32 (torch, or onnx before it was recorded)", "bf16": "bf16 (torch)",
+            "onnx-fp32": "fp32 (onnx)"}
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -236,6 +247,7 @@ def _info(args: argparse.Namespace) -> None:
     where = d["model"] or "not found here: its weights belong on $RNNCODEC_MODEL_PATH"
     print(f"model id:    {d['model_id']} ({where})")
     print(f"coder:       {d['coder_id']} (entropy model {d['entropy_id']})")
+    print(f"encoder:     {d['encoder']}")
     print(f"tiles:       {d['tile']} px, overlap {d['overlap']} px")
     print(f"iterations:  {len(d['chunks'])} of {d['iterations']} written")
     for c in d["chunks"]:
@@ -283,12 +295,8 @@ def _run_parser(sub: argparse._SubParsersAction, name: str, help: str, cls: type
 
 
 def _export_onnx(args: argparse.Namespace) -> None:
+    from .onnx_export import export_graphs
     from .zoo import load_image_model
-
-    try:
-        from .onnx_export import export_graphs
-    except ImportError as exc:
-        raise RNNCodecError(f"export-onnx needs onnx and onnxscript ({exc}): pip install onnx onnxscript") from None
 
     model = load_image_model(args.weights)
     for path in export_graphs(model, Path(args.output), args.force):
@@ -308,7 +316,13 @@ def _export(args: argparse.Namespace) -> None:
 # Options that several commands take, each written once.
 def _precision_flag(p: argparse.ArgumentParser, more: str = "") -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="the image model's arithmetic; auto: bf16 where the CPU has it natively, else fp32" + more)
+                   help="the torch engine's arithmetic; auto: bf16 where the CPU has it natively, else fp32" + more)
+
+
+def _engine_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="the image model's runtime: onnx (ONNX "
+                   "Runtime, fp32) or torch (PyTorch, the [torch] extra: bf16, GPUs). Engines differ in float rounding: "
+                   "the files they write, and the pixels they decode a file to; any file's bits decode exactly anywhere")
 
 
 def _model_flag(p: argparse.ArgumentParser) -> None:
@@ -353,9 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(2); default: the integer one, else the float one, fitted to the image model, else raw")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (multiple of 16)")
     _precision_flag(c)
-    c.add_argument("--engine", choices=ENGINES, default="torch", help="the image model's runtime: torch, or onnx "
-                   "(ONNX Runtime, fp32, without torch; faster to start). Files differ by the encoder's rounding; "
-                   "any file decodes anywhere")
+    _engine_flag(c)
     c.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels (multiple of 16)")
     c.add_argument("--alpha", choices=ALPHA_CHOICES, default="keep",
                    help="transparency: keep codes it losslessly beside the colour; drop flattens onto --background")
@@ -369,11 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", help="output image (.png recommended), - for PNG on standard output (default: INPUT "
                    "without .rnc, as .png: photo.rnc and photo.png.rnc give photo.png; standard output for -)")
     d.add_argument("-i", "--iterations", type=int, help="decode only the first K iterations")
-    d.add_argument("--device", default="cpu", help="where the image model runs: cpu, or cuda[:N] in fp32 (the bits are "
-                   "decoded on the CPU either way; the pixels may differ by rounding)")
+    d.add_argument("--strict", action="store_true", help="refuse a file cut inside an iteration (by default its "
+                   "complete iterations decode, with a note)")
+    d.add_argument("--device", default="cpu", help="where the image model runs: cpu, or with --engine torch cuda[:N] in "
+                   "fp32 (the bits are decoded on the CPU either way; the pixels may differ by rounding)")
     _max_pixels_flag(d)
     _model_flag(d)
     _precision_flag(d)
+    _engine_flag(d)
     _force_flag(d)
     d.set_defaults(func=_decompress)
 
@@ -412,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     _force_flag(e)
     e.set_defaults(func=_export)
 
-    o = sub.add_parser("export-onnx", help="export an image model's encoding steps as ONNX graphs, for compressing "
-                       "without torch (needs the onnx and onnxscript packages)")
+    o = sub.add_parser("export-onnx", help="export an image model's encoding and decoding steps as ONNX graphs, for "
+                       "the onnx engine (needs the [train] extra)")
     o.add_argument("weights", nargs="?", help="image model weights (.safetensors); default: the packaged model")
     o.add_argument("-o", "--output", required=True, help="output folder: the packaged weights' (src/rnncodec/weights) or "
                    "one on $RNNCODEC_MODEL_PATH, where compress finds them by the model's id")
@@ -478,7 +493,11 @@ def main(argv: list[str] | None = None) -> int:
                                 "--max-pixels or --tile refuses or splits such inputs)") from None
     except RNNCodecError as exc:
         print(f"rnncodec: error: {exc}", file=sys.stderr)
-        return EXIT_CODES.get(type(exc), 1)
+        return next((code for kind, code in EXIT_CODES.items() if isinstance(exc, kind)), 1)
+    except ModuleNotFoundError as exc:  # a command of an extra that is not installed
+        extra = EXTRAS.get(args.command, "torch")
+        print(f"rnncodec: error: {args.command} needs {exc.name}: pip install 'rnncodec[{extra}]'", file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f"rnncodec: error: {exc}", file=sys.stderr)
         return 1

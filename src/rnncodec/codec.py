@@ -15,15 +15,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import container
-from .backend import Backend, as_backend
+from .backend import DEFAULT_ENGINE, Backend, as_backend, load_backend
 from .config import STRIDE
-from .decoder import Decoded, decode, decompress  # noqa: F401  (the API: decoding is codec.decode too)
+from .decoder import Decoded, decode, decode_progressive, decompress, decompress_progressive  # noqa: F401  (the API: decoding is codec.decode too)
 from .entropy import BitCoder
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES, RGBImage, as_rgb, resized
 from .rate import Rate, choose, masked_error, ms_ssim_change, search, squared_error, window
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, release_memory, to_uint8
-from .zoo import ImageModel, default_coder, load_image_model
+from .zoo import ImageModel, default_coder
 
 TRY_SMALLER_UP_TO = 3  # a target that this many full-size iterations reach is tried at smaller sizes too (docs/RESULTS.md)
 REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (docs/RESULTS.md)
@@ -40,18 +40,19 @@ class Encoded:
 def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate | None = None, *,
            model: ImageModel | Backend | None = None, coder: BitCoder | None = None, tile: int = DEFAULT_TILE,
            overlap: int = DEFAULT_OVERLAP, progress: bool = False, reconstruct: bool = False,
-           precision: str = "auto", **options) -> Encoded:
+           precision: str = "auto", engine: str = DEFAULT_ENGINE, **options) -> Encoded:
     """Encode an image at the rate `rate`, or the rate options as keywords (`rate.Rate`:
     iterations, bpp, target_psnr, target_ms_ssim, quality, adaptive, downscale).
 
-    `model`: a torch image model (default: the packaged one) run in `precision`, or a backend
-    (backend.py). With `reconstruct`, also what the file decodes to (exactly so from torch). Without
+    `model`: a torch image model run in `precision`, or a backend (backend.py); default: the
+    packaged one in `engine`'s runtime. With `reconstruct`, also what the file decodes to (exactly so from torch). Without
     `downscale`, full size, but for a budget under REDUCE_BELOW full-size first iterations or a
     target the first TRY_SMALLER_UP_TO pass: then the size that serves them best."""
     if rate is not None and options:
         raise OptionError("give the rate as a Rate or as keywords, not both")
     rate = rate or Rate(**options)
-    rgb, backend = as_rgb(image), as_backend(model or load_image_model(), precision)
+    rgb = as_rgb(image)
+    backend = load_backend(engine, None, precision) if model is None else as_backend(model, precision)
     check_tiling(tile, overlap)
 
     def at(scale: int) -> tuple[Encoded, float | None]:
@@ -260,13 +261,10 @@ class _Image:
         return search(tables, lambda c: self.estimate(first, c) <= 0.98 * self.budget, False)  # its entropy: near
 
     def _ms_ssim_tables(self, first: _Pass, ref: int) -> list[np.ndarray]:
-        """MS-SSIM's d_b(c), by its gradient at `ref` whole iterations; torch loads only here."""
-        import torch
-
+        """MS-SSIM's d_b(c), by its gradient at `ref` whole iterations."""
         from .quality import ms_ssim_gradient
 
-        image = torch.from_numpy(self.compose(first, self.grids(ref))).permute(2, 0, 1)[None].float() / 255 - 0.5
-        gradient = ms_ssim_gradient(self.pixels, image)[0].permute(1, 2, 0).numpy() / 255
+        gradient = ms_ssim_gradient(self.pixels, self.compose(first, self.grids(ref)))
         return [ms_ssim_change(r, ref, gradient[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
 
     def _check_target(self, first: _Pass, whole: int | None, done: int,

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import numpy as np
 
-from .errors import FormatError
+from .errors import FormatError, Note, Truncated
 
 MAGIC = b"RNC\x1a"
 VERSION = 1  # files whose blocks all get every iteration, as every rnncodec reads them
@@ -35,7 +37,8 @@ _SECTIONS = ((FLAG_ICC, "icc_profile"), (FLAG_ALPHA, "alpha"), (FLAG_BLOCKS, "bl
 _DISPLAY = struct.Struct(">II")  # the width and height an image coded at reduced size is shown at
 MAX_UPSCALE = 8  # a display size more than this many times the coded one is refused
 _FIXED = struct.Struct(">4sBBBB8s8sIIHHB")  # magic ver coder flags precision model entropy w h tile overlap iters
-PRECISION_BYTES = {None: 0, "fp32": 1, "bf16": 2}  # the encoder's arithmetic, in the byte older files left 0
+# the encoder's engine and arithmetic, in the byte older files left 0: torch's fp32 or bf16, or ONNX Runtime's fp32
+PRECISION_BYTES = {None: 0, "fp32": 1, "bf16": 2, "onnx-fp32": 3}
 _PRECISION_OF_BYTE = {v: k for k, v in PRECISION_BYTES.items()}
 _CHUNK = struct.Struct(">II")  # payload length, CRC32 of the decoded bits
 CHUNK_OVERHEAD = _CHUNK.size
@@ -54,7 +57,7 @@ class Header:
     icc_profile: bytes | None = None
     alpha: bytes | None = None  # the alpha plane as `pack_alpha` stores it; None: opaque
     blocks: bytes | None = None  # iterations per 16×16 block as `pack_blocks` stores them; None: all
-    precision: str | None = None  # the image model's arithmetic in the encoder (fp32, bf16); None: not recorded
+    precision: str | None = None  # the encoder's engine and arithmetic (PRECISION_BYTES); None: not recorded
     display: bytes | None = None  # the size the image is shown at, as `pack_display` stores it; None: as coded
 
     @property
@@ -121,26 +124,46 @@ class Chunks:
 _PIECE = 1 << 20  # what a stream is read in: a length a file announces but does not hold costs no memory
 
 
-def _read(f: BinaryIO, n: int, what: str) -> bytes:
-    """Exactly n bytes of `f`, read a piece at a time; fewer is a FormatError naming `what`."""
+def _read(f: BinaryIO, n: int, what: str, error: type[FormatError] = FormatError) -> bytes:
+    """Exactly n bytes of `f`, read a piece at a time; fewer is an `error` naming `what`."""
     parts, left = [], n
     while left:
         part = f.read(min(left, _PIECE))
         if not part:
-            raise FormatError(what)
+            raise error(what)
         parts.append(part)
         left -= len(part)
     return b"".join(parts)
 
 
-def read(source: bytes | BinaryIO, max_pixels: int | None = None) -> tuple[Header, list[tuple[bytes, int]]]:
+def read(source: bytes | BinaryIO, max_pixels: int | None = None,
+         strict: bool = True) -> tuple[Header, list[tuple[bytes, int]]]:
     """Parse a stream (bytes, or a binary file read from its position): the fixed header first,
     then only what the header and each chunk's length announce, each length checked against
     what a valid file can hold before it is read, so a hostile or endless input costs no more
     than the bytes a valid one of its size would. An image of more than `max_pixels` (at its
-    display size) is refused before its chunks are read. Every complete chunk is returned, a
-    partial one is an error."""
-    f = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+    display size) is refused before its chunks are read. Every complete chunk is returned; a
+    stream that ends inside a chunk is an error if `strict`, and otherwise a note, its complete
+    chunks being a valid file (one that ends inside its header or first chunk is always an error)."""
+    f = as_stream(source)
+    header, chunks = read_header(f, max_pixels), []
+    try:
+        for chunk in read_chunks(f, header):
+            chunks.append(chunk)
+    except Truncated as exc:
+        if strict or not chunks:
+            raise
+        warnings.warn(f"{exc}: the {len(chunks)} complete iteration(s) before it decode", Note, stacklevel=2)
+    return header, chunks
+
+
+def as_stream(source: bytes | BinaryIO) -> BinaryIO:
+    """Bytes as a stream; a stream as it is."""
+    return io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+
+
+def read_header(f: BinaryIO, max_pixels: int | None = None) -> Header:
+    """The header at `f`'s position, checked as `read` checks it."""
     magic = f.read(len(MAGIC))
     if magic != MAGIC:
         raise FormatError("not an .rnc file (bad magic)")
@@ -180,16 +203,24 @@ def read(source: bytes | BinaryIO, max_pixels: int | None = None) -> tuple[Heade
     width, height = header.display_size
     if max_pixels is not None and width * height > max_pixels:
         raise FormatError(f"the file claims {width}×{height} pixels, over the cap of {max_pixels}")
-    chunks, largest = [], _chunk_bound(header)
-    while frame := f.read(_CHUNK.size):
-        if len(chunks) == iters:
+    return header
+
+
+def read_chunks(f: BinaryIO, header: Header) -> Iterator[tuple[bytes, int]]:
+    """Each chunk after the header, as soon as it is complete: its payload and bits CRC. A stream
+    that ends inside one raises Truncated, after the complete ones."""
+    largest = _chunk_bound(header)
+    for index in range(1, header.iterations + 2):
+        frame = f.read(_CHUNK.size)
+        if not frame:
+            return
+        if index > header.iterations:
             raise FormatError("trailing data after the last chunk")
-        what = f"truncated inside chunk {len(chunks) + 1}"
-        n, crc = _CHUNK.unpack(frame + _read(f, _CHUNK.size - len(frame), what))
+        what = f"the stream ends inside iteration {index}"
+        n, crc = _CHUNK.unpack(frame + _read(f, _CHUNK.size - len(frame), what, Truncated))
         if n > largest:  # refused before it is read
-            raise FormatError(f"corrupt chunk {len(chunks) + 1}: {n} bytes, more than its tiles' bits can take")
-        chunks.append((_read(f, n, what), crc))
-    return header, chunks
+            raise FormatError(f"corrupt chunk {index}: {n} bytes, more than its tiles' bits can take")
+        yield _read(f, n, what, Truncated), crc
 
 
 def _deflate_bound(n: int) -> int:

@@ -13,6 +13,10 @@ class FormatError(RNNCodecError):
     """A .rnc stream is corrupt, truncated or not an .rnc stream at all."""
 
 
+class Truncated(FormatError):
+    """A .rnc stream ends inside a chunk: its complete chunks before it still decode."""
+
+
 class ModelError(RNNCodecError):
     """Weights are missing, unreadable or not the model a stream needs."""
 

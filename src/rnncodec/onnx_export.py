@@ -1,10 +1,10 @@
-"""The image model's steps as ONNX graphs, for the torch-free encoder (onnx_codec.py).
+"""The image model's steps as ONNX graphs, for the torch-free backend (onnx_codec.py).
 
     rnncodec export-onnx [WEIGHTS] -o FOLDER     (default: the packaged model)
 
 `EncodeStep` and `DecodeStep` are one iteration of `RNNCodec.step` and `RNNCodec.decode_step`
 with their recurrent states spelled out as tensors, traced once on a small image with height
-and width left free (bench/onnx_runtime.py runs the decoding steps). The weights stay out of
+and width left free. The weights stay out of
 the graphs: each tensor of the model's weights file becomes a graph input of that name, which
 onnx_codec feeds from the .safetensors, so that a model's graphs add some 0.1 MB to the package
 rather than its weights again. Needs `onnx` (and `onnxscript`, which torch.onnx imports).
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .fileio import atomic_write
 from .models.rnn_codec import RNNCodec, Step
 from .onnx_codec import MODEL_ID, NEXT
-from .zoo import GRAPH_VARIANTS, ImageModel, graph_name
+from .zoo import DECODER_VARIANTS, GRAPH_VARIANTS, ImageModel, graph_name
 
 OPSET = 17
 EXAMPLE = (64, 96)  # the traced image's height and width: small, and not square, so no side stands in for the other
@@ -61,16 +61,19 @@ class EncodeStep(nn.Module):
 
 
 class DecodeStep(nn.Module):
-    """A decoding iteration: (bits, x̂, t, decoder states) -> (x̂', states'); the first takes
-    (bits, x̂ = 0) alone."""
+    """A decoding iteration: (bits, x̂, t, mask, decoder states) -> (x̂', states'); the first takes
+    (bits, x̂ = 0) alone (every block coded)."""
 
     def __init__(self, net: RNNCodec, sizes: list[int], first: bool) -> None:
         super().__init__()
         self.net, self.sizes, self.first = net, sizes, first
 
     def forward(self, bits: Tensor, recon: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
-        t, dec = (0, [None] * len(self.sizes)) if self.first else (rest[0], _nest(list(rest[1:]), self.sizes))
-        recon, dec = self.net.decode_step(bits, dec, recon, t)
+        if self.first:
+            t, mask, dec = 0, None, [None] * len(self.sizes)
+        else:
+            t, mask, dec = rest[0], rest[1], _nest(list(rest[2:]), self.sizes)
+        recon, dec = self.net.decode_step(bits, dec, recon, t, mask)
         return (recon, *_flat(dec))
 
 
@@ -113,22 +116,31 @@ def _weights_outside(graph: onnx.ModelProto, model: ImageModel) -> None:
 
 
 def export_graphs(model: ImageModel, folder: Path, force: bool = False) -> list[Path]:
-    """Write the model's graphs for onnx_codec (`zoo.GRAPH_VARIANTS`) into `folder`; their paths."""
+    """Write the model's graphs for onnx_codec (`zoo.graph_names`) into `folder`; their paths."""
     x = torch.rand(1, 3, *EXAMPLE, generator=torch.Generator().manual_seed(0)) - 0.5
     with torch.inference_mode():
-        _, at = model.net.step(x, model.net.begin(x))
+        bits, at = model.net.step(x, model.net.begin(x))
     sizes = [len(s) for s in at.enc], [len(s) for s in at.dec]  # tensors per layer's state: the cell's (1 for a GRU)
     enc = {f"enc_{i}": s.clone() for i, s in enumerate(_flat(at.enc))}
     dec = {f"dec_{i}": s.clone() for i, s in enumerate(_flat(at.dec))}
     folder.mkdir(parents=True, exist_ok=True)
+    mask = (torch.rand(1, 1, EXAMPLE[0] // 16, EXAMPLE[1] // 16, generator=torch.Generator().manual_seed(1)) > 0.5).float()
     paths = []
     for first, decode in GRAPH_VARIANTS:
-        mask = (torch.rand(1, 1, EXAMPLE[0] // 16, EXAMPLE[1] // 16, generator=torch.Generator().manual_seed(1)) > 0.5).float()
         inputs = {"x": x} if first else {"x": x, "recon": at.recon.clone(), "t": torch.tensor(1), "mask": mask, **enc,
                                          **(dec if decode else {})}
         outputs = ["bits", *(NEXT + n for n in ("recon", *enc, *dec) if decode)]
         graph = export_step(model, EncodeStep(model.net, sizes, first, decode), inputs, outputs)
-        path = folder / graph_name(model.model_id, first, decode)
-        atomic_write(path, lambda f, graph=graph: f.write(graph.SerializeToString()), force)
-        paths.append(path)
+        paths.append(_write(graph, folder / graph_name(model.model_id, first, decode), force))
+    for first in DECODER_VARIANTS:
+        inputs = {"bits": bits.clone(), "recon": torch.zeros_like(x) if first else at.recon.clone(),
+                  **({} if first else {"t": torch.tensor(1), "mask": mask, **dec})}
+        outputs = [NEXT + n for n in ("recon", *dec)]
+        graph = export_step(model, DecodeStep(model.net, sizes[1], first), inputs, outputs)
+        paths.append(_write(graph, folder / graph_name(model.model_id, first, decoder=True), force))
     return paths
+
+
+def _write(graph: onnx.ModelProto, path: Path, force: bool) -> Path:
+    atomic_write(path, lambda f: f.write(graph.SerializeToString()), force)
+    return path

@@ -35,7 +35,8 @@ class RncImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         """Read and check the stream (headers and chunk framing, no further than they announce),
         decode nothing yet."""
-        header, chunks = container.read(self.fp)
+        # a file cut inside an iteration opens where Pillow opens truncated images (ImageFile.LOAD_TRUNCATED_IMAGES)
+        header, chunks = container.read(self.fp, strict=not ImageFile.LOAD_TRUNCATED_IMAGES)
         self._stream = container.write(header, chunks)
         self._size = header.display_size
         self._mode = "RGBA" if header.alpha else "RGB"

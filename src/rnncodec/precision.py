@@ -55,7 +55,7 @@ def resolve_for(precision: str, written: str | None) -> str:
     """A decoder's precision: `auto` follows the encoder's (`written`, from the file's header)
     where this CPU can, since a decoder whose arithmetic differs from the encoder's drifts from
     its reconstruction over the iterations (docs/RESULTS.md, "Precision"); else as `resolve`."""
-    if precision == "auto" and written == "fp32":
+    if precision == "auto" and written in ("fp32", "onnx-fp32"):
         return "fp32"
     return resolve(precision)
 

@@ -2,7 +2,8 @@
 MS-SSIM of an 8-bit reconstruction against its original (H×W×3 uint8 arrays), in numpy, so that
 quality targets need no torch.
 
-Below them, the torch helpers of the adaptive encoder and of training (the MS-SSIM gradient, the
+`ms_ssim_gradient`, which the adaptive encoder prices blocks by, is MS-SSIM's gradient written
+out by hand (the adjoint of each step), in numpy too. Below them, training's torch helpers (the
 SSIM map): they import torch when called, so importing this module does not.
 """
 from __future__ import annotations
@@ -90,32 +91,82 @@ def _halve(x: np.ndarray) -> np.ndarray:
     return (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]) / 4
 
 
-# -- torch helpers: the adaptive encoder's and training's ---------------------------------
-def ms_ssim_gradient(original: np.ndarray, recon: Tensor) -> Tensor:
-    """How `ms_ssim_rgb` of `recon`'s 8-bit rounding moves with each of its values: the gradient
-    (straight through the rounding) for 1×3×H×W `recon` in [−0.5, 0.5], at least the original's
-    size (0 beyond it). What the adaptive encoder prices each block's next iteration by.
-
-    The score is pytorch_msssim's, the same definition as `ms_ssim_rgb`, differentiable."""
-    import torch
-    from pytorch_msssim import ms_ssim, ssim
-
-    h, w = original.shape[:2]
-    with torch.inference_mode(False), torch.enable_grad():
-        y = recon.float().clone().requires_grad_(True)  # a clone outside inference mode can carry a gradient
-        q = ((y[..., :h, :w] + 0.5) * 255).clamp(0, 255)
-        q = q + (q.round() - q).detach()
-        x = torch.tensor(original, dtype=torch.float32).permute(2, 0, 1)[None]
-        if min(h, w) < len(_WINDOW):
-            score = 1 - (x.double() - q.double()).square().mean() / 255.0**2
-        elif min(h, w) < MS_SSIM_MIN_SIDE:
-            score = ssim(x, q, data_range=255, size_average=True)
-        else:
-            score = ms_ssim(x, q, data_range=255, size_average=True)
-        score.backward()
-    return y.grad
+def ms_ssim_gradient(original: np.ndarray, recon: np.ndarray) -> np.ndarray:
+    """How `ms_ssim_rgb(original, recon)` moves with each of `recon`'s values (H×W×3 uint8): its
+    gradient per 8-bit unit, H×W×3 float32, through every step of the score (product of the
+    scales' terms, the 2×2 means, the windows' sums). What the adaptive encoder prices each
+    block's next iteration by."""
+    grad = np.empty(recon.shape, np.float32)
+    for c in range(3):
+        grad[..., c] = _ms_ssim_grad(original[..., c].astype(np.float64), recon[..., c].astype(np.float64)) / 3
+    return grad
 
 
+def _ms_ssim_grad(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The gradient of `_ms_ssim(x, y)` with respect to y."""
+    if min(x.shape) < len(_WINDOW):
+        return -2 * (y - x) / (255.0**2 * x.size)
+    if min(x.shape) < MS_SSIM_MIN_SIDE:
+        return _ssim_grad(x, y, True)[1]
+    xs, ys = [x], [y]
+    for _ in MS_SSIM_WEIGHTS[:-1]:
+        xs.append(_halve(xs[-1]))
+        ys.append(_halve(ys[-1]))
+    terms, grads = [], []
+    for i, (xi, yi) in enumerate(zip(xs, ys)):
+        value, grad = _ssim_grad(xi, yi, i + 1 == len(xs))
+        terms.append(max(value, 0.0))
+        grads.append(grad if value > 0 else 0.0)  # a clipped term passes no gradient
+    score = float(np.prod(np.array(terms) ** np.array(MS_SSIM_WEIGHTS)))
+    if score == 0:
+        return np.zeros_like(y)
+    g = score * MS_SSIM_WEIGHTS[-1] / terms[-1] * grads[-1]  # d score = score · Σ w_i d t_i / t_i
+    for i in reversed(range(len(xs) - 1)):
+        g = _halve_adjoint(g, ys[i].shape) + score * MS_SSIM_WEIGHTS[i] / terms[i] * grads[i]
+    return g
+
+
+def _ssim_grad(x: np.ndarray, y: np.ndarray, full: bool) -> tuple[float, np.ndarray]:
+    """`_ssim`'s SSIM (`full`) or contrast-structure term, and its gradient with respect to y: the
+    map's derivatives by the windowed means of y, y² and xy, carried back through the window."""
+    mx, my = _blur(x), _blur(y)
+    a2 = 2 * (_blur(x * y) - mx * my) + _C2
+    b2 = _blur(x * x) - mx * mx + _blur(y * y) - my * my + _C2
+    cs = a2 / b2
+    if full:
+        a1, b1 = 2 * mx * my + _C1, mx * mx + my * my + _C1
+        f = a1 / b1 * cs
+        d_my = 2 * mx * (a2 - a1) / (b1 * b2) - f * 2 * my / b1 + f * 2 * my / b2
+        d_yy, d_xy = -f / b2, 2 * a1 / (b1 * b2)
+    else:
+        f = cs
+        d_my, d_yy, d_xy = 2 * (my * cs - mx) / b2, -cs / b2, 2 / b2
+    grad = _blur_adjoint(d_my) + 2 * y * _blur_adjoint(d_yy) + x * _blur_adjoint(d_xy)
+    return float(np.mean(f)), grad / f.size
+
+
+def _blur_adjoint(g: np.ndarray) -> np.ndarray:
+    """The transpose of `_blur`: each output's window spread back over the pixels it read."""
+    n = len(_WINDOW)
+    for axis in (1, 0):
+        m = g.shape[axis]
+        out = np.zeros(g.shape[:axis] + (m + n - 1,) + g.shape[axis + 1 :])
+        for k in range(n):
+            window = out[k : k + m] if axis == 0 else out[:, k : k + m]  # a view: adding to it adds to out
+            window += _WINDOW[k] * g
+        g = out
+    return g
+
+
+def _halve_adjoint(g: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The transpose of `_halve` for an H×W input: each mean's gradient back over its four pixels,
+    less the zero padding of odd sides."""
+    h, w = shape
+    up = np.repeat(np.repeat(g, 2, 0), 2, 1) / 4
+    return up[h % 2 : h % 2 + h, w % 2 : w % 2 + w]
+
+
+# -- torch helpers: training's ------------------------------------------------------------
 def gaussian_window(size: int = 7, sigma: float = 1.5) -> Tensor:
     """A normalised Gaussian, 3×1×size×size: one per RGB channel, for a grouped convolution."""
     import torch

@@ -109,21 +109,30 @@ def stored_weights(kind: str, path: Path | str | None = None) -> StoredWeights:
     return load_weights(path)
 
 
-# The image model's encoding steps as ONNX graphs (onnx_export.py writes them, onnx_codec.py runs
-# them), beside its weights: one graph per (first iteration, with the decoder), weights not included.
+# The image model's steps as ONNX graphs (onnx_export.py writes them, onnx_codec.py runs them),
+# beside its weights, weights not included: one graph per encoding step (first iteration, with
+# the decoder) and per decoding step (first iteration or a later one).
 GRAPH_VARIANTS = ((True, True), (True, False), (False, True), (False, False))
+DECODER_VARIANTS = (True, False)
 
 
-def graph_name(model_id: bytes, first: bool, decode: bool) -> str:
-    """A model's graph file, e.g. image-a6c0eb0b5daf2741.next-bits.onnx."""
-    return f"image-{model_id.hex()}.{'first' if first else 'next'}{'' if decode else '-bits'}.onnx"
+def graph_name(model_id: bytes, first: bool, decode: bool = True, decoder: bool = False) -> str:
+    """A model's graph file, e.g. image-a6c0eb0b5daf2741.next-bits.onnx (an encoding step without
+    the decoder) or image-a6c0eb0b5daf2741.first-decoder.onnx (a decoding step)."""
+    return f"image-{model_id.hex()}.{'first' if first else 'next'}{'-decoder' if decoder else '' if decode else '-bits'}.onnx"
+
+
+def graph_names(model_id: bytes) -> list[str]:
+    """All of a model's graphs: its encoding steps, then its decoding steps."""
+    return ([graph_name(model_id, *v) for v in GRAPH_VARIANTS]
+            + [graph_name(model_id, first, decoder=True) for first in DECODER_VARIANTS])
 
 
 def find_graphs(model_id: bytes) -> Path | None:
     """The first folder ($RNNCODEC_MODEL_PATH's, then the package's) holding all of a model's
-    graphs; None if there is none (then torch encodes)."""
+    graphs; None if there is none."""
     for folder in search_paths():
-        if all((folder / graph_name(model_id, *v)).is_file() for v in GRAPH_VARIANTS):
+        if all((folder / name).is_file() for name in graph_names(model_id)):
             return folder
     return None
 

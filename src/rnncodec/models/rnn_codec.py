@@ -282,11 +282,13 @@ class RNNCodec(nn.Module):
 
 
 class TorchBackend:
-    """The module as an encoder's backend (backend.py): `begin` and `step` on the CPU, numpy in
-    and out, in `precision` (fp32 or bf16)."""
+    """The module as a backend (backend.py): numpy in and out, in `precision` (fp32 or bf16), on
+    the CPU, or decoding on the module's GPU. There cuDNN runs without TF32 and deterministically:
+    TF32's 10-bit mantissas would move the pixels far more than the CPU's kernels do."""
 
     def __init__(self, net: RNNCodec, model_id: bytes, precision: str) -> None:
         self.net, self.model_id, self.cfg, self.precision = net, model_id, net.cfg, precision
+        self.device = next(net.parameters()).device
 
     def begin(self, x: np.ndarray) -> tuple[Tensor, Step]:
         xt = torch.from_numpy(x)
@@ -300,5 +302,16 @@ class TorchBackend:
             bits, at = self.net.step(x, at, self.precision == "bf16", active, decode)
         return (bits[0] > 0).to(torch.uint8).numpy(), (x, at)
 
-    def reconstruction(self, state: tuple[Tensor, Step]) -> np.ndarray:
-        return state[1].recon.float().numpy()
+    def decode_step(self, state: tuple[None, Step] | None, bits: np.ndarray,
+                    mask: np.ndarray | None) -> tuple[None, Step]:
+        b = torch.from_numpy(bits)[None].to(self.device)
+        at = state[1] if state else Step(0, [None] * 3, [None] * 4, b.new_zeros(1, 3, *(s * STRIDE for s in b.shape[2:])))
+        active = None if mask is None else torch.from_numpy(mask)[None, None].to(self.device, torch.float32)
+        gpu = (torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
+               if self.device.type == "cuda" else contextlib.nullcontext())
+        with torch.inference_mode(), gpu, _autocast(self.precision == "bf16"):
+            recon, dec = self.net.decode_step(b, at.dec, at.recon, at.t, active)
+        return None, Step(at.t + 1, at.enc, dec, recon)
+
+    def reconstruction(self, state: tuple[Tensor | None, Step]) -> np.ndarray:
+        return state[1].recon.float().cpu().numpy()

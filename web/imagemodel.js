@@ -1,0 +1,62 @@
+// The image model's decoder through ONNX Runtime Web: one graph per decoding step
+// (image-ID.first-decoder.onnx, image-ID.next-decoder.onnx, made by `rnncodec export-onnx`),
+// with x̂, the iteration, the blocks coded (`mask`) and the decoder's recurrent states as inputs,
+// and x̂ and the states after as outputs (NEXT + their names). The graphs hold no weights: each
+// names a tensor of the model's weights file, fed here from the .safetensors in fp32.
+import { ModelError } from "./weights.js";
+
+const NEXT = "next_";
+const STRIDE = 16;
+
+export class ImageModel {
+  /** `ort`: the onnxruntime-web module; `graphs`: { first, next } graph bytes; `weights`: loadWeights'. */
+  static create(ort, weights, graphs, options = {}) {
+    if (weights.kind !== "image") throw new ModelError(`expected image model weights, got ${weights.kind}`);
+    const model = new ImageModel();
+    model.ort = ort;
+    model.id = weights.id;
+    model.config = weights.config;
+    model.weights = Object.fromEntries(Object.entries(weights.tensors).map(
+      ([name, t]) => [name, new ort.Tensor("float32", Float32Array.from(t.data), t.shape)]));
+    model.graphs = graphs;
+    model.options = options;
+    model.sessions = {};
+    return model;
+  }
+
+  /** A step's session, built when first used: the first frame waits for the first graph's alone. */
+  session(which) {
+    this.sessions[which] ??= this.ort.InferenceSession.create(this.graphs[which], {
+      executionProviders: this.options.executionProviders ?? ["wasm"], graphOptimizationLevel: "all" }).catch((err) => {
+      delete this.sessions[which];
+      throw new ModelError(`image-${this.id}.${which}-decoder.onnx: not a graph of this model (${String(err.message ?? err).split("\n")[0]})`);
+    });
+    return this.sessions[which];
+  }
+
+  /** One tile's decoding step: from its state (null before the first), the C×h×w bits (float
+   * ±1, 0 where stopped) and the h×w active mask (null: all). Returns the next state; its
+   * `recon` is the 1×3×16h×16w reconstruction in [−0.5, 0.5]. */
+  async step(state, bits, C, h, w, mask) {
+    const { ort } = this;
+    const first = state === null;
+    const session = await this.session(first ? "first" : "next");
+    const values = first ? { recon: new ort.Tensor("float32", new Float32Array(3 * h * w * STRIDE * STRIDE), [1, 3, h * STRIDE, w * STRIDE]) }
+      : { ...state.values };
+    values.bits = new ort.Tensor("float32", bits, [1, C, h, w]);
+    const t = first ? 0 : state.t;
+    const feeds = {};
+    for (const name of session.inputNames) {
+      if (name === "t") feeds.t = new ort.Tensor("int64", BigInt64Array.of(BigInt(t)), []);
+      else if (name === "mask") feeds.mask = new ort.Tensor("float32", mask ? Float32Array.from(mask) : new Float32Array(h * w).fill(1), [1, 1, h, w]);
+      else if (name in values) feeds[name] = values[name];
+      else if (name in this.weights) feeds[name] = this.weights[name];
+      else throw new ModelError(`image-${this.id} decoder graph wants ${name}, which neither its weights nor its states hold`);
+    }
+    const outputs = await session.run(feeds);
+    if (first) this.session("next").catch(() => {}); // built while the first frame shows; its error, if any, at its use
+    const next = {};
+    for (const [name, tensor] of Object.entries(outputs)) if (name.startsWith(NEXT)) next[name.slice(NEXT.length)] = tensor;
+    return { t: t + 1, values: next, recon: next.recon.data };
+  }
+}
