@@ -407,6 +407,19 @@ def test_quality_stops_each_block_where_more_stops_paying(integer_coder):
     assert len(low.data) < len(high.data) and psnr_rgb(img, low.reconstruction) < psnr_rgb(img, high.reconstruction)
 
 
+def test_quality_buys_size_in_order_and_the_same_bytes_each_time(integer_coder):
+    """`quality`: a higher quality never gives a smaller file on the packaged model, and one quality
+    gives the same bytes twice."""
+    packaged = load_image_model()
+    img = _half_flat(48, 64)
+    sizes = [len(encode(img, model=packaged, coder=integer_coder, quality=q, precision="fp32").data)
+             for q in (0, 20, 40, 60, 80, 100)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    again = encode(img, model=packaged, coder=integer_coder, quality=40, precision="fp32").data
+    assert len(again) == sizes[2] and again == encode(img, model=packaged, coder=integer_coder, quality=40,
+                                                      precision="fp32").data
+
+
 def test_quality_over_tiles_round_trips_at_every_prefix(tiny_model, integer_coder):
     img = smooth_image(64, 96, seed=5)
     enc = encode(img, model=tiny_model, coder=integer_coder, tile=48, overlap=16, quality=90, reconstruct=True)

@@ -22,7 +22,7 @@ from .decoder import Decoded, decode, decode_progressive, decompress, decompress
 from .entropy import BitCoder
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES, RGBImage, as_rgb, resized
-from .rate import Rate, choose, meet, ms_ssim_change, search, squared_error, window
+from .rate import Rate, choose, masked_error, meet, ms_ssim_change, search, squared_error, window
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, release_memory, to_uint8
 from .zoo import ImageModel, default_coder
 
@@ -247,9 +247,10 @@ class _Image:
 
     def _tables(self, first: _Pass, k: int) -> list[np.ndarray]:
         """Each tile's d_b(c): MS-SSIM's for an MS-SSIM target, by its gradient one whole iteration
-        before the k that meet it; else squared error."""
+        before the k that meet it; `quality`'s masked error; else squared error."""
         if self.rate.target_ms_ssim is None:
-            return [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
+            distortion = masked_error if self.rate.slope is not None else squared_error
+            return [distortion(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
         from .quality import ms_ssim_gradient
 
         ref = max(k - 1, 1)

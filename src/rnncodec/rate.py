@@ -4,9 +4,10 @@ Every rate control chooses one thing, the grid of iteration counts, one per 16×
 tile, that the header stores (spatially adaptive bit rates, after Johnston et al. 2018). A first
 pass codes every block for every iteration and records each block's distortion d_b(c) after c
 iterations (`squared_error`, or `ms_ssim_change`: MS-SSIM's, to first order); then each block's
-count minimises d_b(c) + λ·c, over every tile at once. `quality` gives λ; a budget takes the
-smallest λ whose estimated file fits it (`search`: a bisection on log λ), a target about the
-largest whose counts meet it, in a few measurements (`meet`). Fixed iterations choose nothing.
+count minimises d_b(c) + λ·c, over every tile at once. `quality` gives λ, on `masked_error`: squared
+error that counts less in busy blocks, as MS-SSIM does. A budget takes the smallest λ whose
+estimated file fits it (`search`: a bisection on log λ), a target about the largest whose counts
+meet it, in a few measurements (`meet`). Fixed iterations choose nothing.
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def _option(help: str, **argparse: Any) -> Any:
 # JPEG 4:2:0 at their own size on both PSNR and MS-SSIM for every image (bench/default_rate.py;
 # docs/RESULTS.md, "The default").
 DEFAULT_QUALITY = 25
+
+
+# masked_error's variance at which a block's error counts half: a block's contrast masking.
+FLAT = 1e-2
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,10 @@ class Rate:
 
     @property
     def slope(self) -> float | None:
-        """λ for `quality`, on each block's mean squared error (pixels in [−0.5, 0.5]): 10⁻² at 0,
-        where most blocks stop after one iteration, to 10⁻⁷ at 100, where almost none stops early."""
-        return None if self.quality is None else 10.0 ** (-2.0 - 5.0 * self.quality / 100)
+        """λ for `quality`, on each block's `masked_error`: 10^−2.4 at 0, where most blocks stop after
+        one iteration, to 10^−7.4 at 100, where almost none stops early (the offset keeps the file
+        sizes of squared error's 10⁻² to 10⁻⁷; docs/RESULTS.md)."""
+        return None if self.quality is None else 10.0 ** (-2.4 - 5.0 * self.quality / 100)
 
     @property
     def margin(self) -> float:
@@ -134,6 +140,16 @@ def squared_error(recons: np.ndarray, original: np.ndarray) -> np.ndarray:
     tile's (T+1)×H×W×3 8-bit reconstructions after 0…T."""
     error = ((recons.astype(np.float32) - original.astype(np.float32)) ** 2).sum(-1)
     return block_sums(error) / (255.0**2 * 3 * STRIDE**2)
+
+
+def masked_error(recons: np.ndarray, original: np.ndarray, flat: float = FLAT) -> np.ndarray:
+    """d_b(c): `squared_error` weighted by flat / (σ²_b + flat), σ²_b the variance of the original
+    block's luma (in [0, 1]): an error shows less in a busy block (SSIM divides by the local
+    variance), so bits move from texture to flat areas and edges."""
+    luma = original.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) / 255.0
+    pixels = block_sums(np.ones_like(luma))
+    variance = block_sums(luma**2) / pixels - (block_sums(luma) / pixels) ** 2
+    return squared_error(recons, original) * (flat / (variance + flat))
 
 
 def ms_ssim_change(recons: np.ndarray, reference: int, gradient: np.ndarray) -> np.ndarray:
