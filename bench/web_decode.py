@@ -1,6 +1,6 @@
 """The JavaScript decoder (web/) in headless Chromium against Python's decoder, on one image.
 
-    python bench/web_decode.py ../shared/data/kodak/kodim23.png --iterations 4 8 [--screenshot docs/progressive.png]
+    python bench/web_decode.py ../shared/data/kodak/kodim23.png --iterations 4 8 [--screenshot shot.png]
 
 Compresses the image at the largest of `--iterations` with `rnncodec compress` (its defaults: the
 default model, coder 2) and cuts the file to each smaller count (a prefix is a valid file). Then,
