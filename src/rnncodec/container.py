@@ -153,8 +153,13 @@ def read(source: bytes | BinaryIO, max_pixels: int | None = None,
     except Truncated as exc:
         if strict or not chunks:
             raise
-        warnings.warn(f"{exc}: the {len(chunks)} complete iteration(s) before it decode", Note, stacklevel=2)
+        note_cut(exc, len(chunks))
     return header, chunks
+
+
+def note_cut(exc: Truncated, complete: int) -> None:
+    """The note a lenient reader gives for a stream cut inside a chunk."""
+    warnings.warn(f"{exc}: the {complete} complete iteration(s) before it decode", Note, stacklevel=3)
 
 
 def as_stream(source: bytes | BinaryIO) -> BinaryIO:

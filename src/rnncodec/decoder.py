@@ -132,7 +132,7 @@ def decode_progressive(
     except Truncated as exc:
         if strict or not done:
             raise
-        warnings.warn(f"{exc}: the {done} complete iteration(s) before it decode", Note, stacklevel=2)
+        container.note_cut(exc, done)
     if not done:
         raise FormatError("the file holds no iterations")
 
