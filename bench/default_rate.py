@@ -24,7 +24,7 @@ from rnncodec.eval.runner import dataset_images
 from rnncodec.image import read_image
 from rnncodec.quality import ms_ssim_rgb, psnr_rgb
 
-DEFAULT_SETTINGS = ("quality=20", "quality=25", "quality=30", "quality=35", "iterations=3")
+DEFAULT_SETTINGS = ("quality=20", "quality=22", "quality=23", "quality=24", "quality=25")
 
 
 def parse_setting(text: str) -> dict:

@@ -32,7 +32,7 @@ def _option(help: str, **argparse: Any) -> Any:
 # The rate a user who gives none gets: on training photos, the highest quality whose files beat
 # JPEG 4:2:0 at their own size on both PSNR and MS-SSIM for every image (bench/default_rate.py;
 # docs/RESULTS.md, "The default").
-DEFAULT_QUALITY = 25
+DEFAULT_QUALITY = 24
 
 
 # masked_error's variance at which a block's error counts half: a block's contrast masking.
