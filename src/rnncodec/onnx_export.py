@@ -4,10 +4,10 @@
 
 `EncodeStep` and `DecodeStep` are one iteration of `RNNCodec.step` and `RNNCodec.decode_step`
 with their recurrent states spelled out as tensors, traced once on a small image with height
-and width left free. The weights stay out of
-the graphs: each tensor of the model's weights file becomes a graph input of that name, which
-onnx_codec feeds from the .safetensors, so that a model's graphs add some 0.1 MB to the package
-rather than its weights again. Needs `onnx` (and `onnxscript`, which torch.onnx imports).
+and width left free. The weights stay out of the graphs: each tensor of the model's weights file
+is an initializer of that name whose data is external, at its place in onnx_codec's WEIGHTS_FILE,
+which onnx_codec lays out from the .safetensors, so that a model's graphs add some 0.1 MB to the
+package rather than its weights again. Needs `onnx` (and `onnxscript`, which torch.onnx imports).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .fileio import atomic_write
 from .models.rnn_codec import RNNCodec, Step
-from .onnx_codec import MODEL_ID, NEXT
+from .onnx_codec import MODEL_ID, NEXT, WEIGHTS_FILE, weights_data
 from .zoo import DECODER_VARIANTS, GRAPH_VARIANTS, ImageModel, graph_name
 
 OPSET = 17
@@ -99,18 +99,20 @@ def export_step(model: ImageModel, step: nn.Module, inputs: dict[str, Tensor], o
 
 
 def _weights_outside(graph: onnx.ModelProto, model: ImageModel) -> None:
-    """The initializers that the model's weights file holds become inputs of the same name."""
-    weights = model.net.state_dict()
-    renamed, kept = {}, []
+    """The initializers that the model's weights file holds take their data from WEIGHTS_FILE,
+    under the file's names."""
+    places = weights_data({k: v.numpy() for k, v in model.net.state_dict().items()})[1]
+    renamed = {}
     for init in graph.graph.initializer:
         name = init.name.removeprefix("net.")  # the step module's own prefix
-        if name in weights:
-            renamed[init.name] = name
-            graph.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, init.dims))
-        else:  # computed while tracing, or a buffer not stored (the associative LSTM's permutations)
-            kept.append(init)
-    del graph.graph.initializer[:]
-    graph.graph.initializer.extend(kept)
+        if name in places:  # not the others: computed while tracing, or a buffer not stored (the associative LSTM's permutations)
+            renamed[init.name] = init.name = name
+            init.ClearField("raw_data")
+            init.ClearField("float_data")
+            init.data_location = onnx.TensorProto.EXTERNAL
+            offset, length = places[name]
+            for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
+                init.external_data.add(key=key, value=value)
     for node in graph.graph.node:
         node.input[:] = [renamed.get(i, i) for i in node.input]
 
