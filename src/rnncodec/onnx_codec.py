@@ -20,6 +20,7 @@ packs the convolutions' weights in its own layout once, when the session is buil
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -78,10 +79,13 @@ class OnnxImageModel:
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             # idle threads sleep rather than spin: a spinning thread slows a process sharing the cores
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            # the arena keeps the activations' blocks between runs: every iteration of a tile, and
-            # every tile, reuses them instead of asking the system again. It holds its largest
-            # tile's blocks until the model is dropped, which the tile size bounds
-            options.enable_cpu_mem_arena = True
+            # one arena for every session of the process, which keeps the activations' blocks between
+            # runs: every iteration of a tile, and every tile, reuses them instead of asking the system
+            # again. A session's own arena would hold its largest tile's blocks beside the other
+            # steps' arenas, and each would grow by powers of two. It holds the largest tile's blocks
+            # until the process ends, which the tile size bounds
+            _share_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
             # no memory pattern: it plans one block for a whole run per input shape, which the arena
             # then keeps for each shape seen (an image's edge tiles are other shapes), and it saves
             # no time here; freed blocks go back to the arena for the next tensor of any shape
@@ -138,6 +142,14 @@ class OnnxImageModel:
 
     def reconstruction(self, state: tuple[int, dict[str, np.ndarray]]) -> np.ndarray:
         return state[1]["recon"]
+
+
+@functools.cache
+def _share_arena() -> None:
+    """The process's CPU arena that sessions asking for the environment's allocators share, grown by
+    what each allocation asks rather than by powers of two."""
+    cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, 1, -1, -1))  # no cap, kSameAsRequested, defaults
 
 
 def load(path: str | Path | None = None) -> OnnxImageModel | None:
