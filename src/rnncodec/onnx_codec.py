@@ -82,8 +82,8 @@ class OnnxImageModel:
             # one arena for every session of the process, which keeps the activations' blocks between
             # runs: every iteration of a tile, and every tile, reuses them instead of asking the system
             # again. A session's own arena would hold its largest tile's blocks beside the other
-            # steps' arenas, and each would grow by powers of two. It holds the largest tile's blocks
-            # until the process ends, which the tile size bounds
+            # steps' arenas. It holds the largest tile's blocks until the process ends, which the
+            # tile size bounds
             _share_arena()
             options.add_session_config_entry("session.use_env_allocators", "1")
             # no memory pattern: it plans one block for a whole run per input shape, which the arena
@@ -146,10 +146,12 @@ class OnnxImageModel:
 
 @functools.cache
 def _share_arena() -> None:
-    """The process's CPU arena that sessions asking for the environment's allocators share, grown by
-    what each allocation asks rather than by powers of two."""
+    """The process's CPU arena, which sessions asking for the environment's allocators share. It
+    grows by powers of two, ORT's default, and splits its regions: a tile of another shape (an
+    image's edge tiles) fits in what the last one freed, where regions grown by what each
+    allocation asked left gaps that no later block fitted, and the peak crept up tile by tile."""
     cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-    ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, 1, -1, -1))  # no cap, kSameAsRequested, defaults
+    ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, 0, -1, -1))  # no cap, powers of two, ORT's defaults
 
 
 def load(path: str | Path | None = None) -> OnnxImageModel | None:
