@@ -49,9 +49,10 @@ def _gate(conv: nn.Conv2d, x: Tensor, gate: int, size: int) -> Tensor:
 
 
 class _GraphGRU(ConvGRU):
-    """ConvGRU's step as the graph computes it: a convolution per gate rather than one split into
-    gates, so that ONNX Runtime keeps the maps in its blocked layout through the cell, adding the
-    gates' sums within the convolutions, where slicing the maps would reorder them back."""
+    """ConvGRU's step as the graph computes it: a convolution per gate rather than one whose maps
+    are sliced into gates. ONNX Runtime computes convolutions in a blocked layout, and a slice is no
+    op of that layout: each reordered the maps back. A gate's own maps stay blocked through its sum
+    and its activation."""
 
     def forward(self, x: Tensor, state: tuple[Tensor, ...] | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         xz, xr, xn = (_gate(self.conv_x, x, g, self.hidden) for g in range(3))
@@ -150,7 +151,8 @@ def _weights_outside(graph: onnx.ModelProto, model: ImageModel) -> None:
     for init in graph.graph.initializer:
         name = init.name.removeprefix("net.")  # the step module's own prefix
         if name in places:  # not the others: computed while tracing, or a buffer not stored (the associative LSTM's permutations)
-            renamed[init.name] = init.name = name
+            renamed[init.name] = name
+            init.name = name
             init.ClearField("raw_data")
             init.ClearField("float_data")
             init.data_location = onnx.TensorProto.EXTERNAL
