@@ -16,7 +16,9 @@ decoder's states in, x̂ and the states after out; the first and a later one. Th
 weights: their weights are initializers whose data is external, in a file named WEIGHTS_FILE that
 no disk holds: `weights_data` lays it out from the weights file, and each session takes it from
 memory. Being initializers, not inputs, they are constants to ONNX Runtime, which folds them and
-packs the convolutions' weights in its own layout once, when the session is built.
+packs the convolutions' weights in its own layout once, when the session is built. Not offsets into
+the .safetensors itself: its header, which the model id does not cover, may place the tensors
+elsewhere in another copy of the same model.
 """
 from __future__ import annotations
 
