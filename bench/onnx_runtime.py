@@ -27,11 +27,11 @@ import torch
 from torch import Tensor
 
 from rnncodec.image import read_image
-from rnncodec.onnx_codec import NEXT, OnnxImageModel
-from rnncodec.onnx_export import DecodeStep, export_graphs, export_step
+from rnncodec.onnx_codec import OnnxImageModel
+from rnncodec.onnx_export import export_graphs
 from rnncodec.stored import load_weights
 from rnncodec.tiles import TileBox, model_input
-from rnncodec.zoo import DEFAULT_WEIGHTS, IMAGE, ImageModel, load_image_model
+from rnncodec.zoo import DEFAULT_WEIGHTS, IMAGE, load_image_model
 
 
 def best_of(f: Callable, n: int = 3) -> tuple[float, object]:
@@ -48,24 +48,6 @@ def startup(code: str) -> float:
     return best_of(lambda: subprocess.run([sys.executable, "-c", code], check=True))[0]
 
 
-def decode_sessions(model: ImageModel, work: Path) -> list[ort.InferenceSession]:
-    """The first and a later decoding step, exported as the encoder's steps are."""
-    x = torch.zeros(1, 3, 64, 96)
-    with torch.inference_mode():
-        bits, at = model.net.step(x, model.net.begin(x))
-    dec = [s for layer in at.dec for s in layer]
-    sizes = [len(s) for s in at.dec]
-    states = {f"dec_{i}": s.clone() for i, s in enumerate(dec)}
-    outputs = [NEXT + n for n in ("recon", *states)]
-    sessions = []
-    for first, inputs in ((True, {"bits": bits.clone(), "recon": torch.zeros_like(x)}),
-                          (False, {"bits": bits.clone(), "recon": at.recon.clone(), "t": torch.tensor(1), **states})):
-        path = work / f"decode-{first}.onnx"
-        path.write_bytes(export_step(model, DecodeStep(model.net, sizes, first), inputs, outputs).SerializeToString())
-        sessions.append(ort.InferenceSession(path, providers=["CPUExecutionProvider"]))
-    return sessions
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("image", type=Path)
@@ -80,17 +62,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     export_graphs(model, work)
     onnx_model = OnnxImageModel(load_weights(DEFAULT_WEIGHTS[IMAGE]), work)
-    decoders = decode_sessions(model, work)
-    weights = {k: v.float().numpy() for k, v in net.state_dict().items()}
 
     def ort_decode(bits: list[np.ndarray]) -> np.ndarray:
-        values: dict[str, np.ndarray] = {"recon": np.zeros_like(x_np)}
-        for t, b in enumerate(bits):
-            session = decoders[t > 0]
-            feeds = {**weights, **values, "bits": b, "t": np.array(t, np.int64)}
-            out = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
-            values = {o.name.removeprefix(NEXT): v for o, v in zip(session.get_outputs(), out)}
-        return values["recon"]
+        state = None
+        for b in bits:
+            state = onnx_model.decode_step(state, b[0], None)
+        return onnx_model.reconstruction(state)
 
     def torch_encode(bf16: bool) -> list[Tensor]:
         at, bits = net.begin(x), []

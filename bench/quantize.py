@@ -5,8 +5,8 @@
 
 Needs the `dev` extra (onnx; onnxruntime's quantisation and float16 tools ship with it). Variants
 of the packaged model's six graphs, written to a temporary folder, each made from the graphs with
-the weights moved in as initializers, as the quantisers need them:
-- fp32: the graphs as shipped, the weights fed as inputs (the baseline);
+the weights moved into them, as the quantisers need them:
+- fp32: the graphs as shipped, the weights their external data (the baseline);
 - int8 dynamic: `quantize_dynamic` of the convolutions (ConvInteger: int8 weights, activations
   quantised to uint8 per call);
 - int8 QDQ: `quantize_static` of the convolutions in QDQ form (per-channel int8 weights, uint8
@@ -84,12 +84,10 @@ def calibration_feeds(folder: Path, calibration: Path) -> dict[str, list[dict[st
 
 
 def embedded(graph: onnx.ModelProto, tensors: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """The graph with the weights it takes as inputs moved into it as fp32 initializers."""
-    inputs = [i for i in graph.graph.input if i.name not in tensors]
-    graph.graph.initializer.extend(numpy_helper.from_array(tensors[i.name].astype(np.float32), i.name)
-                                   for i in graph.graph.input if i.name in tensors)
-    del graph.graph.input[:]
-    graph.graph.input.extend(inputs)
+    """The graph with its weights, external data (onnx_codec.WEIGHTS_FILE), moved into it."""
+    for init in graph.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            init.CopyFrom(numpy_helper.from_array(tensors[init.name].astype(np.float32), init.name))
     return graph
 
 
@@ -104,7 +102,7 @@ def variants(work: Path, calibration: Path) -> dict[str, Path]:
     for folder in (base, *folders.values()):
         folder.mkdir()
     for graph in graph_names(weights.model_id):
-        onnx.save(embedded(onnx.load(shipped / graph), tensors), base / graph)
+        onnx.save(embedded(onnx.load(shipped / graph, load_external_data=False), tensors), base / graph)
         quantize_dynamic(base / graph, folders["int8 dynamic (convolutions)"] / graph,
                          op_types_to_quantize=["Conv"], weight_type=QuantType.QInt8)
     feeds = calibration_feeds(base, calibration)

@@ -313,9 +313,11 @@ def baseline_table(args: argparse.Namespace, image: Path, cold: tuple[float, flo
     rnncodec warm as theirs are (best of the same number of runs); its first call in a fresh
     process (oneDNN building its kernels, first touch of memory) beside it, where the tables ran."""
     script = Path(__file__).with_name("compressai_baseline.py")
-    r = subprocess.run([args.compressai_python, str(script), str(image), "--threads", str(torch.get_num_threads()),
-                        "--repeats", str(BASELINE_REPEATS)], capture_output=True, text=True, check=True)
-    base = json.loads(r.stdout.strip().splitlines()[-1])
+    base = {"torch": "–", "threads": torch.get_num_threads()}  # without --compressai-python: rnncodec's row alone
+    if args.compressai_python:
+        r = subprocess.run([args.compressai_python, str(script), str(image), "--threads", str(torch.get_num_threads()),
+                            "--repeats", str(BASELINE_REPEATS)], capture_output=True, text=True, check=True)
+        base = json.loads(r.stdout.strip().splitlines()[-1])
     engine = args.engine if args.engine == "onnx" else args.precision
     rows = [f"CompressAI baseline (torch {base['torch']}, {base['threads']} threads) against rnncodec at "
             f"{args.baseline_iterations} iterations, in process (encode() and decode(), model loaded):\n",
@@ -324,7 +326,7 @@ def baseline_table(args: argparse.Namespace, image: Path, cold: tuple[float, flo
     if cold:
         rows.append(f"| rnncodec ({engine}), first call in a fresh process | {cold[0]:.3f} | {cold[1]:.3f} | "
                     f"{sum(cold):.3f} | – |")
-    for name in ("bmshj2018-factorized", "bmshj2018-hyperprior"):
+    for name in ("bmshj2018-factorized", "bmshj2018-hyperprior") if args.compressai_python else ():
         t = base[name]
         total = t["encode_s"] + t["decode_s"]
         rows.append(f"| {name} q3, best of {BASELINE_REPEATS} | {t['encode_s']:.3f} | {t['decode_s']:.3f} | {total:.3f} | "

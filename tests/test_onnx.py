@@ -158,3 +158,24 @@ def test_export_command(tmp_path, model_dir, monkeypatch, capsys):
     assert main(["export-onnx", str(tiny), "-o", str(tmp_path)]) == 6  # exists, without --force
     monkeypatch.setenv("RNNCODEC_MODEL_PATH", str(tmp_path))
     assert onnx_codec.load(tiny).folder == tmp_path
+
+
+def test_graphs_that_take_their_weights_as_inputs_are_refused(tmp_path, model_dir, monkeypatch, capsys):
+    """Graphs exported before the weights became their external data name the weights as inputs:
+    the engine says to export them again rather than failing at a run."""
+    import onnx
+
+    tiny = model_dir / "tiny.safetensors"
+    monkeypatch.setenv("RNNCODEC_MODEL_PATH", str(tmp_path))  # these graphs before the fixture's
+    export_graphs(load_image_model(tiny), tmp_path)
+    for path in tmp_path.glob("*.onnx"):
+        graph = onnx.load(path, load_external_data=False)
+        weights = [i for i in graph.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+        graph.graph.input.extend(onnx.helper.make_tensor_value_info(i.name, i.data_type, i.dims) for i in weights)
+        for i in weights:
+            graph.graph.initializer.remove(i)
+        onnx.save(graph, path)
+    png = tmp_path / "in.png"
+    Image.fromarray(smooth_image(32, 48)).save(png)
+    assert main(["compress", str(png), "-o", str(tmp_path / "x.rnc"), "--model", str(tiny)]) == 5
+    assert "export them again" in capsys.readouterr().err

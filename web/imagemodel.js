@@ -1,12 +1,26 @@
 // The image model's decoder through ONNX Runtime Web: one graph per decoding step
 // (image-ID.first-decoder.onnx, image-ID.next-decoder.onnx, made by `rnncodec export-onnx`),
 // with x̂, the iteration, the blocks coded (`mask`) and the decoder's recurrent states as inputs,
-// and x̂ and the states after as outputs (NEXT + their names). The graphs hold no weights: each
-// names a tensor of the model's weights file, fed here from the .safetensors in fp32.
+// and x̂ and the states after as outputs (NEXT + their names). The graphs hold no weights: their
+// weights are initializers whose data is in an external file, WEIGHTS_FILE, laid out here from the
+// .safetensors as src/rnncodec/onnx_codec.py's `weights_data` does, and handed to each session.
 import { ModelError } from "./weights.js";
 
 const NEXT = "next_";
 const STRIDE = 16;
+const WEIGHTS_FILE = "weights";
+
+/** WEIGHTS_FILE's bytes: the tensors in fp32, one after another in the order of their names. */
+function weightsData(tensors) {
+  const names = Object.keys(tensors).sort();
+  const data = new Float32Array(names.reduce((n, name) => n + tensors[name].data.length, 0));
+  let at = 0;
+  for (const name of names) {
+    data.set(tensors[name].data, at);
+    at += tensors[name].data.length;
+  }
+  return new Uint8Array(data.buffer);
+}
 
 export class ImageModel {
   /** `ort`: the onnxruntime-web module; `graphs`: { first, next } graph bytes; `weights`: loadWeights'. */
@@ -16,8 +30,7 @@ export class ImageModel {
     model.ort = ort;
     model.id = weights.id;
     model.config = weights.config;
-    model.weights = Object.fromEntries(Object.entries(weights.tensors).map(
-      ([name, t]) => [name, new ort.Tensor("float32", Float32Array.from(t.data), t.shape)]));
+    model.weightsData = weightsData(weights.tensors);
     model.graphs = graphs;
     model.options = options;
     model.sessions = {};
@@ -27,7 +40,8 @@ export class ImageModel {
   /** A step's session, built when first used: the first frame waits for the first graph's alone. */
   session(which) {
     this.sessions[which] ??= this.ort.InferenceSession.create(this.graphs[which], {
-      executionProviders: this.options.executionProviders ?? ["wasm"], graphOptimizationLevel: "all" }).catch((err) => {
+      executionProviders: this.options.executionProviders ?? ["wasm"], graphOptimizationLevel: "all",
+      externalData: [{ path: WEIGHTS_FILE, data: this.weightsData }] }).catch((err) => {
       delete this.sessions[which];
       throw new ModelError(`image-${this.id}.${which}-decoder.onnx: not a graph of this model (${String(err.message ?? err).split("\n")[0]})`);
     });
@@ -50,8 +64,7 @@ export class ImageModel {
       if (name === "t") feeds.t = new ort.Tensor("int64", BigInt64Array.of(BigInt(t)), []);
       else if (name === "mask") feeds.mask = new ort.Tensor("float32", mask ? Float32Array.from(mask) : new Float32Array(h * w).fill(1), [1, 1, h, w]);
       else if (name in values) feeds[name] = values[name];
-      else if (name in this.weights) feeds[name] = this.weights[name];
-      else throw new ModelError(`image-${this.id} decoder graph wants ${name}, which neither its weights nor its states hold`);
+      else throw new ModelError(`image-${this.id} decoder graph wants ${name}, which its states do not hold`);
     }
     const outputs = await session.run(feeds);
     if (first) this.session("next").catch(() => {}); // built while the first frame shows; its error, if any, at its use

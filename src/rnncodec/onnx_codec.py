@@ -13,11 +13,16 @@ their hidden convolutions, as torch's do) and whose blocks are all coded, and a 
 with the decoder, or the bits only, for a last iteration whose x̂ nobody looks at. A decoding
 graph is one iteration of `RNNCodec.decode_step`: the bits, x̂, the iteration, the mask and the
 decoder's states in, x̂ and the states after out; the first and a later one. The graphs hold no
-weights: each names the weights file's tensors, and they are the inputs that the weights file
-fills.
+weights: their weights are initializers whose data is external, in a file named WEIGHTS_FILE that
+no disk holds: `weights_data` lays it out from the weights file, and each session takes it from
+memory. Being initializers, not inputs, they are constants to ONNX Runtime, which folds them and
+packs the convolutions' weights in its own layout once, when the session is built. Not offsets into
+the .safetensors itself: its header, which the model id does not cover, may place the tensors
+elsewhere in another copy of the same model.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -31,11 +36,23 @@ from .zoo import IMAGE, find_by_id, find_graphs, graph_name, stored_weights
 
 NEXT = "next_"  # an output named NEXT + an input's name is that input's value at the next iteration
 MODEL_ID = "model_id"  # the graphs' metadata key naming the model whose weights they take
+WEIGHTS_FILE = "weights"  # the external data file the graphs' weights name (weights_data; web/imagemodel.js too)
+
+
+def weights_data(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+    """WEIGHTS_FILE's bytes: a weights file's tensors in fp32 (their fp16 values, as the torch model
+    computes with), one after another in the order of their names; and each one's (offset, length)
+    in it, which the exporter writes into the graphs."""
+    names = sorted(tensors)
+    arrays = [np.ascontiguousarray(tensors[name], np.float32).reshape(-1) for name in names]
+    ends = np.cumsum([a.nbytes for a in arrays]).tolist()
+    places = {name: (end - a.nbytes, a.nbytes) for name, a, end in zip(names, arrays, ends)}
+    return np.concatenate(arrays).view(np.uint8), places
 
 
 class OnnxImageModel:
     """An image model's encoding steps in ONNX Runtime: its graphs, with its weights in fp32
-    (their fp16 values, as the torch model computes with). Sessions are built when first used.
+    (weights_data). Sessions are built when first used.
     A backend (backend.py): `begin`, `step`, `reconstruction`."""
 
     precision = "onnx-fp32"  # as the header records it (container.PRECISION_BYTES)
@@ -47,7 +64,7 @@ class OnnxImageModel:
 
     def __init__(self, weights: StoredWeights, folder: Path) -> None:
         self.model_id, self.cfg, self.folder = weights.model_id, ModelConfig.from_json(weights.config), folder
-        self._weights = {name: t.astype(np.float32) for name, t in weights.tensors.items()}
+        self._weights_data, self._weight_names = weights_data(weights.tensors)[0], set(weights.tensors)
         self._sessions: dict[str, ort.InferenceSession] = {}
 
     def _session(self, name: str) -> ort.InferenceSession:
@@ -64,20 +81,27 @@ class OnnxImageModel:
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             # idle threads sleep rather than spin: a spinning thread slows a process sharing the cores
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            # the arena keeps the activations' blocks between runs: every iteration of a tile, and
-            # every tile, reuses them instead of asking the system again. It holds its largest
-            # tile's blocks until the model is dropped, which the tile size bounds
-            options.enable_cpu_mem_arena = True
+            # one arena for every session of the process, which keeps the activations' blocks between
+            # runs: every iteration of a tile, and every tile, reuses them instead of asking the system
+            # again. A session's own arena would hold its largest tile's blocks beside the other
+            # steps' arenas. It holds the largest tile's blocks until the process ends, which the
+            # tile size bounds
+            _share_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
             # no memory pattern: it plans one block for a whole run per input shape, which the arena
             # then keeps for each shape seen (an image's edge tiles are other shapes), and it saves
             # no time here; freed blocks go back to the arena for the next tensor of any shape
             options.enable_mem_pattern = False
+            options.add_external_initializers_from_files_in_memory([WEIGHTS_FILE], [self._weights_data],
+                                                                   [self._weights_data.size])
             try:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime's errors have no common base class
                 raise ModelError(f"{path}: not a graph of this model ({str(exc).splitlines()[0]})") from None
             if session.get_modelmeta().custom_metadata_map.get(MODEL_ID) != self.model_id.hex():
                 raise ModelError(f"{path} was exported for another model than {self.model_id.hex()}")
+            if any(i.name in self._weight_names for i in session.get_inputs()):
+                raise ModelError(f"{path}: graphs that take their weights as inputs: export them again (rnncodec export-onnx)")
             self._sessions[name] = session
         return self._sessions[name]
 
@@ -86,7 +110,7 @@ class OnnxImageModel:
         before (named as its inputs) in `values`: its outputs by name (bits; with the decoder,
         NEXT + "recon" and the states too)."""
         session = self._session(name)
-        feeds = {**self._weights, **values, "t": np.array(t, np.int64)}
+        feeds = {**values, "t": np.array(t, np.int64)}
         inputs = [i.name for i in session.get_inputs()]
         if "mask" not in feeds and "mask" in inputs:
             feeds["mask"] = np.ones((1, 1, *(s // STRIDE for s in values["recon"].shape[2:])), np.float32)
@@ -120,6 +144,16 @@ class OnnxImageModel:
 
     def reconstruction(self, state: tuple[int, dict[str, np.ndarray]]) -> np.ndarray:
         return state[1]["recon"]
+
+
+@functools.cache
+def _share_arena() -> None:
+    """The process's CPU arena, which sessions asking for the environment's allocators share. It
+    grows by powers of two, ORT's default, and splits its regions: a tile of another shape (an
+    image's edge tiles) fits in what the last one freed, where regions grown by what each
+    allocation asked left gaps that no later block fitted, and the peak crept up tile by tile."""
+    cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, 0, -1, -1))  # no cap, powers of two, ORT's defaults
 
 
 def load(path: str | Path | None = None) -> OnnxImageModel | None:

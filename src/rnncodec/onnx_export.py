@@ -4,13 +4,14 @@
 
 `EncodeStep` and `DecodeStep` are one iteration of `RNNCodec.step` and `RNNCodec.decode_step`
 with their recurrent states spelled out as tensors, traced once on a small image with height
-and width left free. The weights stay out of
-the graphs: each tensor of the model's weights file becomes a graph input of that name, which
-onnx_codec feeds from the .safetensors, so that a model's graphs add some 0.1 MB to the package
-rather than its weights again. Needs `onnx` (and `onnxscript`, which torch.onnx imports).
+and width left free. The weights stay out of the graphs: each tensor of the model's weights file
+is an initializer of that name whose data is external, at its place in onnx_codec's WEIGHTS_FILE,
+which onnx_codec lays out from the .safetensors, so that a model's graphs add some 0.1 MB to the
+package rather than its weights again. Needs `onnx` (and `onnxscript`, which torch.onnx imports).
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from pathlib import Path
@@ -18,10 +19,12 @@ from pathlib import Path
 import onnx
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .fileio import atomic_write
+from .layers.cells import ConvGRU, ResidualGRU
 from .models.rnn_codec import RNNCodec, Step
-from .onnx_codec import MODEL_ID, NEXT
+from .onnx_codec import MODEL_ID, NEXT, WEIGHTS_FILE, weights_data
 from .zoo import DECODER_VARIANTS, GRAPH_VARIANTS, ImageModel, graph_name
 
 OPSET = 17
@@ -36,6 +39,48 @@ def _nest(flat: list[Tensor], sizes: list[int]) -> list[tuple[Tensor, ...]]:
     """Flat state tensors back into one tuple per layer, `sizes` tensors each."""
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     return [tuple(flat[s : s + n]) for s, n in zip(starts, sizes)]
+
+
+def _gate(conv: nn.Conv2d, x: Tensor, gate: int, size: int) -> Tensor:
+    """One gate's maps of a convolution that computes several: its rows of the weights, which the
+    graph slices from the weights file's tensor and ONNX Runtime folds into a weight of its own."""
+    rows = slice(gate * size, (gate + 1) * size)
+    return F.conv2d(x, conv.weight[rows], None if conv.bias is None else conv.bias[rows], conv.stride, conv.padding)
+
+
+class _GraphGRU(ConvGRU):
+    """ConvGRU's step as the graph computes it: a convolution per gate rather than one whose maps
+    are sliced into gates. ONNX Runtime computes convolutions in a blocked layout, and a slice is no
+    op of that layout: each reordered the maps back. A gate's own maps stay blocked through its sum
+    and its activation."""
+
+    def forward(self, x: Tensor, state: tuple[Tensor, ...] | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        xz, xr, xn = (_gate(self.conv_x, x, g, self.hidden) for g in range(3))
+        if state is None:
+            h = torch.sigmoid(xz) * torch.tanh(xn)
+        else:
+            h = state[0]
+            z, r = (torch.sigmoid(g + _gate(self.conv_h, h, i, self.hidden)) for i, g in enumerate((xz, xr)))
+            h = (1 - z) * h + z * torch.tanh(xn + self.conv_rh(r * h))
+        return h, (h,)
+
+
+class _GraphResidualGRU(ResidualGRU):
+    def forward(self, x: Tensor, state: tuple[Tensor, ...] | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        h, new_state = _GraphGRU.forward(self, x, state)
+        return h + self.skip(x), new_state
+
+
+_GRAPH_CELLS = {ConvGRU: _GraphGRU, ResidualGRU: _GraphResidualGRU}
+
+
+def _graph_friendly(net: RNNCodec) -> RNNCodec:
+    """A copy of `net` whose cells compute as the graphs should (the cells' graph forms above),
+    with the same weights under the same names."""
+    net = copy.deepcopy(net)
+    for module in net.modules():
+        module.__class__ = _GRAPH_CELLS.get(type(module), type(module))
+    return net
 
 
 class EncodeStep(nn.Module):
@@ -99,18 +144,21 @@ def export_step(model: ImageModel, step: nn.Module, inputs: dict[str, Tensor], o
 
 
 def _weights_outside(graph: onnx.ModelProto, model: ImageModel) -> None:
-    """The initializers that the model's weights file holds become inputs of the same name."""
-    weights = model.net.state_dict()
-    renamed, kept = {}, []
+    """The initializers that the model's weights file holds take their data from WEIGHTS_FILE,
+    under the file's names."""
+    places = weights_data({k: v.numpy() for k, v in model.net.state_dict().items()})[1]
+    renamed = {}
     for init in graph.graph.initializer:
         name = init.name.removeprefix("net.")  # the step module's own prefix
-        if name in weights:
+        if name in places:  # not the others: computed while tracing, or a buffer not stored (the associative LSTM's permutations)
             renamed[init.name] = name
-            graph.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, init.dims))
-        else:  # computed while tracing, or a buffer not stored (the associative LSTM's permutations)
-            kept.append(init)
-    del graph.graph.initializer[:]
-    graph.graph.initializer.extend(kept)
+            init.name = name
+            init.ClearField("raw_data")
+            init.ClearField("float_data")
+            init.data_location = onnx.TensorProto.EXTERNAL
+            offset, length = places[name]
+            for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
+                init.external_data.add(key=key, value=value)
     for node in graph.graph.node:
         node.input[:] = [renamed.get(i, i) for i in node.input]
 
@@ -120,6 +168,7 @@ def export_graphs(model: ImageModel, folder: Path, force: bool = False) -> list[
     x = torch.rand(1, 3, *EXAMPLE, generator=torch.Generator().manual_seed(0)) - 0.5
     with torch.inference_mode():
         bits, at = model.net.step(x, model.net.begin(x))
+    net = _graph_friendly(model.net)
     sizes = [len(s) for s in at.enc], [len(s) for s in at.dec]  # tensors per layer's state: the cell's (1 for a GRU)
     enc = {f"enc_{i}": s.clone() for i, s in enumerate(_flat(at.enc))}
     dec = {f"dec_{i}": s.clone() for i, s in enumerate(_flat(at.dec))}
@@ -130,13 +179,13 @@ def export_graphs(model: ImageModel, folder: Path, force: bool = False) -> list[
         inputs = {"x": x} if first else {"x": x, "recon": at.recon.clone(), "t": torch.tensor(1), "mask": mask, **enc,
                                          **(dec if decode else {})}
         outputs = ["bits", *(NEXT + n for n in ("recon", *enc, *dec) if decode)]
-        graph = export_step(model, EncodeStep(model.net, sizes, first, decode), inputs, outputs)
+        graph = export_step(model, EncodeStep(net, sizes, first, decode), inputs, outputs)
         paths.append(_write(graph, folder / graph_name(model.model_id, first, decode), force))
     for first in DECODER_VARIANTS:
         inputs = {"bits": bits.clone(), "recon": torch.zeros_like(x) if first else at.recon.clone(),
                   **({} if first else {"t": torch.tensor(1), "mask": mask, **dec})}
         outputs = [NEXT + n for n in ("recon", *dec)]
-        graph = export_step(model, DecodeStep(model.net, sizes[1], first), inputs, outputs)
+        graph = export_step(model, DecodeStep(net, sizes[1], first), inputs, outputs)
         paths.append(_write(graph, folder / graph_name(model.model_id, first, decoder=True), force))
     return paths
 
