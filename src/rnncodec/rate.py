@@ -111,6 +111,11 @@ class Rate:
         composition they are chosen on (stopped blocks' zero bits change their neighbours a little)."""
         return 0.03 if self.target_psnr is not None else 0.0002
 
+    @property
+    def tolerance(self) -> float:
+        """How far above its aim a composition may land: less close for MS-SSIM, whose measurements cost."""
+        return 0.03 if self.target_psnr is not None else 0.0006
+
     def measure(self, original: np.ndarray, decoded: np.ndarray) -> float:
         from . import quality  # torch, which MS-SSIM needs, loads only for a target
 
