@@ -1,13 +1,11 @@
 """The pipeline: image → tiles → model backend → bits → payload coder → container (decoder.py: back).
 
 One tile loop drives a model backend (backend.py). A rate that chooses block counts (rate.py) runs
-it for a first pass of whole iterations, then for a coding pass of the counts chosen, checked (a
-target's: one per window of counts whose estimate beats its best file so far)."""
+it for a first pass of whole iterations, then for coding passes of the counts chosen, checked."""
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,13 +20,14 @@ from .decoder import Decoded, decode, decode_progressive, decompress, decompress
 from .entropy import BitCoder
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES, RGBImage, as_rgb, resized
+from .quality import ms_ssim_gradient
 from .rate import Rate, choose, masked_error, meet, ms_ssim_change, search, squared_error, window
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, release_memory, to_uint8
 from .zoo import ImageModel, default_coder
 
 TRY_SMALLER_UP_TO = 3  # a target that this many full-size iterations reach is tried at smaller sizes too (docs/RESULTS.md)
 REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (docs/RESULTS.md)
-PAST = 3  # first-pass iterations of a tile after the one that meets the goal on its own: the counts' headroom
+PAST = 3  # first-pass iterations of a tile after the one that meets the goal on its own: adaptive counts' headroom
 
 
 @dataclass
@@ -42,56 +41,36 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
            model: ImageModel | Backend | None = None, coder: BitCoder | None = None, tile: int = DEFAULT_TILE,
            overlap: int = DEFAULT_OVERLAP, progress: bool = False, reconstruct: bool = False,
            precision: str = "auto", engine: str = DEFAULT_ENGINE, **options) -> Encoded:
-    """Encode an image at the rate `rate`, or the rate options as keywords (`rate.Rate`:
-    iterations, bpp, target_psnr, target_ms_ssim, quality, adaptive, downscale).
-
-    `model`: a torch image model run in `precision`, or a backend (backend.py); default: the
-    packaged one in `engine`'s runtime. With `reconstruct`, also what the file decodes to (exactly so from torch). Without
-    `downscale`, full size, but for a budget under REDUCE_BELOW full-size first iterations or a
-    target the first TRY_SMALLER_UP_TO pass: then the size that serves them best."""
+    """Encode an image at the rate `rate`, or the rate options as keywords (`rate.Rate`). `model`: a
+    torch image model run in `precision`, or a backend; default: the packaged one in `engine`'s
+    runtime. With `reconstruct`, also what the file decodes to (exactly so from torch)."""
     if rate is not None and options:
         raise OptionError("give the rate as a Rate or as keywords, not both")
     rate = rate or Rate(**options)
     rgb = as_rgb(image)
     backend = load_backend(engine, None, precision) if model is None else as_backend(model, precision)
     check_tiling(tile, overlap)
-
-    def at(scale: int) -> tuple[Encoded, float | None, int]:
-        return _Image(rgb, scale, rate, backend, coder or default_coder(backend.model_id), tile, overlap,
-                      reconstruct, progress).code()
-
-    if rate.downscale is not None:
-        return at(rate.downscale)[0]
-    if rate.bpp is not None:
-        return _within_budget(at, rate)
-    best, quality, whole = at(1)
-    if rate.target is None or quality < rate.target or whole > TRY_SMALLER_UP_TO:
-        return best
-    for scale in DOWNSCALES[1:]:  # a target the first full-size iterations pass: fewer bits at a smaller size?
+    best = None
+    for scale in DOWNSCALES if rate.downscale is None else (rate.downscale,):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Note)  # a smaller size that misses the target is not kept, nor reported
-            smaller, quality, _ = at(scale)
-        if quality < rate.target or len(smaller.data) >= len(best.data):
+            if best is not None:  # a smaller size that misses the target is not kept, nor reported
+                warnings.simplefilter("ignore", Note)
+            try:
+                encoded, met, smaller = _Image(rgb, scale, rate, backend, coder or default_coder(backend.model_id),
+                                               tile, overlap, reconstruct, progress).code()
+            except BudgetError as exc:
+                if rate.downscale is not None:
+                    raise
+                if scale < DOWNSCALES[-1]:
+                    continue
+                raise BudgetError(f"{rate.bpp:g} bpp is below what one iteration costs for this image, even coded "
+                                  f"at 1/{scale} size ({exc.cost:.4f} bpp)", exc.cost) from None
+        if best is not None and not (met and (rate.bpp is not None or len(encoded.data) < len(best.data))):
             break
-        best = smaller
+        best = encoded
+        if not smaller:
+            break
     return best
-
-
-def _within_budget(at: Callable[[int], tuple[Encoded, float | None, int]], rate: Rate) -> Encoded:
-    """The file that fills the budget at the largest size whose first iteration takes under
-    1/REDUCE_BELOW of it: just above one iteration's cost, a smaller size's several iterations
-    look better than one and a part (docs/RESULTS.md, "Below one iteration")."""
-    for scale in DOWNSCALES[:-1]:
-        with contextlib.suppress(BudgetError):
-            encoded = at(scale)[0]
-            header, chunks = container.read(encoded.data)
-            if REDUCE_BELOW * container.prefix_sizes(header, chunks)[0] * 8 <= rate.bpp * np.prod(header.display_size):
-                return encoded
-    try:
-        return at(DOWNSCALES[-1])[0]
-    except BudgetError as exc:
-        raise BudgetError(f"{rate.bpp:g} bpp is below what one iteration costs for this image, even coded at "
-                          f"1/{DOWNSCALES[-1]} size ({exc.cost:.4f} bpp)", exc.cost) from None
 
 
 @dataclass
@@ -100,7 +79,6 @@ class _Pass:
 
     chunks: container.Chunks
     counts: list[np.ndarray] | None  # each tile's blocks' iteration counts; None: all blocks every iteration
-    sizes: list[list[int]]  # each tile's segment bytes per iteration
     recons: list[np.ndarray]  # a first pass's: each tile's (T+1)×H×W×3 8-bit reconstructions after 0…T
     canvases: list[Canvas]  # with `reconstruct`: the image after each iteration
     final: Canvas  # the image after the last
@@ -122,20 +100,25 @@ class _Image:
             None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision=backend.precision,
             display=container.pack_display(big_w, big_h) if scale > 1 else None)
         self.budget = None if rate.bpp is None else rate.bpp * big_h * big_w / 8
+        self.measured: dict[bytes, float] = {}
 
     def shown(self, image: np.ndarray) -> np.ndarray:
         """An 8-bit image at the coded size as a decoder shows it."""
         return image if image.shape == self.original.shape else resized(image, *self.original.shape[1::-1])
 
     def measure(self, image: np.ndarray) -> float:
-        return self.rate.measure(self.original, self.shown(image))
+        """The goal's quality of an 8-bit image at the coded size, each image measured once."""
+        key = hashlib.blake2b(np.ascontiguousarray(image), digest_size=16).digest()
+        if key not in self.measured:
+            self.measured[key] = self.rate.measure(self.original, self.shown(image))
+        return self.measured[key]
 
     def run(self, counts: list[np.ndarray] | None = None, first: bool = False) -> _Pass:
-        """The tile loop: each tile through the backend, each block for its count of iterations (all
-        without counts). A first pass keeps each iteration's reconstruction, and stops a tile PAST
-        iterations after it meets the goal alone."""
+        """The tile loop: each block for its count of iterations (all without counts). A first pass
+        keeps each iteration's reconstruction, and stops a tile as many iterations after it meets
+        the goal alone as the counts may go beyond (PAST, or one)."""
         h, w, n = self.header.height, self.header.width, self.header.iterations
-        p = _Pass(container.Chunks(n), counts, [], [], [Canvas(h, w, self.header.overlap) for _ in range(n)]
+        p = _Pass(container.Chunks(n), counts, [], [Canvas(h, w, self.header.overlap) for _ in range(n)]
                   if self.reconstruct else [], Canvas(h, w, self.header.overlap))
         for i, box in enumerate(tqdm(self.boxes, desc="encoding", unit="tile", disable=not self.progress, delay=1.0)):
             self._tile(p, box, None if counts is None else counts[i], first)
@@ -148,36 +131,38 @@ class _Image:
         x = np.ascontiguousarray(model_input(self.pixels, box))
         state, last = self.backend.begin(x), n if counts is None else int(counts.max())
         look = first or self.rate.target is not None  # the tile's pixels: for the rate control
+        past = PAST if self.rate.adaptive and self.rate.target_ms_ssim is None else 1  # _windows' top
         session = self.coder.session((self.backend.cfg.bits, x.shape[2] // STRIDE, x.shape[3] // STRIDE))
-        recons, sizes, pixels, met = [np.full(original.shape, 128, np.uint8)], [], None, None
+        recons, size, pixels, met = [np.full(original.shape, 128, np.uint8)], 0, None, None
         for t in range(last):
             mask = None if counts is None else counts > t
             bits, state = self.backend.step(state, mask, look or self.reconstruct or t + 1 < last)
             segment = session.encode(bits, None if mask is None or mask.all() else mask)
             p.chunks.add(t, segment, bits)
-            sizes.append(len(segment))
+            size += len(segment)
             if look or self.reconstruct:
                 pixels = self.backend.reconstruction(state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]]
             for canvas in p.canvases[t : t + 1] if t + 1 < last else p.canvases[t:]:  # stopped: no more bits
                 canvas.add(box, pixels)
             if first:
                 recons.append(to_uint8(pixels.copy()))
-                met = t if met is None and self._met(original, recons[-1], sum(sizes)) else met
-                if met is not None and t >= met + PAST:
+                met = t if met is None and self._met(original, recons[-1], size) else met
+                if met is not None and t >= met + past:
                     break
         for rest in range(t + 1, n):
             p.chunks.add(rest, b"", np.zeros_like(bits))
         if look:
             p.final.add(box, pixels)
-        p.sizes.append(sizes)
         if first:
             p.recons.append(np.stack(recons))
 
     def _met(self, original: np.ndarray, recon: np.ndarray, size: int) -> bool:
-        """Whether a tile meets the goal on its own: its target, or its share of the budget."""
-        if self.rate.target is not None:
-            return self.rate.measure(original, recon) >= self.rate.target + self.rate.margin
-        return self.budget is not None and size * self.header.width * self.header.height >= self.budget * original[..., 0].size
+        """Whether a tile meets the goal on its own: its target (a tile that is the image measures as
+        the image, once), or its share of the budget."""
+        if self.rate.target is None:
+            return self.budget is not None and size * self.header.width * self.header.height >= self.budget * recon[..., 0].size
+        return (self.measure(recon) if recon.shape == self.pixels.shape else self.rate.measure(original, recon)) >= \
+            self.rate.target + self.rate.margin[0]
 
     def grids(self, k: int) -> list[np.ndarray]:
         return [np.full((-(-b.shape[0] // STRIDE), -(-b.shape[1] // STRIDE)), k, np.uint8) for b in self.boxes]
@@ -193,52 +178,51 @@ class _Image:
     def framed(self, counts: list[np.ndarray] | None) -> container.Header:
         return self.header if counts is None else replace(self.header, blocks=container.pack_blocks(counts))
 
-    def sizes(self, p: _Pass, top: int) -> list[int]:
-        """The bytes of the file of p's first 1…top iterations."""
+    def sizes(self, p: _Pass, top: int) -> list[int]:  # the bytes of the file of p's first 1…top iterations
         return container.prefix_sizes(self.framed(p.counts), [(container.join_segments(s), 0) for s in p.chunks.segments[:top]])
 
-    def estimate(self, first: _Pass, counts: list[np.ndarray]) -> float:
-        """The bytes of the file of these counts, from the first pass's whole iterations' bytes."""
+    def estimate(self, first: _Pass, counts: list[np.ndarray]) -> float:  # these counts' bytes, from the first pass's
         empty = (container.join_segments([b""] * len(counts)), 0)
         framing = container.prefix_sizes(self.framed(counts), [empty] * max(int(c.max()) for c in counts))[-1]
-        return framing + sum(s[t] * np.mean(c > t) for s, c in zip(first.sizes, counts) for t in range(int(c.max())))
+        return framing + sum(len(segments[i]) * np.mean(c > t) for i, c in enumerate(counts)
+                             for t, segments in enumerate(first.chunks.segments[: int(c.max())]))
 
-    def file(self, p: _Pass, k: int = 0) -> Encoded:
-        """The file of p's first k iterations (default: all its counts give)."""
+    def file(self, p: _Pass, k: int = 0) -> Encoded:  # p's first k iterations (default: all its counts give)
         k = k or max(int(c.max()) for c in p.counts)
         recon = self.shown(p.canvases[k - 1].result()) if p.canvases else None
         return Encoded(p.chunks.file(self.framed(p.counts), k), k, recon)
 
-    def code(self) -> tuple[Encoded, float | None, int]:
-        """The file at this size, the quality it measured for a target (else None), and the whole
-        iterations that meet the goal: a first pass of whole iterations, the counts chosen on it,
-        and coding passes of those counts, each checked against the goal."""
+    def code(self) -> tuple[Encoded, bool, bool]:
+        """The file at this size, whether it meets the goal, and whether a smaller size might meet it
+        in fewer bytes: a first pass of whole iterations, the counts chosen on it, coded and checked."""
         n = self.header.iterations
         if not self.rate.chooses:
-            return self.file(self.run(), n), None, n
+            return self.file(self.run(), n), True, False
         first = self.run(first=True)
         done = min(len(r) - 1 for r in first.recons)
         whole = self._whole(first, done)
         tables = self._tables(first, whole or done)
-        if self.rate.target is not None:
-            return (*self._target(first, whole, done, tables), whole or done)
         if self.rate.slope is not None:
-            return self.file(self.run(choose([window(d, 1, n) for d in tables], self.rate.slope))), None, n
+            return self.file(self.run(choose([window(d, 1, n) for d in tables], self.rate.slope))), True, False
+        if self.rate.target is not None:
+            encoded, quality = self._target(first, whole, done, tables)
+            met = quality >= self.rate.target  # then smaller, once a full size that few iterations reach
+            return encoded, met, met and (self.header.display is not None or (whole or done) <= TRY_SMALLER_UP_TO)
         low, high = (1, n) if self.rate.adaptive else (whole, whole + 1)
         counts = search([window(d, low, high) for d in tables], lambda c: self.estimate(first, c) <= 0.98 * self.budget,
                         False)  # its entropy: near
         coded, top = (None, 0) if counts is None else (self.run(counts), int(max(c.max() for c in counts)))
         fit = max((k for k, size in enumerate(self.sizes(coded, top) if top else [], 1) if size <= self.budget), default=0)
-        return self.file(coded, fit) if fit > whole or fit == top > whole else self.file(first, whole), None, whole
+        encoded = self.file(coded, fit) if fit > whole else self.file(first, whole)
+        return encoded, True, REDUCE_BELOW * container.prefix_sizes(*container.read(encoded.data))[0] > self.budget
+
+    def uniform(self, first: _Pass, k: int) -> float:
+        return self.measure(self.compose(first, self.grids(k)))
 
     def _whole(self, first: _Pass, done: int) -> int | None:
-        """The first pass's whole iterations that meet the goal: the fewest reaching a target (their
-        qualities in `uniform`), the most within a budget; None for none."""
+        """The first pass's whole iterations that meet the goal (a target's fewest, a budget's most), or None."""
         if self.rate.target is not None:
-            self.uniform = [self.measure(self.compose(first, self.grids(1)))]
-            while self.uniform[-1] < self.rate.target and len(self.uniform) < done:
-                self.uniform.append(self.measure(self.compose(first, self.grids(len(self.uniform) + 1))))
-            return len(self.uniform) if self.uniform[-1] >= self.rate.target else None
+            return next((k for k in range(1, done + 1) if self.uniform(first, k) >= self.rate.target), None)
         if self.budget is None:
             return None
         sizes = self.sizes(first, done)
@@ -251,25 +235,27 @@ class _Image:
         if self.rate.target_ms_ssim is None:
             distortion = masked_error if self.rate.slope is not None else squared_error
             return [distortion(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
-        from .quality import ms_ssim_gradient
-
         ref = max(k - 1, 1)
         gradient = ms_ssim_gradient(self.pixels, self.compose(first, self.grids(ref)))
         return [ms_ssim_change(r, ref, gradient[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
 
     def _target(self, first: _Pass, whole: int | None, done: int, tables: list[np.ndarray]) -> tuple[Encoded, float]:
-        """The smallest file found that meets the target: the first pass's whole iterations, or the
-        counts `meet` finds in each window (`_windows`), cheapest estimate first, each coded only
-        while its estimate beats the best file so far, and checked: one that misses aims again,
-        once, higher by what the composition overstated."""
+        """The smallest file found that meets the target: the first pass's k whole iterations, or the
+        counts `meet` finds in a window of counts: k − 1 or k (a partial last iteration) and, with
+        `adaptive`, more (for MS-SSIM only near k, where its gradient holds, and two at least: a flat
+        block coded once shows its square). Cheapest estimate first, each is coded while its estimate
+        beats the best file so far, and checked: one that misses aims again, once, higher by what
+        the composition overstated."""
         rate, k = self.rate, whole or done
-        best = self.file(first, k), self.uniform[k - 1]
-        plans = [[window(d, lo, hi) for d in tables] for lo, hi in self._windows(k)] if k == whole > 1 else []
+        best = self.file(first, k), self.uniform(first, k)
+        own = (1, self.header.iterations) if rate.target_ms_ssim is None else (max(2 if k > 2 else 1, k - 2), k + 1)
+        windows = [own, (k - 1, k)] if rate.adaptive else [(k - 1, k)]
+        plans = [[window(d, lo, hi) for d in tables] for lo, hi in windows] if k == whole > 1 else []
 
         def aimed(i: int, aim: float) -> list[np.ndarray] | None:
-            return meet(plans[i], lambda c: self.measure(self.compose(first, c)), aim, rate.margin)
+            return meet(plans[i], lambda c: self.measure(self.compose(first, c)), aim, rate.margin[1])
 
-        chosen = [aimed(i, rate.target + rate.margin) for i in range(len(plans))]
+        chosen = [aimed(i, rate.target + rate.margin[0]) for i in range(len(plans))]
         tries = sorted((i for i, c in enumerate(chosen) if c is not None), key=lambda i: self.estimate(first, chosen[i]))
         for i, again in [(i, again) for i in tries for again in (True, False)]:
             if chosen[i] is None or self.estimate(first, chosen[i]) >= len(best[0].data):
@@ -283,14 +269,6 @@ class _Image:
                 chosen[i] = aimed(i, aim + 1.5 * (aim - quality))
         rate.check_reached(best[0].iterations, best[1])
         return best
-
-    def _windows(self, whole: int) -> list[tuple[int, int]]:
-        """The counts a target's blocks choose from: whole − 1 or whole (a partial last iteration),
-        and with `adaptive` more (for MS-SSIM only near `whole`, where its gradient holds, and two
-        at least: a flat block coded once shows its square, which MS-SSIM sees)."""
-        ms_ssim = (max(2 if whole > 2 else 1, whole - 2), whole + 1)
-        own = [(1, self.header.iterations) if self.rate.target_ms_ssim is None else ms_ssim] if self.rate.adaptive else []
-        return [*own, (whole - 1, whole)]
 
 
 def compress(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate | None = None, *, alpha: str = "keep",

@@ -1,13 +1,10 @@
 """How many bits an image gets: the rate options (`Rate`), and the one way they are met (`choose`).
 
-Every rate control chooses one thing, the grid of iteration counts, one per 16×16 block of each
-tile, that the header stores (spatially adaptive bit rates, after Johnston et al. 2018). A first
-pass codes every block for every iteration and records each block's distortion d_b(c) after c
-iterations (`squared_error`, or `ms_ssim_change`: MS-SSIM's, to first order); then each block's
-count minimises d_b(c) + λ·c, over every tile at once. `quality` gives λ, on `masked_error`: squared
-error that counts less in busy blocks, as MS-SSIM does. A budget takes the smallest λ whose
-estimated file fits it (`search`: a bisection on log λ), a target about the largest whose counts
-meet it, in a few measurements (`meet`). Fixed iterations choose nothing.
+Every rate control chooses the grid of iteration counts, one per 16×16 block of each tile, that
+the header stores (after Johnston et al. 2018). A first pass records each block's distortion d_b(c)
+after c iterations; each block's count minimises d_b(c) + λ·c, one λ over every tile: `quality`'s,
+a budget's smallest whose estimated file fits (`search`), or a target's, found in a few
+measurements (`meet`). Fixed iterations choose nothing.
 """
 from __future__ import annotations
 
@@ -22,18 +19,16 @@ import numpy as np
 from .config import STRIDE
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES
+from .quality import ms_ssim_rgb, psnr_rgb
 
 
-def _option(help: str, **argparse: Any) -> Any:
-    """A rate option: its help, and how a command line reads it (argparse's keywords)."""
+def _option(help: str, **argparse: Any) -> Any:  # a rate option: its help, and argparse's keywords
     return field(default=None, metadata={"help": help, **argparse})
 
 
-# The rate a user who gives none gets: on training photos, the highest quality whose files beat
-# JPEG 4:2:0 at their own size on both PSNR and MS-SSIM for every image (bench/default_rate.py;
-# docs/RESULTS.md, "The default").
+# The rate a user who gives none gets: on training photos, the highest quality whose files beat JPEG
+# 4:2:0 at their size on PSNR and MS-SSIM for every image (bench/default_rate.py; docs/RESULTS.md).
 DEFAULT_QUALITY = 24
-
 
 # masked_error's variance at which a block's error counts half: a block's contrast masking.
 FLAT = 1e-2
@@ -51,8 +46,7 @@ class Rate:
     target_ms_ssim: float | None = _option("the fewest bits whose MS-SSIM reaches X", type=float, metavar="X")
     quality: float | None = _option("0–100, as for JPEG: each 16×16 block stops where one more iteration improves "
                                     "it too little for its bits, the same trade in every image "
-                                    f"(without any rate option: {DEFAULT_QUALITY})",
-                                    type=float, metavar="Q")
+                                    f"(without any rate option: {DEFAULT_QUALITY})", type=float, metavar="Q")
     adaptive: bool | None = _option("with a target or a budget (the default there): each 16×16 block gets its own "
                                     "number of iterations; --no-adaptive: whole iterations, the last one in part",
                                     type=bool)
@@ -100,30 +94,25 @@ class Rate:
 
     @property
     def slope(self) -> float | None:
-        """λ for `quality`, on each block's `masked_error`: 10^−2.4 at 0, where most blocks stop after
-        one iteration, to 10^−7.4 at 100, where almost none stops early (the offset keeps the file
-        sizes of squared error's 10⁻² to 10⁻⁷; docs/RESULTS.md)."""
+        """λ for `quality`, on `masked_error`: 10^−2.4 at 0, where most blocks stop after one
+        iteration, to 10^−7.4 at 100, where almost none stops early (docs/RESULTS.md)."""
         return None if self.quality is None else 10.0 ** (-2.4 - 5.0 * self.quality / 100)
 
     @property
-    def margin(self) -> float:
-        """How far above the target the counts aim: the coding pass lands close to, not on, the
-        composition they are chosen on (stopped blocks' zero bits change their neighbours a little)."""
-        return 0.03 if self.target_psnr is not None else 0.0002
+    def margin(self) -> tuple[float, float]:
+        """How far above the target the counts aim (a coding pass lands near, not on, the composition
+        they are chosen on), and how far above that a composition may land (MS-SSIM's cost to measure)."""
+        return (0.03, 0.03) if self.target_psnr is not None else (0.0002, 0.0006)
 
     def measure(self, original: np.ndarray, decoded: np.ndarray) -> float:
-        from . import quality  # torch, which MS-SSIM needs, loads only for a target
+        return (psnr_rgb if self.target_psnr else ms_ssim_rgb)(original, decoded)
 
-        return (quality.psnr_rgb if self.target_psnr else quality.ms_ssim_rgb)(original, decoded)
-
-    def check_reached(self, iterations: int, quality: float) -> None:
-        """A target the model cannot reach is no error: the file has all it can give, and says so."""
+    def check_reached(self, iterations: int, quality: float) -> None:  # no error: the file has all it can give
         if quality < self.target:
             warnings.warn(f"target {'PSNR' if self.target_psnr else 'MS-SSIM'} {self.target:g} out of reach: stopped at "
                           f"{iterations} iterations at {quality:.4f}", Note, stacklevel=4)
 
-    def check_budget(self, size: int, pixels: int) -> None:
-        """A budget below one iteration is an error: no file can meet it."""
+    def check_budget(self, size: int, pixels: int) -> None:  # an error: no file can meet it
         if size * 8 / pixels > self.bpp:
             raise BudgetError(f"{self.bpp:g} bpp is below what one iteration costs for this image "
                               f"({size * 8 / pixels:.3f} bpp)", size * 8 / pixels)
@@ -144,8 +133,7 @@ def squared_error(recons: np.ndarray, original: np.ndarray) -> np.ndarray:
 
 def masked_error(recons: np.ndarray, original: np.ndarray, flat: float = FLAT) -> np.ndarray:
     """d_b(c): `squared_error` weighted by flat / (σ²_b + flat), σ²_b the variance of the original
-    block's luma (in [0, 1]): an error shows less in a busy block (SSIM divides by the local
-    variance), so bits move from texture to flat areas and edges."""
+    block's luma (in [0, 1]): an error shows less in a busy block, as SSIM's local variance says."""
     luma = original.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) / 255.0
     pixels = block_sums(np.ones_like(luma))
     variance = block_sums(luma**2) / pixels - (block_sums(luma) / pixels) ** 2
