@@ -2,6 +2,8 @@
 adaptive bit rates (`--adaptive`).
 
     .venv/bin/python bench/rate_control.py KODAK [--images N] [--ms-ssim 0.90 0.93 …] [--psnr 24 26 …]
+    .venv/bin/python bench/rate_control.py KODAK --skip 12 --save B.json …   # part of a run, in another process
+    .venv/bin/python bench/rate_control.py --merge A.json B.json …           # the report of the parts together
 
 Every file is real (header included) and decoded by `decode`. For each mode: the RD points
 (mean bpp, MS-SSIM and PSNR over the images, per iteration count or per target), the BD-rate of
@@ -16,6 +18,7 @@ iteration counts, against the error of those blocks as a whole.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from pathlib import Path
@@ -68,8 +71,11 @@ def edge_excess(pixels: np.ndarray, data: bytes, decoded: np.ndarray) -> tuple[f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("kodak", type=Path, help="folder of the Kodak PNGs")
+    ap.add_argument("kodak", type=Path, nargs="?", help="folder of the Kodak PNGs")
     ap.add_argument("--images", type=int, default=0, help="first N images only (0 = all)")
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first N images (before --images)")
+    ap.add_argument("--save", type=Path, help="write every image's records here as JSON, after each image")
+    ap.add_argument("--merge", type=Path, nargs="+", help="no coding: the report of these --save files together")
     ap.add_argument("--ms-ssim", type=float, nargs="+", default=[0.90, 0.93, 0.95, 0.96, 0.97])
     ap.add_argument("--psnr", type=float, nargs="+", default=[24.0, 25.0, 26.0, 27.0, 28.0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -77,14 +83,22 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", Note)  # targets out of an image's reach are counted below
-    paths = list_images(args.kodak, lossless=True)[: args.images or None]
     fixed: list[list[dict]] = []
     runs: dict[tuple[str, str, float], list[dict]] = {}
+    if args.merge:  # the parts' targets must be the command's
+        for part in map(json.loads, (p.read_text() for p in args.merge)):
+            fixed += part["fixed"]
+            for metric, mode, target, rows in part["runs"]:
+                runs.setdefault((metric, mode, target), []).extend(rows)
+        return report(args, fixed, runs, len(fixed))
+    paths = list_images(args.kodak, lossless=True)[args.skip :][: args.images or None]
     for path in paths:
         pixels = read_image(path).pixels
         full = encode(pixels, adaptive=False).data  # every iteration, every block
         header, chunks = container.read(full)
         fixed.append([scores(pixels, container.truncate(header, chunks, k)) for k in range(1, len(chunks) + 1)])
+        for r in fixed[-1]:
+            del r["decoded"]
         best = {"ms_ssim": fixed[-1][-1]["ms_ssim"], "psnr": fixed[-1][-1]["psnr"]}
         least = {"ms_ssim": fixed[-1][0]["ms_ssim"], "psnr": fixed[-1][0]["psnr"]}  # a file's poorest: 1 iteration
         for metric, targets in (("ms_ssim", args.ms_ssim), ("psnr", args.psnr)):
@@ -106,6 +120,8 @@ def main() -> None:
                     del r["decoded"]
                     runs.setdefault((metric, mode, target), []).append(r)
         print(path.name, flush=True)
+        if args.save:
+            args.save.write_text(json.dumps({"fixed": fixed, "runs": [[*key, rows] for key, rows in runs.items()]}, default=float))
         if args.report_each and len(fixed) < len(paths):
             report(args, fixed, runs, len(fixed))
     report(args, fixed, runs, len(paths))
