@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import rnncodec
-from rnncodec import container, rate
+from rnncodec import container, quality, rate
 from rnncodec.codec import decode
 from rnncodec.config import STRIDE
 from rnncodec.eval.bd import bd_rate, rising
@@ -78,17 +78,17 @@ def point(pixels: np.ndarray, size: int, recon: np.ndarray) -> dict:
 
 # -- the distortions: each maps (first pass, λ) to every block's d_b(c) for c = 0…16 ----------------
 def luma_masked(flat: float):
-    """`rate.masked_error`, what `--quality` ships, at C = flat."""
-    return lambda fp, lam: rate.masked_error(fp.recons, fp.pixels, flat)
+    """`quality.masked_error`, what `--quality` ships, at C = flat."""
+    return lambda fp, lam: quality.masked_error(fp.recons, fp.pixels, flat)
 
 
 def rgb_masked(flat: float):
-    """`rate.masked_error` with σ²_b the mean of the RGB channels' variances instead of luma's."""
+    """`quality.masked_error` with σ²_b the mean of the RGB channels' variances instead of luma's."""
     def table(fp: FirstPass, lam: float) -> np.ndarray:
         x = fp.pixels.astype(np.float32) / 255
-        n = rate.block_sums(np.ones_like(x[..., 0]))
-        var = np.mean([rate.block_sums(x[..., ch] ** 2) / n - (rate.block_sums(x[..., ch]) / n) ** 2 for ch in range(3)], 0)
-        return rate.squared_error(fp.recons, fp.pixels) * (flat / (var + flat))
+        n = quality.block_sums(np.ones_like(x[..., 0]))
+        var = np.mean([quality.block_sums(x[..., ch] ** 2) / n - (quality.block_sums(x[..., ch]) / n) ** 2 for ch in range(3)], 0)
+        return quality.squared_error(fp.recons, fp.pixels) * (flat / (var + flat))
     return table
 
 
@@ -98,7 +98,7 @@ def ssim_loss(fp: FirstPass) -> np.ndarray:
         x = torch.from_numpy(fp.pixels.copy()).permute(2, 0, 1)[None].float() / 255 - 0.5
         y = torch.from_numpy(fp.recons).permute(0, 3, 1, 2).float() / 255 - 0.5
         loss = 1 - ssim_map(x.expand_as(y), y, gaussian_window()).mean(1).numpy()
-        fp.ssim = rate.block_sums(loss) / STRIDE**2
+        fp.ssim = quality.block_sums(loss) / STRIDE**2
     return fp.ssim
 
 
@@ -106,7 +106,7 @@ def mixed_ssim(weight: float):
     """Squared error plus `weight` × the SSIM loss, scaled so that weight 1 values a dB of PSNR and
     a dB of SSIM alike, at whole iterations of the plain squared error's mean count at this λ."""
     def table(fp: FirstPass, lam: float) -> np.ndarray:
-        mse, loss = rate.squared_error(fp.recons, fp.pixels), ssim_loss(fp)
+        mse, loss = quality.squared_error(fp.recons, fp.pixels), ssim_loss(fp)
         k = reference(mse, lam)
         return mse + weight * mse[k].mean() / loss[k].mean() * loss
     return table
@@ -118,21 +118,21 @@ def reference(mse: np.ndarray, lam: float) -> int:
 
 
 def mixed_ms_ssim(weight: float):
-    """Squared error plus `weight` × `rate.ms_ssim_change` (linearised at whole iterations of the
+    """Squared error plus `weight` × `quality.ms_ssim_change` (linearised at whole iterations of the
     plain squared error's mean count at this λ), weight 1 valuing a dB of each alike."""
     def table(fp: FirstPass, lam: float) -> np.ndarray:
-        mse = rate.squared_error(fp.recons, fp.pixels)
+        mse = quality.squared_error(fp.recons, fp.pixels)
         k = reference(mse, lam)
         if k not in fp.gradients:
             fp.gradients[k] = ms_ssim_gradient(fp.pixels, fp.recons[k])
-        change = rate.ms_ssim_change(fp.recons, k, fp.gradients[k])
+        change = quality.ms_ssim_change(fp.recons, k, fp.gradients[k])
         scale = mse[k].sum() / (1 - ms_ssim_rgb(fp.pixels, fp.recons[k]))
         return mse + weight * scale * change
     return table
 
 
 DISTORTIONS = {
-    "mse": lambda fp, lam: rate.squared_error(fp.recons, fp.pixels),
+    "mse": lambda fp, lam: quality.squared_error(fp.recons, fp.pixels),
     **{f"masked luma C={c:g}": luma_masked(c) for c in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)},
     **{f"masked rgb C={c:g}": rgb_masked(c) for c in (3e-3, 1e-2, 3e-2)},
     **{f"mse + {w:g}×ssim": mixed_ssim(w) for w in (0.5, 1.0, 2.0)},

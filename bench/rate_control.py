@@ -121,7 +121,8 @@ def main() -> None:
                     runs.setdefault((metric, mode, target), []).append(r)
         print(path.name, flush=True)
         if args.save:
-            args.save.write_text(json.dumps({"fixed": fixed, "runs": [[*key, rows] for key, rows in runs.items()]}, default=float))
+            saved = {"fixed": fixed, "runs": [[*key, rows] for key, rows in runs.items()]}
+            args.save.write_text(json.dumps(saved, default=float))
         if args.report_each and len(fixed) < len(paths):
             report(args, fixed, runs, len(fixed))
     report(args, fixed, runs, len(paths))

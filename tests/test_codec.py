@@ -9,7 +9,7 @@ import pytest
 from conftest import block_grids, smooth_image
 
 from rnncodec import codec, container
-from rnncodec.backend import as_backend
+from rnncodec.backend import as_backend, load_backend
 from rnncodec.codec import encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, ModelError, Note, OptionError
@@ -211,14 +211,30 @@ def test_fixed_iterations_pay_for_no_first_pass_nor_the_last_decoder_step(tiny_m
 
 
 def test_a_chosen_rate_runs_one_first_pass_and_one_coding_pass(tiny_model):
-    """A chosen rate: a first pass of whole iterations, all decoded, and one coding pass of the counts."""
+    """A chosen rate: a first pass of at most every iteration, all decoded, and one coding pass of the
+    counts, whose last step alone skips the decoder."""
     img = smooth_image(48, 64, seed=3)
     backend = CountingBackend(tiny_model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Note)
         encode(img, model=backend, quality=60, downscale=1)
     n = tiny_model.cfg.iterations
-    assert n < len(backend.decoded) <= 2 * n and all(backend.decoded[:n])
+    assert len(backend.decoded) <= 2 * n and backend.decoded.index(False) == len(backend.decoded) - 1
+
+
+def test_a_first_pass_stops_where_the_goal_is_met():
+    """The packaged model: at quality 0 the first pass and the coding pass together take fewer steps
+    than the model has iterations (the first pass stops a few after the largest count it would
+    choose so far); a target that one iteration of a one-tile image meets takes one step, the file
+    being the first pass's."""
+    img = smooth_image(64, 96, seed=0)
+    low = CountingBackend(load_backend("onnx", None, "auto"))
+    assert codec.decode(encode(img, model=low, quality=0, downscale=1).data).pixels.shape == img.shape
+    assert len(low.decoded) < low.cfg.iterations
+    once = CountingBackend(load_backend("onnx", None, "auto"))
+    encoded = encode(img, model=once, target_psnr=10, downscale=1)
+    assert once.decoded == [True] and encoded.iterations == 1
+    assert psnr_rgb(img, codec.decode(encoded.data).pixels) >= 10
 
 
 @pytest.mark.parametrize("coder_name", ["entropy_coder", "integer_coder"])

@@ -16,8 +16,8 @@ from rnncodec.backend import load_backend
 from rnncodec.cli import build_parser, main
 from rnncodec.codec import compress, decode, encode
 from rnncodec.errors import OptionError
-from rnncodec.quality import ms_ssim_rgb, psnr_rgb
-from rnncodec.rate import DEFAULT_QUALITY, FLAT, Rate, masked_error, squared_error
+from rnncodec.quality import FLAT, masked_error, ms_ssim_rgb, psnr_rgb, squared_error
+from rnncodec.rate import DEFAULT_QUALITY, Rate
 from rnncodec.tiles import plan_tiles
 
 # a valid value of each option, and what it needs beside it; the test checks these are all of them

@@ -20,8 +20,8 @@ from .decoder import Decoded, decode, decode_progressive, decompress, decompress
 from .entropy import BitCoder
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES, RGBImage, as_rgb, resized
-from .quality import ms_ssim_gradient
-from .rate import Rate, choose, masked_error, meet, ms_ssim_change, search, squared_error, window
+from .quality import masked_error, ms_ssim_change, ms_ssim_gradient, squared_error
+from .rate import Rate, choose, meet, search, window
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, release_memory, to_uint8
 from .zoo import ImageModel, default_coder
 
@@ -116,7 +116,8 @@ class _Image:
     def run(self, counts: list[np.ndarray] | None = None, first: bool = False) -> _Pass:
         """The tile loop: each block for its count of iterations (all without counts). A first pass
         keeps each iteration's reconstruction, and stops a tile as many iterations after it meets
-        the goal alone as the counts may go beyond (PAST, or one)."""
+        the goal alone as the counts may go beyond (PAST, or one); `quality`'s goal is the largest
+        count chosen on the iterations so far, which later ones then left as it was (docs/RESULTS.md)."""
         h, w, n = self.header.height, self.header.width, self.header.iterations
         p = _Pass(container.Chunks(n), counts, [], [Canvas(h, w, self.header.overlap) for _ in range(n)]
                   if self.reconstruct else [], Canvas(h, w, self.header.overlap))
@@ -131,9 +132,9 @@ class _Image:
         x = np.ascontiguousarray(model_input(self.pixels, box))
         state, last = self.backend.begin(x), n if counts is None else int(counts.max())
         look = first or self.rate.target is not None  # the tile's pixels: for the rate control
-        past = PAST if self.rate.adaptive and self.rate.target_ms_ssim is None else 1  # _windows' top
+        past = PAST if self.rate.adaptive and self.rate.target_ms_ssim is None else 1  # _target's windows' top
         session = self.coder.session((self.backend.cfg.bits, x.shape[2] // STRIDE, x.shape[3] // STRIDE))
-        recons, size, pixels, met = [np.full(original.shape, 128, np.uint8)], 0, None, None
+        recons, rows, size, pixels, met = [np.full(original.shape, 128, np.uint8)], [], 0, None, None
         for t in range(last):
             mask = None if counts is None else counts > t
             bits, state = self.backend.step(state, mask, look or self.reconstruct or t + 1 < last)
@@ -146,8 +147,13 @@ class _Image:
                 canvas.add(box, pixels)
             if first:
                 recons.append(to_uint8(pixels.copy()))
-                met = t if met is None and self._met(original, recons[-1], size) else met
-                if met is not None and t >= met + past:
+                if self.rate.slope is not None:  # `quality`'s goal: the counts chosen on the iterations so far
+                    rows.append(masked_error(np.stack(recons[-1:] if rows else recons), original))
+                    met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
+                else:
+                    met = t if met is None and self._met(original, recons[-1], size) else met
+                # a target that one iteration of the image meets is met by the first pass's file alone
+                if met is not None and (t >= met + past or met == 0 and self.rate.target and len(self.boxes) == 1):
                     break
         for rest in range(t + 1, n):
             p.chunks.add(rest, b"", np.zeros_like(bits))
@@ -164,8 +170,8 @@ class _Image:
         return (self.measure(recon) if recon.shape == self.pixels.shape else self.rate.measure(original, recon)) >= \
             self.rate.target + self.rate.margin[0]
 
-    def grids(self, k: int) -> list[np.ndarray]:
-        return [np.full((-(-b.shape[0] // STRIDE), -(-b.shape[1] // STRIDE)), k, np.uint8) for b in self.boxes]
+    def whole(self, first: _Pass, k: int) -> np.ndarray:  # the image after the first pass's first k iterations
+        return self.compose(first, [np.full(-(-np.array(b.shape) // STRIDE), k, np.uint8) for b in self.boxes])
 
     def compose(self, first: _Pass, counts: list[np.ndarray]) -> np.ndarray:
         """The image the first pass shows with each block after its count of iterations."""
@@ -216,13 +222,10 @@ class _Image:
         encoded = self.file(coded, fit) if fit > whole else self.file(first, whole)
         return encoded, True, REDUCE_BELOW * container.prefix_sizes(*container.read(encoded.data))[0] > self.budget
 
-    def uniform(self, first: _Pass, k: int) -> float:
-        return self.measure(self.compose(first, self.grids(k)))
-
     def _whole(self, first: _Pass, done: int) -> int | None:
         """The first pass's whole iterations that meet the goal (a target's fewest, a budget's most), or None."""
         if self.rate.target is not None:
-            return next((k for k in range(1, done + 1) if self.uniform(first, k) >= self.rate.target), None)
+            return next((k for k in range(1, done + 1) if self.measure(self.whole(first, k)) >= self.rate.target), None)
         if self.budget is None:
             return None
         sizes = self.sizes(first, done)
@@ -236,7 +239,7 @@ class _Image:
             distortion = masked_error if self.rate.slope is not None else squared_error
             return [distortion(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
         ref = max(k - 1, 1)
-        gradient = ms_ssim_gradient(self.pixels, self.compose(first, self.grids(ref)))
+        gradient = ms_ssim_gradient(self.pixels, self.whole(first, ref))
         return [ms_ssim_change(r, ref, gradient[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
 
     def _target(self, first: _Pass, whole: int | None, done: int, tables: list[np.ndarray]) -> tuple[Encoded, float]:
@@ -247,7 +250,7 @@ class _Image:
         beats the best file so far, and checked: one that misses aims again, once, higher by what
         the composition overstated."""
         rate, k = self.rate, whole or done
-        best = self.file(first, k), self.uniform(first, k)
+        best = self.file(first, k), self.measure(self.whole(first, k))
         own = (1, self.header.iterations) if rate.target_ms_ssim is None else (max(2 if k > 2 else 1, k - 2), k + 1)
         windows = [own, (k - 1, k)] if rate.adaptive else [(k - 1, k)]
         plans = [[window(d, lo, hi) for d in tables] for lo, hi in windows] if k == whole > 1 else []

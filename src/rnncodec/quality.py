@@ -3,7 +3,8 @@ MS-SSIM of an 8-bit reconstruction against its original (H×W×3 uint8 arrays), 
 quality targets need no torch.
 
 `ms_ssim_gradient`, which the adaptive encoder prices blocks by, is MS-SSIM's gradient written
-out by hand (the adjoint of each step), in numpy too. Below them, training's torch helpers (the
+out by hand (the adjoint of each step), in numpy too. Then the distortions d_b(c) of each 16×16
+block after c iterations, which rate control chooses block counts by (rate.py). Below them, training's torch helpers (the
 SSIM map): they import torch when called, so importing this module does not.
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .config import STRIDE
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -164,6 +167,40 @@ def _halve_adjoint(g: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     up = np.repeat(np.repeat(g, 2, 0), 2, 1) / 4
     return up[h % 2 : h % 2 + h, w % 2 : w % 2 + w]
+
+
+# -- per block: rate control's distortions ----------------------------------------------
+# masked_error's variance at which a block's error counts half: a block's contrast masking.
+FLAT = 1e-2
+
+
+def block_sums(values: np.ndarray) -> np.ndarray:
+    """Sums over 16×16 blocks of (…, H, W) values (zero beyond the edges): (…, ⌈H/16⌉, ⌈W/16⌉)."""
+    v = np.pad(values, [(0, 0)] * (values.ndim - 2) + [(0, -n % STRIDE) for n in values.shape[-2:]])
+    return v.reshape(*v.shape[:-2], v.shape[-2] // STRIDE, STRIDE, v.shape[-1] // STRIDE, STRIDE).sum(axis=(-3, -1))
+
+
+def squared_error(recons: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """d_b(c): each block's mean squared error (pixels in [−0.5, 0.5]) after c iterations, from a
+    tile's (T+1)×H×W×3 8-bit reconstructions after 0…T."""
+    error = ((recons.astype(np.float32) - original.astype(np.float32)) ** 2).sum(-1)
+    return block_sums(error) / (255.0**2 * 3 * STRIDE**2)
+
+
+def masked_error(recons: np.ndarray, original: np.ndarray, flat: float = FLAT) -> np.ndarray:
+    """d_b(c): `squared_error` weighted by flat / (σ²_b + flat), σ²_b the variance of the original
+    block's luma (in [0, 1]): an error shows less in a busy block, as SSIM's local variance says."""
+    luma = original.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) / 255.0
+    pixels = block_sums(np.ones_like(luma))
+    variance = block_sums(luma**2) / pixels - (block_sums(luma) / pixels) ** 2
+    return squared_error(recons, original) * (flat / (variance + flat))
+
+
+def ms_ssim_change(recons: np.ndarray, reference: int, gradient: np.ndarray) -> np.ndarray:
+    """d_b(c): minus each block's change in the image's MS-SSIM from the reconstruction after
+    `reference` iterations to the one after c, to first order (`gradient`: H×W×3, per 8-bit unit)."""
+    change = ((recons.astype(np.float32) - recons[reference].astype(np.float32)) * gradient).sum(-1)
+    return -block_sums(change)
 
 
 # -- torch helpers: training's ------------------------------------------------------------

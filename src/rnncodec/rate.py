@@ -2,7 +2,7 @@
 
 Every rate control chooses the grid of iteration counts, one per 16×16 block of each tile, that
 the header stores (after Johnston et al. 2018). A first pass records each block's distortion d_b(c)
-after c iterations; each block's count minimises d_b(c) + λ·c, one λ over every tile: `quality`'s,
+after c iterations (quality.py's block measures); each block's count minimises d_b(c) + λ·c, one λ over every tile: `quality`'s,
 a budget's smallest whose estimated file fits (`search`), or a target's, found in a few
 measurements (`meet`). Fixed iterations choose nothing.
 """
@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from .config import STRIDE
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES
 from .quality import ms_ssim_rgb, psnr_rgb
@@ -29,9 +28,6 @@ def _option(help: str, **argparse: Any) -> Any:  # a rate option: its help, and 
 # The rate a user who gives none gets: on training photos, the highest quality whose files beat JPEG
 # 4:2:0 at their size on PSNR and MS-SSIM for every image (bench/default_rate.py; docs/RESULTS.md).
 DEFAULT_QUALITY = 24
-
-# masked_error's variance at which a block's error counts half: a block's contrast masking.
-FLAT = 1e-2
 
 
 @dataclass(frozen=True)
@@ -116,35 +112,6 @@ class Rate:
         if size * 8 / pixels > self.bpp:
             raise BudgetError(f"{self.bpp:g} bpp is below what one iteration costs for this image "
                               f"({size * 8 / pixels:.3f} bpp)", size * 8 / pixels)
-
-
-def block_sums(values: np.ndarray) -> np.ndarray:
-    """Sums over 16×16 blocks of (…, H, W) values (zero beyond the edges): (…, ⌈H/16⌉, ⌈W/16⌉)."""
-    v = np.pad(values, [(0, 0)] * (values.ndim - 2) + [(0, -n % STRIDE) for n in values.shape[-2:]])
-    return v.reshape(*v.shape[:-2], v.shape[-2] // STRIDE, STRIDE, v.shape[-1] // STRIDE, STRIDE).sum(axis=(-3, -1))
-
-
-def squared_error(recons: np.ndarray, original: np.ndarray) -> np.ndarray:
-    """d_b(c): each block's mean squared error (pixels in [−0.5, 0.5]) after c iterations, from a
-    tile's (T+1)×H×W×3 8-bit reconstructions after 0…T."""
-    error = ((recons.astype(np.float32) - original.astype(np.float32)) ** 2).sum(-1)
-    return block_sums(error) / (255.0**2 * 3 * STRIDE**2)
-
-
-def masked_error(recons: np.ndarray, original: np.ndarray, flat: float = FLAT) -> np.ndarray:
-    """d_b(c): `squared_error` weighted by flat / (σ²_b + flat), σ²_b the variance of the original
-    block's luma (in [0, 1]): an error shows less in a busy block, as SSIM's local variance says."""
-    luma = original.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) / 255.0
-    pixels = block_sums(np.ones_like(luma))
-    variance = block_sums(luma**2) / pixels - (block_sums(luma) / pixels) ** 2
-    return squared_error(recons, original) * (flat / (variance + flat))
-
-
-def ms_ssim_change(recons: np.ndarray, reference: int, gradient: np.ndarray) -> np.ndarray:
-    """d_b(c): minus each block's change in the image's MS-SSIM from the reconstruction after
-    `reference` iterations to the one after c, to first order (`gradient`: H×W×3, per 8-bit unit)."""
-    change = ((recons.astype(np.float32) - recons[reference].astype(np.float32)) * gradient).sum(-1)
-    return -block_sums(change)
 
 
 def choose(tables: list[np.ndarray], lam: float) -> list[np.ndarray]:
