@@ -83,6 +83,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", Note)  # targets out of an image's reach are counted below
+    # bjontegaard warns for each pair of curves that overlap little, as one image's few target points do
+    warnings.filterwarnings("ignore", "Insufficient curve overlap")
     fixed: list[list[dict]] = []
     runs: dict[tuple[str, str, float], list[dict]] = {}
     if args.merge:  # the parts' targets must be the command's
