@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,7 @@ class _Pass:
     recons: list[np.ndarray]  # a first pass's: each tile's (T+1)×H×W×3 8-bit reconstructions after 0…T
     canvases: list[Canvas]  # with `reconstruct`: the image after each iteration
     final: Canvas  # the image after the last
+    tables: list[np.ndarray] = field(default_factory=list)  # a `quality` first pass's: each tile's d_b(c), c = 0…T
 
 
 class _Image:
@@ -161,10 +162,10 @@ class _Image:
             p.final.add(box, pixels)
         if first:
             p.recons.append(np.stack(recons))
+            p.tables += [np.concatenate(rows)] if rows else []
 
     def _met(self, original: np.ndarray, recon: np.ndarray, size: int) -> bool:
-        """Whether a tile meets the goal on its own: its target (a tile that is the image measures as
-        the image, once), or its share of the budget."""
+        """Whether a tile meets its target (a tile that is the image measures as the image, once) or its budget share."""
         if self.rate.target is None:
             return self.budget is not None and size * self.header.width * self.header.height >= self.budget * recon[..., 0].size
         return (self.measure(recon) if recon.shape == self.pixels.shape else self.rate.measure(original, recon)) >= \
@@ -235,9 +236,10 @@ class _Image:
     def _tables(self, first: _Pass, k: int) -> list[np.ndarray]:
         """Each tile's d_b(c): MS-SSIM's for an MS-SSIM target, by its gradient one whole iteration
         before the k that meet it; `quality`'s masked error; else squared error."""
+        if self.rate.slope is not None:  # the first pass stopped on them
+            return first.tables
         if self.rate.target_ms_ssim is None:
-            distortion = masked_error if self.rate.slope is not None else squared_error
-            return [distortion(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
+            return [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
         ref = max(k - 1, 1)
         gradient = ms_ssim_gradient(self.pixels, self.whole(first, ref))
         return [ms_ssim_change(r, ref, gradient[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
