@@ -81,22 +81,6 @@ def test_every_prefix_decodes(tiny_model, fixture, request):
         np.testing.assert_array_equal(decode(cut).pixels, decode(enc.data, iterations=k).pixels)
 
 
-@pytest.mark.parametrize("fixture", [*CODERS, "raw"])
-def test_an_undone_iteration_leaves_no_trace(fixture, request):
-    coder = RawCoder() if fixture == "raw" else request.getfixturevalue(fixture)
-    rng = np.random.default_rng(0)
-    its = [rng.integers(0, 2, (32, 3, 4), dtype=np.uint8) for _ in range(3)]
-    some = rng.random((3, 4)) < 0.5
-    straight = coder.session((32, 3, 4))
-    expected = [straight.encode(its[0]), straight.encode(its[1], some), straight.encode(its[2])]
-    session = coder.session((32, 3, 4))
-    got = [session.encode(its[0])]
-    session.encode(its[2])  # a guess the encoder takes back
-    session.undo()
-    got += [session.encode(its[1], some), session.encode(its[2])]
-    assert got == expected
-
-
 @pytest.mark.parametrize("fixture", CODERS)
 def test_corrupt_chunk_is_a_format_error(tiny_model, fixture, request):
     enc = encode(smooth_image(48, 64), iterations=3, model=tiny_model, coder=request.getfixturevalue(fixture))

@@ -68,6 +68,21 @@ def test_ms_ssim_is_pytorch_msssims_definition(shape):
         assert ms_ssim_rgb(a, b) == pytest.approx(float(reference), abs=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(200, 333), (64, 48), (8, 9)])
+def test_one_original_scores_many_reconstructions_as_each_alone(shape):
+    """A quality target scores tens of reconstructions against one original (MsSsim): each score,
+    in any order, is the one ms_ssim_rgb gives that pair alone."""
+    from rnncodec.quality import MsSsim
+
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    recons = [np.clip(a + rng.normal(0, noise, a.shape), 0, 255).astype(np.uint8) for noise in (40, 3, 15, 3)]
+    alone = [ms_ssim_rgb(a, r) for r in recons]
+    score = MsSsim(a)
+    assert [score(r) for r in recons] == alone
+    assert alone[1] != alone[3] and alone[1] > alone[2] > alone[0]
+
+
 @pytest.mark.parametrize("shape", [(170, 181), (64, 48), (9, 12)])
 def test_ms_ssim_gradient_is_the_scores_slope(shape):
     """The gradient the adaptive encoder prices blocks by (five scales, one, or none), written out

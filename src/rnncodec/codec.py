@@ -101,7 +101,7 @@ class _Image:
             None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision=backend.precision,
             display=container.pack_display(big_w, big_h) if scale > 1 else None)
         self.budget = None if rate.bpp is None else rate.bpp * big_h * big_w / 8
-        self.measured: dict[bytes, float] = {}
+        self.measured, self.score = {}, rate.scorer(rgb.pixels) if rate.target else None
 
     def shown(self, image: np.ndarray) -> np.ndarray:
         """An 8-bit image at the coded size as a decoder shows it."""
@@ -111,7 +111,7 @@ class _Image:
         """The goal's quality of an 8-bit image at the coded size, each image measured once."""
         key = hashlib.blake2b(np.ascontiguousarray(image), digest_size=16).digest()
         if key not in self.measured:
-            self.measured[key] = self.rate.measure(self.original, self.shown(image))
+            self.measured[key] = self.score(self.shown(image))
         return self.measured[key]
 
     def run(self, counts: list[np.ndarray] | None = None, first: bool = False) -> _Pass:
@@ -168,7 +168,7 @@ class _Image:
         """Whether a tile meets its target (a tile that is the image measures as the image, once) or its budget share."""
         if self.rate.target is None:
             return self.budget is not None and size * self.header.width * self.header.height >= self.budget * recon[..., 0].size
-        return (self.measure(recon) if recon.shape == self.pixels.shape else self.rate.measure(original, recon)) >= \
+        return (self.measure(recon) if recon.shape == self.pixels.shape else self.rate.scorer(original)(recon)) >= \
             self.rate.target + self.rate.margin[0]
 
     def whole(self, first: _Pass, k: int) -> np.ndarray:  # the image after the first pass's first k iterations

@@ -1,11 +1,12 @@
 """Image quality as the codec measures it, for quality targets and for evaluation: PSNR and
 MS-SSIM of an 8-bit reconstruction against its original (H×W×3 uint8 arrays), in numpy, so that
-quality targets need no torch.
+quality targets need no torch. `MsSsim` keeps an original's terms for the many reconstructions a
+target scores, and gives MS-SSIM's gradient, which the adaptive encoder prices blocks by, written
+out by hand (the adjoint of each step).
 
-`ms_ssim_gradient`, which the adaptive encoder prices blocks by, is MS-SSIM's gradient written
-out by hand (the adjoint of each step), in numpy too. Then the distortions d_b(c) of each 16×16
-block after c iterations, which rate control chooses block counts by (rate.py). Below them, training's torch helpers (the
-SSIM map): they import torch when called, so importing this module does not.
+Then the distortions d_b(c) of each 16×16 block after c iterations, which rate control chooses
+block counts by (rate.py). Below them, training's torch helpers (the SSIM map): they import torch
+when called, so importing this module does not.
 """
 from __future__ import annotations
 
@@ -42,21 +43,97 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     smaller image is scored by single-scale SSIM, and one under 11 px (no window fits) by
     1 − MSE / 255², so that quality targets work on any image.
     """
-    return float(np.mean([_ms_ssim(a[..., c].astype(np.float64), b[..., c].astype(np.float64)) for c in range(3)]))
+    return MsSsim(a)(b)
 
 
-def _ms_ssim(x: np.ndarray, y: np.ndarray) -> float:
-    """`ms_ssim_rgb` of one channel, H×W (a channel at a time: a large photo's maps are large)."""
-    if min(x.shape) < len(_WINDOW):
-        return float(1 - np.mean((x - y) ** 2) / 255.0**2)
-    if min(x.shape) < MS_SSIM_MIN_SIDE:
-        return _ssim(x, y)[0]
-    terms = []
-    for _ in MS_SSIM_WEIGHTS[:-1]:
-        terms.append(max(_ssim(x, y)[1], 0.0))
-        x, y = _halve(x), _halve(y)
-    terms.append(max(_ssim(x, y)[0], 0.0))
-    return float(np.prod(np.array(terms) ** np.array(MS_SSIM_WEIGHTS)))
+class MsSsim:
+    """`ms_ssim_rgb` against one original, which scores many reconstructions of it, as a quality
+    target does: the original's scales and windowed moments are computed once, three float64
+    maps per channel and scale, and each score computes the reconstruction's alone."""
+
+    def __init__(self, original: np.ndarray) -> None:
+        self.channels = [_Reference(original[..., c].astype(np.float64)) for c in range(3)]
+
+    def __call__(self, recon: np.ndarray) -> float:
+        return float(np.mean([ref.score(recon[..., c].astype(np.float64)) for c, ref in enumerate(self.channels)]))
+
+    def gradient(self, recon: np.ndarray) -> np.ndarray:
+        """How the score of `recon` (H×W×3 uint8) moves with each of its values: H×W×3 float32,
+        per 8-bit unit, through every step of the score (product of the scales' terms, the 2×2
+        means, the windows' sums). What the adaptive encoder prices each block's next iteration by."""
+        grad = np.empty(recon.shape, np.float32)
+        for c, ref in enumerate(self.channels):
+            grad[..., c] = ref.gradient(recon[..., c].astype(np.float64)) / 3
+        return grad
+
+
+class _Reference:
+    """One channel of an original (H×W): at each scale its pixels, windowed mean and variance."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x if min(x.shape) < len(_WINDOW) else None  # too small for a window: scored by its MSE
+        self.scales = [] if self.x is not None else [x]
+        while len(self.scales) < len(MS_SSIM_WEIGHTS) and min(x.shape) >= MS_SSIM_MIN_SIDE:
+            self.scales.append(_halve(self.scales[-1]))
+        self.moments = []
+        for x in self.scales:
+            mx = _blur(x)
+            self.moments.append((mx, _blur(x * x) - mx * mx))
+
+    def score(self, y: np.ndarray) -> float:
+        """`ms_ssim_rgb`'s value for this channel of a reconstruction, H×W float64."""
+        if self.x is not None:
+            return float(1 - np.mean((self.x - y) ** 2) / 255.0**2)
+        terms = []
+        for i in range(len(self.scales)):
+            last = i + 1 == len(self.scales)
+            terms.append(self._ssim(i, y, last)[0])
+            y = y if last else _halve(y)
+        if len(terms) == 1:  # single-scale SSIM: not clipped
+            return terms[0]
+        return float(np.prod(np.maximum(terms, 0.0) ** np.array(MS_SSIM_WEIGHTS)))
+
+    def gradient(self, y: np.ndarray) -> np.ndarray:
+        """The gradient of `score(y)` with respect to y."""
+        if self.x is not None:
+            return -2 * (y - self.x) / (255.0**2 * y.size)
+        ys = [y]
+        for _ in self.scales[1:]:
+            ys.append(_halve(ys[-1]))
+        terms, grads = [], []
+        for i, yi in enumerate(ys):
+            value, grad = self._ssim(i, yi, i + 1 == len(ys), True)
+            terms.append(max(value, 0.0) if len(ys) > 1 else value)
+            grads.append(grad if value > 0 or len(ys) == 1 else 0.0)  # a clipped term passes no gradient
+        if len(ys) == 1:
+            return grads[0]
+        score = float(np.prod(np.array(terms) ** np.array(MS_SSIM_WEIGHTS)))
+        if score == 0:
+            return np.zeros_like(y)
+        g = score * MS_SSIM_WEIGHTS[-1] / terms[-1] * grads[-1]  # d score = score · Σ w_i d t_i / t_i
+        for i in reversed(range(len(ys) - 1)):
+            g = _halve_adjoint(g, ys[i].shape) + score * MS_SSIM_WEIGHTS[i] / terms[i] * grads[i]
+        return g
+
+    def _ssim(self, i: int, y: np.ndarray, full: bool, gradient: bool = False) -> tuple[float, np.ndarray | None]:
+        """At scale i, the mean of SSIM's map (`full`) or of its contrast-structure term, and
+        with `gradient` its gradient with respect to y: the map's derivatives by the windowed
+        means of y, y² and xy, carried back through the window."""
+        x, (mx, vx), my = self.scales[i], self.moments[i], _blur(y)
+        a2 = 2 * (_blur(x * y) - mx * my) + _C2
+        b2 = vx + _blur(y * y) - my * my + _C2
+        cs = a2 / b2
+        a1, b1 = (2 * mx * my + _C1, mx * mx + my * my + _C1) if full else (None, None)
+        f = a1 / b1 * cs if full else cs
+        if not gradient:
+            return float(np.mean(f)), None
+        if full:
+            d_my = 2 * mx * (a2 - a1) / (b1 * b2) - f * 2 * my / b1 + f * 2 * my / b2
+            d_yy, d_xy = -f / b2, 2 * a1 / (b1 * b2)
+        else:
+            d_my, d_yy, d_xy = 2 * (my * cs - mx) / b2, -cs / b2, 2 / b2
+        grad = _blur_adjoint(d_my) + 2 * y * _blur_adjoint(d_yy) + x * _blur_adjoint(d_xy)
+        return float(np.mean(f)), grad / f.size
 
 
 def _blur(x: np.ndarray) -> np.ndarray:
@@ -78,14 +155,6 @@ def _blur_axis(x: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
-def _ssim(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """SSIM and its contrast-structure term, each averaged over its map, of H×W."""
-    mx, my = _blur(x), _blur(y)
-    cs = (2 * (_blur(x * y) - mx * my) + _C2) / (_blur(x * x) - mx * mx + _blur(y * y) - my * my + _C2)
-    luminance = (2 * mx * my + _C1) / (mx * mx + my * my + _C1)
-    return float(np.mean(luminance * cs)), float(np.mean(cs))
-
-
 def _halve(x: np.ndarray) -> np.ndarray:
     """2×2 means of H×W; an odd side first gets a zero row (column) on each side, as the average
     pooling of the reference implementation does, and the zero counts in the mean."""
@@ -95,57 +164,8 @@ def _halve(x: np.ndarray) -> np.ndarray:
 
 
 def ms_ssim_gradient(original: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """How `ms_ssim_rgb(original, recon)` moves with each of `recon`'s values (H×W×3 uint8): its
-    gradient per 8-bit unit, H×W×3 float32, through every step of the score (product of the
-    scales' terms, the 2×2 means, the windows' sums). What the adaptive encoder prices each
-    block's next iteration by."""
-    grad = np.empty(recon.shape, np.float32)
-    for c in range(3):
-        grad[..., c] = _ms_ssim_grad(original[..., c].astype(np.float64), recon[..., c].astype(np.float64)) / 3
-    return grad
-
-
-def _ms_ssim_grad(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The gradient of `_ms_ssim(x, y)` with respect to y."""
-    if min(x.shape) < len(_WINDOW):
-        return -2 * (y - x) / (255.0**2 * x.size)
-    if min(x.shape) < MS_SSIM_MIN_SIDE:
-        return _ssim_grad(x, y, True)[1]
-    xs, ys = [x], [y]
-    for _ in MS_SSIM_WEIGHTS[:-1]:
-        xs.append(_halve(xs[-1]))
-        ys.append(_halve(ys[-1]))
-    terms, grads = [], []
-    for i, (xi, yi) in enumerate(zip(xs, ys)):
-        value, grad = _ssim_grad(xi, yi, i + 1 == len(xs))
-        terms.append(max(value, 0.0))
-        grads.append(grad if value > 0 else 0.0)  # a clipped term passes no gradient
-    score = float(np.prod(np.array(terms) ** np.array(MS_SSIM_WEIGHTS)))
-    if score == 0:
-        return np.zeros_like(y)
-    g = score * MS_SSIM_WEIGHTS[-1] / terms[-1] * grads[-1]  # d score = score · Σ w_i d t_i / t_i
-    for i in reversed(range(len(xs) - 1)):
-        g = _halve_adjoint(g, ys[i].shape) + score * MS_SSIM_WEIGHTS[i] / terms[i] * grads[i]
-    return g
-
-
-def _ssim_grad(x: np.ndarray, y: np.ndarray, full: bool) -> tuple[float, np.ndarray]:
-    """`_ssim`'s SSIM (`full`) or contrast-structure term, and its gradient with respect to y: the
-    map's derivatives by the windowed means of y, y² and xy, carried back through the window."""
-    mx, my = _blur(x), _blur(y)
-    a2 = 2 * (_blur(x * y) - mx * my) + _C2
-    b2 = _blur(x * x) - mx * mx + _blur(y * y) - my * my + _C2
-    cs = a2 / b2
-    if full:
-        a1, b1 = 2 * mx * my + _C1, mx * mx + my * my + _C1
-        f = a1 / b1 * cs
-        d_my = 2 * mx * (a2 - a1) / (b1 * b2) - f * 2 * my / b1 + f * 2 * my / b2
-        d_yy, d_xy = -f / b2, 2 * a1 / (b1 * b2)
-    else:
-        f = cs
-        d_my, d_yy, d_xy = 2 * (my * cs - mx) / b2, -cs / b2, 2 / b2
-    grad = _blur_adjoint(d_my) + 2 * y * _blur_adjoint(d_yy) + x * _blur_adjoint(d_xy)
-    return float(np.mean(f)), grad / f.size
+    """How `ms_ssim_rgb(original, recon)` moves with each of `recon`'s values (`MsSsim.gradient`)."""
+    return MsSsim(original).gradient(recon)
 
 
 def _blur_adjoint(g: np.ndarray) -> np.ndarray:

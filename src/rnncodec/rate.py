@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES
-from .quality import ms_ssim_rgb, psnr_rgb
+from .quality import MsSsim, psnr_rgb
 
 
 def _option(help: str, **argparse: Any) -> Any:  # a rate option: its help, and argparse's keywords
@@ -100,8 +100,8 @@ class Rate:
         they are chosen on), and how far above that a composition may land (MS-SSIM's cost to measure)."""
         return (0.03, 0.03) if self.target_psnr is not None else (0.0002, 0.0006)
 
-    def measure(self, original: np.ndarray, decoded: np.ndarray) -> float:
-        return (psnr_rgb if self.target_psnr else ms_ssim_rgb)(original, decoded)
+    def scorer(self, original: np.ndarray) -> Callable[[np.ndarray], float]:  # the target's metric against `original`
+        return (lambda decoded: psnr_rgb(original, decoded)) if self.target_psnr else MsSsim(original)
 
     def check_reached(self, iterations: int, quality: float) -> None:  # no error: the file has all it can give
         if quality < self.target:

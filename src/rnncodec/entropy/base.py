@@ -22,10 +22,6 @@ class CoderSession(Protocol):
 
     def decode(self, data: bytes, active: np.ndarray | None = None) -> np.ndarray: ...
 
-    def undo(self) -> None:
-        """Forget the last iteration coded, so that the encoder can code it another way."""
-        ...
-
 
 class BitCoder(Protocol):
     coder_id: int

@@ -60,14 +60,12 @@ class TileContext:
         self.prev = np.zeros(shape, np.float32)
         self.state: Any = None
         self.t = 0
-        self.before: tuple[np.ndarray, Any, int] | None = None  # (prev, state, t) before the last iteration
 
     def iteration(self, code_row: RowCoder, active: np.ndarray | None = None) -> np.ndarray:
         """Code the next iteration; `code_row` turns each row's probabilities into its bits. With
         `active` (h×w bool), only active positions are coded: the others are 0 in the output and
         unknown (0, like the rows not yet coded) to the model."""
         m, (c, h, w), k = self.model, self.shape, self.model.arch.rows_above
-        self.before = (self.prev, self.state, self.t)  # the models' states are new objects each iteration
         known = np.zeros((c, h + k, w), np.float32)  # k rows of zeros, then the bits as they are coded
         out = np.zeros(self.shape, dtype=np.uint8)
         with m.running():
@@ -86,12 +84,6 @@ class TileContext:
         self.prev = known[:, k:].copy()
         self.t += 1
         return out
-
-    def undo(self) -> None:
-        """Back to before the last iteration (`CoderSession.undo`)."""
-        if self.before is None:
-            raise RuntimeError("no iteration to undo")
-        (self.prev, self.state, self.t), self.before = self.before, None
 
 
 class RowSession:
@@ -113,9 +105,6 @@ class RowSession:
         if not coded:  # every position stopped: nothing to code
             return b""
         return encode_bits(np.concatenate(coded), np.concatenate(probs))
-
-    def undo(self) -> None:
-        self.ctx.undo()
 
     def decode(self, data: bytes, active: np.ndarray | None = None) -> np.ndarray:
         if active is not None and not active.any():

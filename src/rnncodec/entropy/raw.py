@@ -26,9 +26,6 @@ class _RawSession:
         out[:, active] = bits
         return out
 
-    def undo(self) -> None:
-        """Nothing to forget: each iteration is packed on its own."""
-
 
 class RawCoder:
     coder_id = 0
