@@ -76,19 +76,15 @@ class _Reference:
         while len(self.scales) < len(MS_SSIM_WEIGHTS) and min(x.shape) >= MS_SSIM_MIN_SIDE:
             self.scales.append(_halve(self.scales[-1]))
         self.moments = []
-        for x in self.scales:
-            mx = _blur(x)
-            self.moments.append((mx, _blur(x * x) - mx * mx))
+        for scale in self.scales:
+            mx = _blur(scale)
+            self.moments.append((mx, _blur(scale * scale) - mx * mx))
 
     def score(self, y: np.ndarray) -> float:
         """`ms_ssim_rgb`'s value for this channel of a reconstruction, H×W float64."""
         if self.x is not None:
             return float(1 - np.mean((self.x - y) ** 2) / 255.0**2)
-        terms = []
-        for i in range(len(self.scales)):
-            last = i + 1 == len(self.scales)
-            terms.append(self._ssim(i, y, last)[0])
-            y = y if last else _halve(y)
+        terms = [term for term, _, _ in self._terms(y, False)]
         if len(terms) == 1:  # single-scale SSIM: not clipped
             return terms[0]
         return float(np.prod(np.maximum(terms, 0.0) ** np.array(MS_SSIM_WEIGHTS)))
@@ -97,23 +93,28 @@ class _Reference:
         """The gradient of `score(y)` with respect to y."""
         if self.x is not None:
             return -2 * (y - self.x) / (255.0**2 * y.size)
-        ys = [y]
-        for _ in self.scales[1:]:
-            ys.append(_halve(ys[-1]))
-        terms, grads = [], []
-        for i, yi in enumerate(ys):
-            value, grad = self._ssim(i, yi, i + 1 == len(ys), True)
-            terms.append(max(value, 0.0) if len(ys) > 1 else value)
-            grads.append(grad if value > 0 or len(ys) == 1 else 0.0)  # a clipped term passes no gradient
-        if len(ys) == 1:
-            return grads[0]
+        parts = self._terms(y, True)
+        if len(parts) == 1:
+            return parts[0][1]
+        terms = [max(term, 0.0) for term, _, _ in parts]
         score = float(np.prod(np.array(terms) ** np.array(MS_SSIM_WEIGHTS)))
         if score == 0:
             return np.zeros_like(y)
+        grads = [grad if term > 0 else 0.0 for term, grad, _ in parts]  # a clipped term passes no gradient
         g = score * MS_SSIM_WEIGHTS[-1] / terms[-1] * grads[-1]  # d score = score · Σ w_i d t_i / t_i
-        for i in reversed(range(len(ys) - 1)):
-            g = _halve_adjoint(g, ys[i].shape) + score * MS_SSIM_WEIGHTS[i] / terms[i] * grads[i]
+        for i in reversed(range(len(parts) - 1)):
+            g = _halve_adjoint(g, parts[i][2].shape) + score * MS_SSIM_WEIGHTS[i] / terms[i] * grads[i]
         return g
+
+    def _terms(self, y: np.ndarray, gradient: bool) -> list[tuple[float, np.ndarray | None, np.ndarray]]:
+        """Each scale's term (contrast-structure; SSIM at the last), its gradient with `gradient`,
+        and y at that scale."""
+        parts = []
+        for i in range(len(self.scales)):
+            last = i + 1 == len(self.scales)
+            parts.append((*self._ssim(i, y, last, gradient), y))
+            y = y if last else _halve(y)
+        return parts
 
     def _ssim(self, i: int, y: np.ndarray, full: bool, gradient: bool = False) -> tuple[float, np.ndarray | None]:
         """At scale i, the mean of SSIM's map (`full`) or of its contrast-structure term, and
