@@ -32,7 +32,7 @@ import onnxruntime as ort
 from .config import STRIDE, ModelConfig
 from .errors import ModelError
 from .stored import StoredWeights
-from .zoo import IMAGE, find_by_id, find_graphs, graph_name, stored_weights
+from .zoo import IMAGE, cached, find_by_id, find_graphs, graph_name, stored_weights
 
 NEXT = "next_"  # an output named NEXT + an input's name is that input's value at the next iteration
 MODEL_ID = "model_id"  # the graphs' metadata key naming the model whose weights they take
@@ -156,13 +156,16 @@ def _share_arena() -> None:
     ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, 0, -1, -1))  # no cap, powers of two, ORT's defaults
 
 
+@cached(4)
 def load(path: str | Path | None = None) -> OnnxImageModel | None:
     """The image model in `path` (default: the packaged one) in ONNX Runtime; None where the
     weights are not an image model's or its graphs were not exported (torch serves it). A path
-    with no weights is the ModelError the torch path would give."""
+    with no weights is the ModelError the torch path would give. Kept, as the torch models are
+    (zoo), with the sessions it built: each session packs the weights again."""
     return _with_graphs(stored_weights(IMAGE, path))
 
 
+@cached(4)
 def by_id(model_id: bytes) -> OnnxImageModel | None:
     """The model a file names, found by id (zoo.find_by_id); None where its graphs are missing."""
     return _with_graphs(find_by_id(model_id, IMAGE))

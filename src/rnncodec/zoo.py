@@ -27,6 +27,17 @@ if TYPE_CHECKING:
 
     from .models.rnn_codec import RNNCodec
 
+_LOADERS: list = []  # every cached loader, which clear_caches clears
+
+
+def cached(maxsize: int):
+    """A loader's cache (lru_cache) that `clear_caches` forgets, whichever module the loader is in."""
+    def wrap(loader):
+        _LOADERS.append(lru_cache(maxsize=maxsize)(loader))
+        return _LOADERS[-1]
+    return wrap
+
+
 IMAGE = "image"  # the image model's weights kind (the context models': arithmetic.KIND, integer.KIND)
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = {IMAGE: PACKAGE_WEIGHTS / "default.safetensors",
@@ -161,13 +172,13 @@ def _image_model(stored: StoredWeights) -> ImageModel:
     return ImageModel(net.to(memory_format=torch.channels_last), stored.model_id)
 
 
-@lru_cache(maxsize=4)
+@cached(4)
 def load_image_model(path: Path | str | None = None) -> ImageModel:
     """The model in `path` (or named: NAMED_MODELS), or the package's default model."""
     return _image_model(stored_weights(IMAGE, path))
 
 
-@lru_cache(maxsize=4)
+@cached(4)
 def image_model_by_id(model_id: bytes) -> ImageModel:
     """The model a file names, found by id."""
     return _image_model(find_by_id(model_id, IMAGE))
@@ -181,7 +192,7 @@ def image_model_id(model: ImageModel | bytes | None = None) -> bytes:
     return model if isinstance(model, bytes) else model.model_id
 
 
-@lru_cache(maxsize=2)
+@cached(2)
 def on_device(model: ImageModel, device: torch.device) -> ImageModel:
     """The model on another device (a copy, so that the CPU's stays for other callers)."""
     if device.type == "cpu":
@@ -190,7 +201,7 @@ def on_device(model: ImageModel, device: torch.device) -> ImageModel:
 
 
 # -- the payload coders and their context models ------------------------------------------
-@lru_cache(maxsize=8)
+@cached(8)
 def _context_coder(coder_id: int, path: Path | None) -> ContextCoder:
     spec = coder_spec(coder_id)
     return spec.build(stored_weights(spec.kind, path))
@@ -206,7 +217,7 @@ def integer_coder(path: Path | None = None) -> ContextCoder:
     return _context_coder(integer.CODER_ID, path)
 
 
-@lru_cache(maxsize=8)
+@cached(8)
 def coder_by_id(coder_id: int, entropy_id: bytes) -> BitCoder:
     """The coder a header names, with the context model its entropy model id names (found by id)."""
     spec = coder_spec(coder_id)
@@ -242,5 +253,5 @@ def make_coder(name: str | None, model: ImageModel | bytes) -> BitCoder:
 
 def clear_caches() -> None:
     """Forget every loaded model and coder (the weights on disk or $RNNCODEC_MODEL_PATH changed)."""
-    for cached in (load_image_model, image_model_by_id, on_device, _context_coder, coder_by_id):
-        cached.cache_clear()
+    for loader in _LOADERS:
+        loader.cache_clear()
