@@ -6,9 +6,9 @@
 Each environment is an interpreter command that runs `-m rnncodec.cli` (e.g. the light install's
 venv, or `env PYTHONPATH=… python` for another checkout) and the flags its commands add (e.g.
 `--engine torch`). For each, in turn: `compress -i N` and `compress --quality Q` of IMAGE, and
-`decompress` of each file, each a fresh process, timed best of --repeats (wall seconds) with its
-peak RSS (the process's own ru_maxrss); with --large, IMAGE upscaled (Lanczos) to that size,
-compressed at --large-iterations and decompressed, once. It prints one JSON object.
+`decompress` of each file to PNG, each a fresh process, timed best of --repeats (wall seconds), with
+each output's bytes and its peak RSS (the process's own ru_maxrss); with --large, IMAGE upscaled
+(Lanczos) to that size, compressed at --large-iterations and decompressed, once. It prints one JSON object.
 """
 from __future__ import annotations
 
@@ -67,8 +67,9 @@ def main() -> None:
             rows[f"compress {case}"] = best([*cli, "compress", str(args.image), "-o", str(rnc), "-f", "-q", *rate, *extra],
                                             args.repeats)
             rows[f"compress {case}"]["bytes"] = rnc.stat().st_size
-            rows[f"decompress {case}"] = best([*cli, "decompress", str(rnc), "-o", str(work / f"{name}-{case}.png"), "-f",
-                                               "-q", *extra], args.repeats)
+            png = work / f"{name}-{case}.png"
+            rows[f"decompress {case}"] = best([*cli, "decompress", str(rnc), "-o", str(png), "-f", "-q", *extra], args.repeats)
+            rows[f"decompress {case}"]["bytes"] = png.stat().st_size
         if large:
             rnc = work / f"{name}-large.rnc"
             rows["compress large"] = best([*cli, "compress", str(large), "-o", str(rnc), "-f", "-q", "-i",

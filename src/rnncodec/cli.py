@@ -44,6 +44,9 @@ EXTRAS = {"train": "train", "train-entropy": "train", "quantise-entropy": "train
 
 
 STDIO = "-"  # as input: standard input; as output: standard output
+# how decompress writes a format: zlib's level 4 for PNG, whose files are about as small as its
+# default's (6), in much less time (docs/RESULTS.md, "Install and start-up")
+WRITE_OPTIONS = {"PNG": {"compress_level": 4}}
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -202,6 +205,7 @@ def _decompress(args: argparse.Namespace) -> None:
                      strict=args.strict)
     im = dec.to_pil()  # RGBA when the file holds an alpha plane
     extra = {"icc_profile": dec.icc_profile} if dec.icc_profile else {}  # not every plugin reads im.info's
+    extra |= WRITE_OPTIONS.get(fmt, {})
     _write_output(out, lambda f: im.save(f, format=fmt, **extra), args.force)
 
 
