@@ -1,6 +1,7 @@
 """The ONNX Runtime backend: the exported graphs against the torch model, the packaged graphs against
 the packaged weights, and the codec's commands on the onnx engine, the default, without torch."""
 import json
+import os
 import subprocess
 import sys
 
@@ -131,6 +132,27 @@ def test_cli_compresses_without_torch(tmp_path):
     assert "encoder:     fp32 (onnx)" in r.stdout
     decoded = np.asarray(Image.open(tmp_path / "out.png"))
     assert np.abs(decoded.astype(int) - codec.decode(data, precision="fp32", engine="torch").pixels).max() <= 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_compresses_as_its_parent(tmp_path):
+    """A process that compressed, then forked (a preforking server, multiprocessing's default on
+    Linux): the child's compress gives the parent's bytes, and finishes."""
+    script = """
+import os, signal, sys
+import numpy as np
+import rnncodec
+pixels = np.load(sys.argv[1])
+data = rnncodec.compress(pixels, iterations=2)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)
+    os._exit(0 if rnncodec.compress(pixels, iterations=2) == data else 3)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+    np.save(tmp_path / "pixels.npy", smooth_image(40, 56))
+    r = subprocess.run([sys.executable, "-c", script, tmp_path / "pixels.npy"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
 
 
 def test_the_engine_is_what_the_command_names(tmp_path):

@@ -171,6 +171,10 @@ def by_id(model_id: bytes) -> OnnxImageModel | None:
     return _with_graphs(find_by_id(model_id, IMAGE))
 
 
+if hasattr(os, "register_at_fork"):  # a forked child builds its own sessions: their pools' threads stay in the parent
+    os.register_at_fork(before=lambda: (load.cache_clear(), by_id.cache_clear()))
+
+
 def _with_graphs(weights: StoredWeights) -> OnnxImageModel | None:
     folder = find_graphs(weights.model_id) if weights.kind == IMAGE else None
     return None if folder is None else OnnxImageModel(weights, folder)
