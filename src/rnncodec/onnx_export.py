@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from .fileio import atomic_write
 from .layers.cells import ConvGRU, ResidualGRU
-from .models.rnn_codec import RNNCodec, Step
+from .models.rnn_codec import Decoder, RNNCodec, Step
 from .onnx_codec import MODEL_ID, NEXT, WEIGHTS_FILE, weights_data
 from .zoo import DECODER_VARIANTS, GRAPH_VARIANTS, ImageModel, graph_name
 
@@ -71,15 +71,29 @@ class _GraphResidualGRU(ResidualGRU):
         return h + self.skip(x), new_state
 
 
-_GRAPH_CELLS = {ConvGRU: _GraphGRU, ResidualGRU: _GraphResidualGRU}
+class _GraphDecoder(Decoder):
+    """The decoder's step as the graph computes it: the output convolution and its tanh before the
+    last depth-to-space rather than after it, as one 1×1 convolution whose map o·4 + s reads maps
+    c·4 + s alone (its weights times the identity of the four sub-pixels s): the same sums, with the last
+    depth-to-space moving the three colours' maps rather than the last layer's, at full size."""
+
+    def _after(self, i: int, x: Tensor) -> Tensor:
+        if i + 1 < len(self.rnns):
+            return super()._after(i, x)
+        w = self.out.weight[:, None, :, None, 0, 0] * torch.eye(4)[None, :, None, :]  # [o, s, c, s'] = W[o, c]·δ(s, s')
+        weight = w.reshape(w.shape[0] * 4, w.shape[2] * 4, 1, 1)
+        return F.pixel_shuffle(torch.tanh(F.conv2d(x, weight, self.out.bias.repeat_interleave(4))) / 2, 2)
+
+
+_GRAPH_FORMS = {ConvGRU: _GraphGRU, ResidualGRU: _GraphResidualGRU, Decoder: _GraphDecoder}
 
 
 def _graph_friendly(net: RNNCodec) -> RNNCodec:
-    """A copy of `net` whose cells compute as the graphs should (the cells' graph forms above),
+    """A copy of `net` whose cells compute as the graphs should (the graph forms above),
     with the same weights under the same names."""
     net = copy.deepcopy(net)
     for module in net.modules():
-        module.__class__ = _GRAPH_CELLS.get(type(module), type(module))
+        module.__class__ = _GRAPH_FORMS.get(type(module), type(module))
     return net
 
 
