@@ -74,8 +74,8 @@ class _GraphResidualGRU(ResidualGRU):
 class _GraphDecoder(Decoder):
     """The decoder's step as the graph computes it: the output convolution and its tanh before the
     last depth-to-space rather than after it, as one 1×1 convolution whose map o·4 + s reads maps
-    c·4 + s alone (its weights times the identity of the four sub-pixels s): the same sums, with the last
-    depth-to-space moving the three colours' maps rather than the last layer's, at full size."""
+    c·4 + s alone (its weights times the identity of the four sub-pixels s). The same sums, with
+    the last depth-to-space moving the three colours' maps rather than the last layer's, at full size."""
 
     def _after(self, i: int, x: Tensor) -> Tensor:
         if i + 1 < len(self.rnns):
@@ -89,7 +89,7 @@ _GRAPH_FORMS = {ConvGRU: _GraphGRU, ResidualGRU: _GraphResidualGRU, Decoder: _Gr
 
 
 def _graph_friendly(net: RNNCodec) -> RNNCodec:
-    """A copy of `net` whose cells compute as the graphs should (the graph forms above),
+    """A copy of `net` whose cells and decoder compute as the graphs should (the graph forms above),
     with the same weights under the same names."""
     net = copy.deepcopy(net)
     for module in net.modules():
