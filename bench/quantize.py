@@ -5,7 +5,7 @@
 
 Needs the `dev` extra (onnx; onnxruntime's quantisation and float16 tools ship with it). Variants
 of the packaged model's six graphs, written to a temporary folder, each made from the graphs with
-the weights moved into them, as the quantisers need them:
+the weights moved into them and constant subgraphs folded, as the quantisers need them:
 - fp32: the graphs as shipped, the weights their external data (the baseline);
 - int8 dynamic: `quantize_dynamic` of the convolutions (ConvInteger: int8 weights, activations
   quantised to uint8 per call);
@@ -91,6 +91,17 @@ def embedded(graph: onnx.ModelProto, tensors: dict[str, np.ndarray]) -> onnx.Mod
     return graph
 
 
+def fold(path: Path) -> None:
+    """The graph at `path` with its constant subgraphs folded (ONNX Runtime's basic level, which
+    keeps the standard operators), in place: the gates' convolution weights, sliced from the
+    weights file's tensors, become initializers, as the quantisers need them."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path.with_suffix(".folded"))
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    path.with_suffix(".folded").replace(path)
+
+
 def variants(work: Path, calibration: Path) -> dict[str, Path]:
     """A folder of the packaged model's six graphs per variant."""
     weights = stored_weights(IMAGE, None)
@@ -103,6 +114,7 @@ def variants(work: Path, calibration: Path) -> dict[str, Path]:
         folder.mkdir()
     for graph in graph_names(weights.model_id):
         onnx.save(embedded(onnx.load(shipped / graph, load_external_data=False), tensors), base / graph)
+        fold(base / graph)
         quantize_dynamic(base / graph, folders["int8 dynamic (convolutions)"] / graph,
                          op_types_to_quantize=["Conv"], weight_type=QuantType.QInt8)
     feeds = calibration_feeds(base, calibration)
