@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +65,9 @@ class FirstPass:
         return np.take_along_axis(self.recons, index[None, ..., None], 0)[0]
 
     def estimate(self, counts: np.ndarray) -> int:
-        """The bytes of the file of these counts (as the encoder estimates them before coding)."""
-        header = replace(self.header, blocks=container.pack_blocks([counts]))
-        return len(header.to_bytes()) + round(sum(container.CHUNK_OVERHEAD + len(payload) * np.mean(counts > t)
-                                                  for t, (payload, _) in enumerate(self.chunks[: int(counts.max())])))
+        """The bytes of the file of these counts, as the encoder estimates them before coding."""
+        segments = [container.split_segments(payload, 1) for payload, _ in self.chunks]
+        return round(container.estimated_size(self.header, segments, [counts]))
 
 
 def point(pixels: np.ndarray, size: int, recon: np.ndarray) -> dict:

@@ -237,6 +237,24 @@ def test_a_first_pass_stops_where_the_goal_is_met():
     assert psnr_rgb(img, codec.decode(encoded.data).pixels) >= 10
 
 
+
+@pytest.mark.parametrize("model", ["onnx", "torch"])
+def test_a_coding_pass_goes_on_from_the_first_pass(model):
+    """A target met at k whole iterations, coded as k − 1 and a partial k-th: its coding pass goes
+    on from the first pass's state after k − 1 iterations (every block coded until then), so the
+    encode takes fewer steps than the first pass and a coding pass from the start, and writes the
+    file an encode that also records every iteration's image writes (it codes from the start)."""
+    from rnncodec.quality import ms_ssim_rgb
+    packaged = load_backend("onnx", None, "auto") if model == "onnx" else load_image_model()
+    img = _half_flat(96, 128)
+    header, chunks = container.read(encode(img, model=packaged, iterations=5, precision="fp32").data)
+    q = [ms_ssim_rgb(img, decode(container.truncate(header, chunks, k), precision="fp32").pixels) for k in (3, 4)]
+    rate = dict(target_ms_ssim=q[0] + 0.3 * (q[1] - q[0]), adaptive=False, downscale=1, precision="fp32")
+    resumed, recorded = CountingBackend(packaged), CountingBackend(packaged)
+    enc, full = encode(img, model=resumed, **rate), encode(img, model=recorded, reconstruct=True, **rate)
+    assert enc.data == full.data and enc.iterations == 4 and container.read(enc.data)[0].blocks is not None
+    assert len(resumed.decoded) + 3 <= len(recorded.decoded)
+
 @pytest.mark.parametrize("coder_name", ["entropy_coder", "integer_coder"])
 @pytest.mark.parametrize("enc_precision,dec_precision", [("fp32", "bf16"), ("bf16", "fp32"), ("bf16", "bf16")])
 def test_every_precision_round_trips(request, tiny_model, coder_name, enc_precision, dec_precision, monkeypatch):

@@ -7,7 +7,8 @@
 
 `mask` (None for all) gives the blocks that get bits this iteration: a stopped block's bits are 0
 and its reconstruction stays. Without `decode`, the step skips the decoder: the bits only, for a
-last iteration whose x̂ nobody looks at.
+last iteration whose x̂ nobody looks at. A state is a value: `step` returns a new one and leaves
+the one it was given as it was, so an encoder may go on again from a state it kept.
 
 A backend rounds floats its own way, so two backends may write other bits for one image, and
 decode one file to pixels that differ by rounding; the bits a file holds decode exactly with
@@ -18,13 +19,18 @@ installed: torch loads only where the torch engine is named.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from copy import copy
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from .config import ModelConfig
+from .config import STRIDE, ModelConfig
 from .errors import ModelError, OptionError
 from .zoo import ImageModel
+
+if TYPE_CHECKING:
+    from .entropy import BitCoder
+    from .tiles import TileBox
 
 ENGINES = ("onnx", "torch")
 DEFAULT_ENGINE = "onnx"
@@ -42,6 +48,30 @@ class Backend(Protocol):
     def reconstruction(self, state: object) -> np.ndarray: ...
 
     def decode_step(self, state: object | None, bits: np.ndarray, mask: np.ndarray | None) -> object: ...
+
+
+class TileEncoder:
+    """One tile's encoding, an iteration at a time: the model's state, the payload coder's session,
+    and the segments and bits coded so far (decoder.py's tile decoder, forward). A `fork` goes on
+    from here apart from it, so that an encoder may code a tile again from a point it kept."""
+
+    def __init__(self, backend: Backend, coder: BitCoder, x: np.ndarray) -> None:
+        self.backend, self.state, self.coded = backend, backend.begin(x), []
+        self.session = coder.session((backend.cfg.bits, x.shape[2] // STRIDE, x.shape[3] // STRIDE))
+
+    def step(self, mask: np.ndarray | None, decode: bool) -> tuple[bytes, np.ndarray]:
+        """The next iteration's segment and bits; `mask` and `decode` as `Backend.step`'s."""
+        bits, self.state = self.backend.step(self.state, mask, decode)
+        self.coded.append((self.session.encode(bits, None if mask is None or mask.all() else mask), bits))
+        return self.coded[-1]
+
+    def pixels(self, box: TileBox) -> np.ndarray:  # the tile's reconstruction, H×W×3 float32 in [−0.5, 0.5]
+        return self.backend.reconstruction(self.state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]]
+
+    def fork(self) -> TileEncoder:
+        twin = copy(self)  # the model's state is a value (Backend)
+        twin.session, twin.coded = copy(self.session), self.coded[:]
+        return twin
 
 
 def import_torch(what: str = "the torch engine"):

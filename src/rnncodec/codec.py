@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from . import container
-from .backend import DEFAULT_ENGINE, Backend, as_backend, load_backend
+from . import container, tiles
+from .backend import DEFAULT_ENGINE, Backend, TileEncoder, as_backend, load_backend
 from .config import STRIDE
 from .decoder import Decoded, decode, decode_progressive, decompress, decompress_progressive  # noqa: F401  (the API: decoding is codec.decode too)
 from .entropy import BitCoder
@@ -28,6 +27,7 @@ from .zoo import ImageModel, default_coder
 TRY_SMALLER_UP_TO = 3  # a target that this many full-size iterations reach is tried at smaller sizes too (docs/RESULTS.md)
 REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (docs/RESULTS.md)
 PAST = 3  # first-pass iterations of a tile after the one that meets the goal on its own: adaptive counts' headroom
+RESUME_PIXELS = DEFAULT_TILE**2  # an image up to this size keeps two model states a tile for its coding passes
 
 
 @dataclass
@@ -46,8 +46,7 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
     runtime. With `reconstruct`, also what the file decodes to (exactly so from torch)."""
     if rate is not None and options:
         raise OptionError("give the rate as a Rate or as keywords, not both")
-    rate = rate or Rate(**options)
-    rgb = as_rgb(image)
+    rate, rgb = rate or Rate(**options), as_rgb(image)
     backend = load_backend(engine, None, precision) if model is None else as_backend(model, precision)
     check_tiling(tile, overlap)
     best = None
@@ -56,8 +55,8 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
             if best is not None:  # a smaller size that misses the target is not kept, nor reported
                 warnings.simplefilter("ignore", Note)
             try:
-                encoded, met, smaller = _Image(rgb, scale, rate, backend, coder or default_coder(backend.model_id),
-                                               tile, overlap, reconstruct, progress).code()
+                encoded, met, smaller = _Image(rgb, scale, rate, backend, coder or default_coder(backend.model_id), tile, overlap,
+                                               reconstruct, progress, best and rate.target and len(best.data)).code()
             except BudgetError as exc:
                 if rate.downscale is not None:
                     raise
@@ -89,11 +88,13 @@ class _Image:
     """One image coded at 1/scale size: its tiles and header, the tile loop, and the rate control."""
 
     def __init__(self, rgb: RGBImage, scale: int, rate: Rate, backend: Backend, coder: BitCoder, tile: int,
-                 overlap: int, reconstruct: bool, progress: bool) -> None:
+                 overlap: int, reconstruct: bool, progress: bool, bound: int | None = None) -> None:
         big_h, big_w = rgb.pixels.shape[:2]
         h, w = -(-big_h // scale), -(-big_w // scale)
         self.original, self.pixels = rgb.pixels, rgb.pixels if scale == 1 else resized(rgb.pixels, w, h)
         self.rate, self.backend, self.coder, self.reconstruct, self.progress = rate, backend, coder, reconstruct, progress
+        self.bound = bound or np.inf  # a target's smallest file so far, which a smaller size must beat
+        self.resume: list[list[TileEncoder]] = []  # each tile's first-pass points that coding passes go on from
         self.boxes = plan_tiles(h, w, tile, overlap)
         self.header = container.Header(
             coder.coder_id, backend.model_id, coder.model_id, w, h, tile, overlap,
@@ -115,35 +116,38 @@ class _Image:
         return self.measured[key]
 
     def run(self, counts: list[np.ndarray] | None = None, first: bool = False) -> _Pass:
-        """The tile loop: each block for its count of iterations (all without counts). A first pass
-        keeps each iteration's reconstruction, and stops a tile as many iterations after it meets
-        the goal alone as the counts may go beyond (PAST, or one); `quality`'s goal is the largest
-        count chosen on the iterations so far, which later ones then left as it was (docs/RESULTS.md)."""
+        """The tile loop: each block for its count of iterations (all without counts). A first pass keeps each iteration's
+        reconstruction, and stops a tile as many iterations after it meets the goal alone as the counts may go beyond (PAST,
+        or one); `quality`'s goal is the largest count chosen on the iterations so far, which later ones then left as it was
+        (docs/RESULTS.md). It keeps the tile's encoding after the two iterations before (windows start there): a coding pass
+        goes on from the last one before the tile's fewest count, as until then it codes every block as the first pass did."""
         h, w, n = self.header.height, self.header.width, self.header.iterations
         p = _Pass(container.Chunks(n), counts, [], [Canvas(h, w, self.header.overlap) for _ in range(n)]
                   if self.reconstruct else [], Canvas(h, w, self.header.overlap))
-        for i, box in enumerate(tqdm(self.boxes, desc="encoding", unit="tile", disable=not self.progress, delay=1.0)):
-            self._tile(p, box, None if counts is None else counts[i], first)
+        for i, box in enumerate(tiles.progress(self.boxes, show=self.progress, desc="encoding", unit="tile")):
+            self._tile(p, i, box, None if counts is None else counts[i], first)
             if i + 1 < len(self.boxes):  # not after the last: a caller's next image would fault its pages in again
                 release_memory()
         return p
 
-    def _tile(self, p: _Pass, box: TileBox, counts: np.ndarray | None, first: bool) -> None:
+    def _tile(self, p: _Pass, i: int, box: TileBox, counts: np.ndarray | None, first: bool) -> None:
         n, original = self.header.iterations, self.pixels[box.y0 : box.y1, box.x0 : box.x1]
-        x = np.ascontiguousarray(model_input(self.pixels, box))
-        state, last = self.backend.begin(x), n if counts is None else int(counts.max())
+        last = n if counts is None else int(counts.max())
         look = first or self.rate.target is not None  # the tile's pixels: for the rate control
         past = PAST if self.rate.adaptive and self.rate.target_ms_ssim is None else 1  # _target's windows' top
-        session = self.coder.session((self.backend.cfg.bits, x.shape[2] // STRIDE, x.shape[3] // STRIDE))
-        recons, rows, size, pixels, met = [np.full(original.shape, 128, np.uint8)], [], 0, None, None
-        for t in range(last):
+        at = [] if counts is None else [e for e in self.resume[i] if len(e.coded) <= min(counts.min(), last - 1)]
+        enc = max(at, key=lambda e: len(e.coded)).fork() if at else \
+            TileEncoder(self.backend, self.coder, np.ascontiguousarray(model_input(self.pixels, box)))
+        for t, (segment, bits) in enumerate(enc.coded):
+            p.chunks.add(t, segment, bits)
+        recons, rows, size, pixels, met, kept = [np.full(original.shape, 128, np.uint8)], [], 0, None, None, []
+        for t in range(len(enc.coded), last):
             mask = None if counts is None else counts > t
-            bits, state = self.backend.step(state, mask, look or self.reconstruct or t + 1 < last)
-            segment = session.encode(bits, None if mask is None or mask.all() else mask)
+            segment, bits = enc.step(mask, look or self.reconstruct or t + 1 < last)
             p.chunks.add(t, segment, bits)
             size += len(segment)
             if look or self.reconstruct:
-                pixels = self.backend.reconstruction(state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]]
+                pixels = enc.pixels(box)
             for canvas in p.canvases[t : t + 1] if t + 1 < last else p.canvases[t:]:  # stopped: no more bits
                 canvas.add(box, pixels)
             if first:
@@ -153,6 +157,8 @@ class _Image:
                     met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
                 else:
                     met = t if met is None and self._met(original, recons[-1], size) else met
+                if met is None and not self.reconstruct and self.pixels[..., 0].size <= RESUME_PIXELS:
+                    kept = [*kept[-1:], enc.fork()]  # the windows' lows: k − 2 and k − 1
                 # a target that one iteration of the image meets is met by the first pass's file alone
                 if met is not None and (t >= met + past or met == 0 and self.rate.target and len(self.boxes) == 1):
                     break
@@ -161,6 +167,7 @@ class _Image:
         if look:
             p.final.add(box, pixels)
         if first:
+            self.resume.append(kept)
             p.recons.append(np.stack(recons))
             p.tables += [np.concatenate(rows)] if rows else []
 
@@ -189,10 +196,7 @@ class _Image:
         return container.prefix_sizes(self.framed(p.counts), [(container.join_segments(s), 0) for s in p.chunks.segments[:top]])
 
     def estimate(self, first: _Pass, counts: list[np.ndarray]) -> float:  # these counts' bytes, from the first pass's
-        empty = (container.join_segments([b""] * len(counts)), 0)
-        framing = container.prefix_sizes(self.framed(counts), [empty] * max(int(c.max()) for c in counts))[-1]
-        return framing + sum(len(segments[i]) * np.mean(c > t) for i, c in enumerate(counts)
-                             for t, segments in enumerate(first.chunks.segments[: int(c.max())]))
+        return container.estimated_size(self.header, first.chunks.segments, counts)
 
     def file(self, p: _Pass, k: int = 0) -> Encoded:  # p's first k iterations (default: all its counts give)
         k = k or max(int(c.max()) for c in p.counts)
@@ -206,11 +210,11 @@ class _Image:
         if not self.rate.chooses:
             return self.file(self.run(), n), True, False
         first = self.run(first=True)
+        if self.rate.slope is not None:  # the first pass stopped on `quality`'s tables
+            return self.file(self.run(choose([window(d, 1, n) for d in first.tables], self.rate.slope))), True, False
         done = min(len(r) - 1 for r in first.recons)
         whole = self._whole(first, done)
         tables = self._tables(first, whole or done)
-        if self.rate.slope is not None:
-            return self.file(self.run(choose([window(d, 1, n) for d in tables], self.rate.slope))), True, False
         if self.rate.target is not None:
             encoded, quality = self._target(first, whole, done, tables)
             met = quality >= self.rate.target  # then smaller, once a full size that few iterations reach
@@ -227,17 +231,13 @@ class _Image:
         """The first pass's whole iterations that meet the goal (a target's fewest, a budget's most), or None."""
         if self.rate.target is not None:
             return next((k for k in range(1, done + 1) if self.measure(self.whole(first, k)) >= self.rate.target), None)
-        if self.budget is None:
-            return None
         sizes = self.sizes(first, done)
         self.rate.check_budget(sizes[0], self.original[..., 0].size)
         return max(k for k, size in enumerate(sizes, 1) if size <= self.budget)
 
     def _tables(self, first: _Pass, k: int) -> list[np.ndarray]:
         """Each tile's d_b(c): MS-SSIM's for an MS-SSIM target, by its gradient one whole iteration
-        before the k that meet it; `quality`'s masked error; else squared error."""
-        if self.rate.slope is not None:  # the first pass stopped on them
-            return first.tables
+        before the k that meet it; else squared error."""
         if self.rate.target_ms_ssim is None:
             return [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
         ref = max(k - 1, 1)
@@ -245,12 +245,11 @@ class _Image:
         return [ms_ssim_change(r, ref, gradient[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
 
     def _target(self, first: _Pass, whole: int | None, done: int, tables: list[np.ndarray]) -> tuple[Encoded, float]:
-        """The smallest file found that meets the target: the first pass's k whole iterations, or the
-        counts `meet` finds in a window of counts: k − 1 or k (a partial last iteration) and, with
-        `adaptive`, more (for MS-SSIM only near k, where its gradient holds, and two at least: a flat
-        block coded once shows its square). Cheapest estimate first, each is coded while its estimate
-        beats the best file so far, and checked: one that misses aims again, once, higher by what
-        the composition overstated."""
+        """The smallest file found that meets the target: the first pass's k whole iterations, or the counts `meet`
+        finds in a window of counts: k − 1 or k (a partial last iteration) and, with `adaptive`, more (for MS-SSIM only
+        near k, where its gradient holds, and two at least: a flat block coded once shows its square). Cheapest estimate
+        first, each is coded while its estimate beats the best file so far (at any size), and checked: one that misses
+        aims again, once, higher by what the composition overstated."""
         rate, k = self.rate, whole or done
         best = self.file(first, k), self.measure(self.whole(first, k))
         own = (1, self.header.iterations) if rate.target_ms_ssim is None else (max(2 if k > 2 else 1, k - 2), k + 1)
@@ -263,7 +262,7 @@ class _Image:
         chosen = [aimed(i, rate.target + rate.margin[0]) for i in range(len(plans))]
         tries = sorted((i for i, c in enumerate(chosen) if c is not None), key=lambda i: self.estimate(first, chosen[i]))
         for i, again in [(i, again) for i in tries for again in (True, False)]:
-            if chosen[i] is None or self.estimate(first, chosen[i]) >= len(best[0].data):
+            if chosen[i] is None or self.estimate(first, chosen[i]) >= min(len(best[0].data), self.bound):
                 continue
             coded = self.run(chosen[i])
             quality, candidate = self.measure(coded.final.result()), self.file(coded)

@@ -98,6 +98,16 @@ def prefix_sizes(header: Header, chunks: list[tuple[bytes, int]]) -> list[int]:
     return sizes
 
 
+def estimated_size(header: Header, segments: list[list[bytes]], counts: list[np.ndarray]) -> float:
+    """The bytes of the file whose tiles' blocks get `counts` iterations, estimated from a pass
+    that coded every block (`segments[t][i]`: tile i's at iteration t) before it is coded: the
+    framing exactly, each segment at the share of its tile's blocks still coded then."""
+    empty = (join_segments([b""] * len(counts)), 0)
+    framing = prefix_sizes(replace(header, blocks=pack_blocks(counts)), [empty] * max(int(c.max()) for c in counts))[-1]
+    return framing + sum(len(coded[i]) * np.mean(c > t)
+                         for i, c in enumerate(counts) for t, coded in enumerate(segments[: int(c.max())]))
+
+
 def truncate(header: Header, chunks: list[tuple[bytes, int]], iterations: int) -> bytes:
     """The file of the first `iterations` chunks, its header saying so: a valid file of its own."""
     return write(replace(header, iterations=iterations), chunks[:iterations])

@@ -13,7 +13,6 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from . import container
 from .backend import DEFAULT_ENGINE, Backend, as_backend, backend_by_id
@@ -22,6 +21,7 @@ from .entropy import BitCoder, explain_failure
 from .errors import FormatError, Note, OptionError, Truncated
 from .image import DEFAULT_MAX_PIXELS, resized
 from .tiles import Canvas, TileBox, plan_tiles, release_memory
+from .tiles import progress as progress_bar
 from .zoo import ImageModel, coder_by_id
 
 
@@ -79,7 +79,7 @@ def decode(
     payloads = [container.split_segments(chunks[t][0], len(boxes)) for t in range(n_iter)]
     crcs = [container.bits_crc(t) for t in range(n_iter)]
     canvas = Canvas(header.height, header.width, header.overlap)
-    bar = tqdm(total=len(boxes) * n_iter, desc="decoding", unit="iteration", disable=not progress, delay=1.0)
+    bar = progress_bar(show=progress, total=len(boxes) * n_iter, desc="decoding", unit="iteration")
     with _explained(header):
         for i, box in enumerate(boxes):  # tile by tile: one tile's model state at a time
             tile = tile_decoder(i)

@@ -6,9 +6,11 @@ neighbour. On decode the overlapping bands are cross-faded linearly, which hides
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,17 @@ class TileBox:
     @property
     def shape(self) -> tuple[int, int]:
         return self.y1 - self.y0, self.x1 - self.x0
+
+
+def progress(items: Iterable | None = None, *, show: bool, **bar) -> Any:
+    """tqdm's progress bar over `items` (or, without, one a caller updates) where `show`; else the
+    items as they are, or a bar that shows nothing. tqdm loads only to be shown: its import reads
+    the installed packages' metadata, which a codec command need not wait for."""
+    if show:
+        from tqdm import tqdm
+
+        return tqdm(items, delay=1.0, **bar)
+    return items if items is not None else SimpleNamespace(update=lambda n=1: None, close=lambda: None)
 
 
 def _cuts(size: int, tile: int) -> list[int]:

@@ -16,7 +16,9 @@ class CoderSession(Protocol):
     """Codes one tile, iteration after iteration; bits are C×h×w uint8 arrays of 0/1.
 
     `active` (h×w bool, None for all) names the positions that carry bits this iteration
-    (spatially adaptive bit rates): only theirs are coded, and the others decode as 0."""
+    (spatially adaptive bit rates): only theirs are coded, and the others decode as 0.
+    `copy.copy(session)` goes on from where the session is, apart from it: an encoder that
+    codes an image again resumes from a copy it kept."""
 
     def encode(self, bits: np.ndarray, active: np.ndarray | None = None) -> bytes: ...
 

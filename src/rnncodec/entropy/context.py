@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from copy import copy
 from typing import Any, Protocol
 
 import numpy as np
@@ -91,6 +92,9 @@ class RowSession:
 
     def __init__(self, ctx: TileContext) -> None:
         self.ctx = ctx
+
+    def __copy__(self) -> RowSession:  # one that goes on from here on its own: the context's state is replaced, not changed
+        return RowSession(copy(self.ctx))
 
     def encode(self, bits: np.ndarray, active: np.ndarray | None = None) -> bytes:
         coded, probs = [], []
