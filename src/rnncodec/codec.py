@@ -24,7 +24,7 @@ from .rate import Rate, choose, meet, search, window
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, release_memory, to_uint8
 from .zoo import ImageModel, default_coder
 
-TRY_SMALLER_UP_TO = 3  # a target that this many full-size iterations reach is tried at smaller sizes too (docs/RESULTS.md)
+TRY_SMALLER_UP_TO = 3  # a target that this many iterations of a size reach is tried at the next smaller too (docs/RESULTS.md)
 REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (docs/RESULTS.md)
 PAST = 3  # first-pass iterations of a tile after the one that meets the goal on its own: adaptive counts' headroom
 RESUME_PIXELS = DEFAULT_TILE**2  # an image up to this size keeps two model states a tile for its coding passes
@@ -217,8 +217,8 @@ class _Image:
         tables = self._tables(first, whole or done)
         if self.rate.target is not None:
             encoded, quality = self._target(first, whole, done, tables)
-            met = quality >= self.rate.target  # then smaller, once a full size that few iterations reach
-            return encoded, met, met and (self.header.display is not None or (whole or done) <= TRY_SMALLER_UP_TO)
+            met = quality >= self.rate.target  # then smaller, where this size needs few iterations: a smaller needs more
+            return encoded, met, met and (whole or done) <= TRY_SMALLER_UP_TO
         low, high = (1, n) if self.rate.adaptive else (whole, whole + 1)
         counts = search([window(d, low, high) for d in tables], lambda c: self.estimate(first, c) <= 0.98 * self.budget,
                         False)  # its entropy: near
