@@ -54,11 +54,11 @@ class Recording(OnnxImageModel):
         super().__init__(*args)
         self.feeds: dict[str, list[dict[str, np.ndarray]]] = {}
 
-    def _session(self, name: str) -> ort.InferenceSession:
-        session = super()._session(name)
-        if name not in self.feeds:
-            self.feeds[name], run = [], session.run
-            session.run = lambda outputs, feed: self.feeds[name].append(feed) or run(outputs, feed)
+    def _session(self, name: str, dims: tuple[tuple[str, int], ...]) -> ort.InferenceSession:
+        session = super()._session(name, dims)
+        if not hasattr(session, "recorded"):  # a session per graph and tile size: each records into its graph's list
+            session.recorded, run = self.feeds.setdefault(name, []), session.run
+            session.run = lambda outputs, feed: session.recorded.append(feed) or run(outputs, feed)
         return session
 
 

@@ -114,6 +114,18 @@ def test_both_backends_write_files_that_decode_alike(rate):
         assert abs(decoded[0] - decoded[1]) < 0.05
 
 
+def test_a_backend_codes_sizes_past_its_sessions_as_a_fresh_one():
+    """Sessions are built for one tile size each, and a long-lived backend (folder mode, a server)
+    keeps the latest ones: after more sizes than it keeps, a size it dropped codes and decodes as
+    it did the first time."""
+    backend = onnx_codec.OnnxImageModel(zoo.stored_weights(zoo.IMAGE, None), PACKAGE_WEIGHTS)
+    sizes = [(16 * (1 + i % 3), 16 * (2 + i)) for i in range(onnx_codec.SESSIONS // 2)]
+    coded = [(codec.encode(smooth_image(h, w, seed=i), iterations=2, model=backend).data) for i, (h, w) in enumerate(sizes)]
+    decoded = [codec.decode(d, model_lookup=lambda _: backend).pixels for d in coded]
+    assert codec.encode(smooth_image(*sizes[0], seed=0), iterations=2, model=backend).data == coded[0]
+    np.testing.assert_array_equal(codec.decode(coded[0], model_lookup=lambda _: backend).pixels, decoded[0])
+
+
 def test_cli_compresses_without_torch(tmp_path):
     pixels = smooth_image(40, 56)
     png, rnc = tmp_path / "in.png", tmp_path / "out.rnc"

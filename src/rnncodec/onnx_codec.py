@@ -37,6 +37,12 @@ from .zoo import IMAGE, cached, find_by_id, find_graphs, graph_name, stored_weig
 NEXT = "next_"  # an output named NEXT + an input's name is that input's value at the next iteration
 MODEL_ID = "model_id"  # the graphs' metadata key naming the model whose weights they take
 WEIGHTS_FILE = "weights"  # the external data file the graphs' weights name (weights_data; web/imagemodel.js too)
+SESSIONS = 24  # a model's sessions kept: its graphs at an image's tile sizes, at each size a target tries
+
+
+def free_dims(name: str) -> tuple[str, str]:
+    """The names of an input's free height and width in the graphs (onnx_export), which a session fixes."""
+    return f"{name}_height", f"{name}_width"
 
 
 def weights_data(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
@@ -52,8 +58,8 @@ def weights_data(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, 
 
 class OnnxImageModel:
     """An image model's encoding steps in ONNX Runtime: its graphs, with its weights in fp32
-    (weights_data). Sessions are built when first used.
-    A backend (backend.py): `begin`, `step`, `reconstruction`."""
+    (weights_data). Sessions are built when first used, one for each graph and tile size, and the
+    latest SESSIONS kept. A backend (backend.py): `begin`, `step`, `reconstruction`."""
 
     precision = "onnx-fp32"  # as the header records it (container.PRECISION_BYTES)
     # ONNX Runtime's intra-op threads. It reads no environment variable of its own, so the one
@@ -65,55 +71,72 @@ class OnnxImageModel:
     def __init__(self, weights: StoredWeights, folder: Path) -> None:
         self.model_id, self.cfg, self.folder = weights.model_id, ModelConfig.from_json(weights.config), folder
         self._weights_data, self._weight_names = weights_data(weights.tensors)[0], set(weights.tensors)
-        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._sessions: dict[tuple[str, tuple[tuple[str, int], ...]], ort.InferenceSession] = {}
 
-    def _session(self, name: str) -> ort.InferenceSession:
-        if name not in self._sessions:
-            path = self.folder / name
-            options = ort.SessionOptions()
-            options.log_severity_level = 3  # errors only: the CLI's stderr is for its own notes
-            # every rewrite ORT knows, layout ones included: the graphs are exported unoptimised, and
-            # each level up is faster. Rewrites change rounding, not determinism: one machine and
-            # ORT version write the same bits at any thread count, and any decoder decodes them exactly
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = self.threads
-            # one graph at a time: the steps are chains of convolutions, with nothing to run beside them
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            # idle threads sleep rather than spin: a spinning thread slows a process sharing the cores
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            # one arena for every session of the process, which keeps the activations' blocks between
-            # runs: every iteration of a tile, and every tile, reuses them instead of asking the system
-            # again. A session's own arena would hold its largest tile's blocks beside the other
-            # steps' arenas. It holds the largest tile's blocks until the process ends, which the
-            # tile size bounds
-            _share_arena()
-            options.add_session_config_entry("session.use_env_allocators", "1")
-            # no memory pattern: it plans one block for a whole run per input shape, which the arena
-            # then keeps for each shape seen (an image's edge tiles are other shapes), and it saves
-            # no time here; freed blocks go back to the arena for the next tensor of any shape
-            options.enable_mem_pattern = False
-            options.add_external_initializers_from_files_in_memory([WEIGHTS_FILE], [self._weights_data],
-                                                                   [self._weights_data.size])
-            try:
-                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # onnxruntime's errors have no common base class
-                raise ModelError(f"{path}: not a graph of this model ({str(exc).splitlines()[0]})") from None
-            if session.get_modelmeta().custom_metadata_map.get(MODEL_ID) != self.model_id.hex():
-                raise ModelError(f"{path} was exported for another model than {self.model_id.hex()}")
-            if any(i.name in self._weight_names for i in session.get_inputs()):
-                raise ModelError(f"{path}: graphs that take their weights as inputs: export them again (rnncodec export-onnx)")
-            self._sessions[name] = session
-        return self._sessions[name]
+    def _session(self, name: str, dims: tuple[tuple[str, int], ...]) -> ort.InferenceSession:
+        """Graph `name`'s session for one tile's size: `dims`, each free dimension's size."""
+        key = name, dims
+        if key in self._sessions:
+            self._sessions[key] = self._sessions.pop(key)  # the most recently used last
+            return self._sessions[key]
+        path = self.folder / name
+        try:
+            session = ort.InferenceSession(str(path), self._options(dims), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's errors have no common base class
+            raise ModelError(f"{path}: not a graph of this model ({str(exc).splitlines()[0]})") from None
+        if session.get_modelmeta().custom_metadata_map.get(MODEL_ID) != self.model_id.hex():
+            raise ModelError(f"{path} was exported for another model than {self.model_id.hex()}")
+        if any(i.name in self._weight_names for i in session.get_inputs()):
+            raise ModelError(f"{path}: graphs that take their weights as inputs: export them again (rnncodec export-onnx)")
+        if len(self._sessions) == SESSIONS:  # each holds its own packed weights: a folder of many sizes keeps the latest
+            del self._sessions[next(iter(self._sessions))]
+        self._sessions[key] = session
+        return session
+
+    def _options(self, dims: tuple[tuple[str, int], ...]) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: the CLI's stderr is for its own notes
+        # every rewrite ORT knows, layout ones included: the graphs are exported unoptimised, and
+        # each level up is faster. Rewrites change rounding, not determinism: one machine and
+        # ORT version write the same bits at any thread count, and any decoder decodes them exactly
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # the tile's size fixed: with every shape known, ORT proves the two sums of a gate the same
+        # shape and folds their sum and the gate's activation into a convolution, which it cannot
+        # do for free sizes. A session serves one size, and an image has few (its tiles' and the
+        # smaller sizes a target tries)
+        for dim, size in dims:
+            options.add_free_dimension_override_by_name(dim, size)
+        options.intra_op_num_threads = self.threads
+        # one graph at a time: the steps are chains of convolutions, with nothing to run beside them
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # idle threads sleep rather than spin: a spinning thread slows a process sharing the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # one arena for every session of the process, which keeps the activations' blocks between
+        # runs: every iteration of a tile, and every tile, reuses them instead of asking the system
+        # again. A session's own arena would hold its largest tile's blocks beside the other
+        # steps' arenas. It holds the largest tile's blocks until the process ends, which the
+        # tile size bounds
+        _share_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
+        # no memory pattern: it plans one block for a whole run per input shape, which the arena
+        # then keeps for each shape seen (an image's edge tiles are other shapes), and it saves
+        # no time here; freed blocks go back to the arena for the next tensor of any shape
+        options.enable_mem_pattern = False
+        options.add_external_initializers_from_files_in_memory([WEIGHTS_FILE], [self._weights_data],
+                                                               [self._weights_data.size])
+        return options
 
     def run(self, name: str, values: dict[str, np.ndarray], t: int) -> dict[str, np.ndarray]:
         """Iteration t's graph `name`, from x (or the bits), the mask and the outputs of the one
         before (named as its inputs) in `values`: its outputs by name (bits; with the decoder,
         NEXT + "recon" and the states too)."""
-        session = self._session(name)
         feeds = {**values, "t": np.array(t, np.int64)}
+        if "mask" not in feeds:  # every block; fixed in size, as every input the graph may take
+            pixels = next(values[k] for k in ("recon", "x") if k in values).shape[2:]
+            feeds["mask"] = np.ones((1, 1, *(s // STRIDE for s in pixels)), np.float32)
+        session = self._session(name, tuple((dim, v.shape[axis]) for key, v in sorted(feeds.items()) if v.ndim == 4
+                                            for axis, dim in zip((2, 3), free_dims(key))))
         inputs = [i.name for i in session.get_inputs()]
-        if "mask" not in feeds and "mask" in inputs:
-            feeds["mask"] = np.ones((1, 1, *(s // STRIDE for s in values["recon"].shape[2:])), np.float32)
         if "mask" in values and "mask" not in inputs:
             raise ModelError(f"{self.folder}: graphs exported without block masks: export them again (rnncodec export-onnx)")
         outputs = session.run(None, {name: feeds[name] for name in inputs})

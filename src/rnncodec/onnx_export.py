@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from .fileio import atomic_write
 from .layers.cells import ConvGRU, ResidualGRU
 from .models.rnn_codec import Decoder, RNNCodec, Step
-from .onnx_codec import MODEL_ID, NEXT, WEIGHTS_FILE, weights_data
+from .onnx_codec import MODEL_ID, NEXT, WEIGHTS_FILE, free_dims, weights_data
 from .zoo import DECODER_VARIANTS, GRAPH_VARIANTS, ImageModel, graph_name
 
 OPSET = 17
@@ -150,7 +150,7 @@ def export_step(model: ImageModel, step: nn.Module, inputs: dict[str, Tensor], o
             ndim = {n: t.ndim for n, t in [*inputs.items(), *zip(outputs, results)]}
             torch.onnx.export(step, example, buf, dynamo=False, opset_version=OPSET, input_names=list(inputs),
                               output_names=outputs, do_constant_folding=False,
-                              dynamic_axes={n: {d - 2: f"{n}_height", d - 1: f"{n}_width"} for n, d in ndim.items() if d >= 4})
+                              dynamic_axes={n: dict(zip((d - 2, d - 1), free_dims(n))) for n, d in ndim.items() if d >= 4})
     graph = onnx.load_from_string(buf.getvalue())
     _weights_outside(graph, model)
     onnx.helper.set_model_props(graph, {MODEL_ID: model.model_id.hex(), "config": model.cfg.to_json()})
