@@ -30,7 +30,7 @@ from .errors import (
 )
 from .eval.cli import register as register_eval
 from .fileio import STOP_SIGNALS, atomic_write, check_output, decoded_name, output_name
-from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, RGBImage
+from .image import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, RGBImage, writer_format
 from .precision import PRECISIONS
 from .rate import Rate
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
@@ -188,14 +188,12 @@ def _read_stream(path: str) -> Iterator[BinaryIO]:
 
 
 def _decompress(args: argparse.Namespace) -> None:
-    from PIL import Image
-
     from .codec import decode
 
     if args.iterations is not None and args.iterations < 1:
         raise OptionError("--iterations must be at least 1")
     out = args.output or (STDIO if args.input == STDIO else decoded_name(Path(args.input)))
-    fmt = "PNG" if out == STDIO else Image.registered_extensions().get(Path(out).suffix.lower())
+    fmt = "PNG" if out == STDIO else writer_format(out)
     if fmt is None:
         raise OutputError(f"{out}: unknown image file extension (use .png)")
     _check_output(out, args.force)

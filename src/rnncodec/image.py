@@ -27,6 +27,14 @@ ALPHA_CHOICES = ("keep", "drop")  # code transparency losslessly, or flatten ont
 _INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
+def writer_format(path: str | Path) -> str | None:
+    """The Pillow format that writes files named like `path`, by its extension; None for none.
+    Pillow's common formats (`Image.preinit`) answer a .png without importing every plugin."""
+    suffix = Path(path).suffix.lower()
+    Image.preinit()
+    return Image.EXTENSION.get(suffix) or Image.registered_extensions().get(suffix)
+
+
 def image_suffixes() -> frozenset[str]:
     """Every file extension Pillow can open, with the plugins that are installed."""
     Image.init()
