@@ -186,6 +186,18 @@ def test_standard_input_and_output(tmp_path, png):
     assert bad.returncode == 3 and bad.stdout == b""  # nothing half-written to standard output either
 
 
+def test_decompress_writes_the_format_its_output_names(tmp_path, png):
+    rnc = tmp_path / "a.rnc"
+    assert run("compress", png, "-o", rnc, "--iterations", "2").returncode == 0
+    for name, fmt in (("a.PNG", "PNG"), ("a.jpg", "JPEG"), ("a.webp", "WEBP"), ("a.tiff", "TIFF")):
+        r = run("decompress", rnc, "-o", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+        assert Image.open(tmp_path / name).format == fmt
+    r = run("decompress", rnc, "-o", tmp_path / "a.xyz")
+    assert r.returncode == 6 and r.stderr.strip().endswith("unknown image file extension (use .png)")
+    assert not (tmp_path / "a.xyz").exists()
+
+
 def test_binary_output_is_refused_on_a_terminal(png):
     primary, secondary = pty.openpty()
     try:
