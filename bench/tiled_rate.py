@@ -3,7 +3,7 @@ the same goal (the fewest reaching a target, the most within a budget: what a ti
 before one λ served all its tiles), with counts of its own per block (adaptive) and with a partial
 last iteration alone (`adaptive=False`).
 
-    .venv/bin/python bench/tiled_rate.py IMAGE_OR_FOLDER [--images N] [--crop 2048] [--tile 1024] \\
+    .venv/bin/python bench/tiled_rate.py IMAGE_OR_FOLDER… [--images N] [--crop 2048] [--fit] [--tile 1024] \\
         [--psnr 28] [--ms-ssim 0.95] [--bpp 0.5]
 
 Only the public encode() and decode() are used. Rates are real file sizes, header included.
@@ -16,17 +16,22 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.errors import Note
-from rnncodec.image import list_images, read_image
+from rnncodec.image import list_images
 from rnncodec.quality import ms_ssim_rgb, psnr_rgb
 from rnncodec.tiles import plan_tiles
 
 
-def crop(path: Path, side: int) -> np.ndarray:
-    pixels = read_image(path).pixels
+def crop(path: Path, side: int, fit: bool) -> np.ndarray:
+    image = Image.open(path).convert("RGB")
+    if fit:  # a photo larger than the crop: its shorter side brought to the crop's, which blurs away a JPEG's blocks
+        scale = side / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    pixels = np.asarray(image)
     h, w = (min(side, s) for s in pixels.shape[:2])
     y, x = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
     return np.ascontiguousarray(pixels[y : y + h, x : x + w])
@@ -34,21 +39,23 @@ def crop(path: Path, side: int) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("images", type=Path, help="an image, or a folder of them")
+    ap.add_argument("images", type=Path, nargs="+", help="images, or folders of them")
     ap.add_argument("--images", dest="limit", type=int, default=0, help="first N images of a folder only (0 = all)")
     ap.add_argument("--crop", type=int, default=2048, help="the centre crop's side, at most the image's")
+    ap.add_argument("--fit", action="store_true", help="first scale each image (Lanczos) so that its shorter side is the crop's")
     ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--psnr", type=float, nargs="*", default=[28.0])
     ap.add_argument("--ms-ssim", type=float, nargs="*", default=[0.95])
     ap.add_argument("--bpp", type=float, nargs="*", default=[0.5])
     args = ap.parse_args()
     warnings.simplefilter("ignore", Note)  # targets out of reach: the whole iterations say so too
-    paths = list_images(args.images, lossless=True)[: args.limit or None] if args.images.is_dir() else [args.images]
+    paths = [p for root in args.images for p in (list_images(root, lossless=True) if root.is_dir() else [root])]
+    paths = paths[: args.limit or None]
     goals = ([("target_psnr", v) for v in args.psnr] + [("target_ms_ssim", v) for v in args.ms_ssim]
              + [("bpp", v) for v in args.bpp])
     rows: dict[tuple[str, float, str], list[dict]] = {}
     for path in paths:
-        pixels = crop(path, args.crop)
+        pixels = crop(path, args.crop, args.fit)
         h, w = pixels.shape[:2]
         tiles = len(plan_tiles(h, w, args.tile, 16))
         full = encode(pixels, adaptive=False, tile=args.tile).data  # every iteration

@@ -37,7 +37,7 @@ from .zoo import IMAGE, cached, find_by_id, find_graphs, graph_name, stored_weig
 NEXT = "next_"  # an output named NEXT + an input's name is that input's value at the next iteration
 MODEL_ID = "model_id"  # the graphs' metadata key naming the model whose weights they take
 WEIGHTS_FILE = "weights"  # the external data file the graphs' weights name (weights_data; web/imagemodel.js too)
-SESSIONS = 24  # a model's sessions kept: its graphs at an image's tile sizes, at each size a target tries
+SESSIONS = 12  # a model's sessions kept: its three encoding graphs at a tiled image's four tile sizes
 
 
 def free_dims(name: str) -> tuple[str, str]:
