@@ -16,22 +16,20 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from rnncodec import container
 from rnncodec.codec import decode, encode
 from rnncodec.errors import Note
-from rnncodec.image import list_images
+from rnncodec.image import list_images, read_image, resized
 from rnncodec.quality import ms_ssim_rgb, psnr_rgb
 from rnncodec.tiles import plan_tiles
 
 
 def crop(path: Path, side: int, fit: bool) -> np.ndarray:
-    image = Image.open(path).convert("RGB")
+    pixels = read_image(path).pixels
     if fit:  # a photo larger than the crop: its shorter side brought to the crop's, which blurs away a JPEG's blocks
-        scale = side / min(image.size)
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
-    pixels = np.asarray(image)
+        scale = side / min(pixels.shape[:2])
+        pixels = resized(pixels, round(pixels.shape[1] * scale), round(pixels.shape[0] * scale))
     h, w = (min(side, s) for s in pixels.shape[:2])
     y, x = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
     return np.ascontiguousarray(pixels[y : y + h, x : x + w])
