@@ -157,8 +157,9 @@ class _Image:
                     met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
                 else:
                     met = t if met is None and self._met(original, recons[-1], size) else met
-                if met is None and not self.reconstruct and self.pixels[..., 0].size <= RESUME_PIXELS:
-                    kept = [*kept[-1:], enc.fork()]  # the windows' lows: k − 2 and k − 1
+                # the windows' lows, k − 2 and k − 1; and the first iteration, which every count includes
+                if (met is None or t == 0) and not self.reconstruct and self.pixels[..., 0].size <= RESUME_PIXELS:
+                    kept = [*kept[-1:], enc.fork()]
                 # a target that one iteration of the image meets is met by the first pass's file alone
                 if met is not None and (t >= met + past or met == 0 and self.rate.target and len(self.boxes) == 1):
                     break
