@@ -119,8 +119,8 @@ class _Image:
         """The tile loop: each block for its count of iterations (all without counts). A first pass keeps each iteration's
         reconstruction, and stops a tile as many iterations after it meets the goal alone as the counts may go beyond (PAST,
         or one); `quality`'s goal is the largest count chosen on the iterations so far, which later ones then left as it was
-        (docs/RESULTS.md). It keeps the tile's encoding after the two iterations before (windows start there): a coding pass
-        goes on from the last one before the tile's fewest count, as until then it codes every block as the first pass did."""
+        (docs/RESULTS.md). It keeps the tile's encoding after a few iterations (below): a coding pass goes on from the last
+        one before the tile's fewest count, as until then it codes every block as the first pass did."""
         h, w, n = self.header.height, self.header.width, self.header.iterations
         p = _Pass(container.Chunks(n), counts, [], [Canvas(h, w, self.header.overlap) for _ in range(n)]
                   if self.reconstruct else [], Canvas(h, w, self.header.overlap))
@@ -157,7 +157,7 @@ class _Image:
                     met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
                 else:
                     met = t if met is None and self._met(original, recons[-1], size) else met
-                # the windows' lows, k − 2 and k − 1; and the first iteration, which every count includes
+                # the windows' lows, k − 2 and k − 1, and the first iteration, which every count includes
                 if (met is None or t == 0) and not self.reconstruct and self.pixels[..., 0].size <= RESUME_PIXELS:
                     kept = [*kept[-1:], enc.fork()]
                 # a target that one iteration of the image meets is met by the first pass's file alone
