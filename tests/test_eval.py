@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +12,14 @@ from conftest import save_tiny_image_model, smooth_image
 from PIL import Image
 
 from rnncodec.cli import main
-from rnncodec.codec import encode
-from rnncodec.errors import Note
 from rnncodec.eval import runner
 from rnncodec.eval.bd import auc, auc_range, bd_rate, rising
 from rnncodec.eval.codecs import available
 from rnncodec.eval.curves import METRICS, Curve
 from rnncodec.eval.metrics import psnr_rgb
 from rnncodec.eval.report import bd_table, equal_rate_table
+from rnncodec.onnx_export import export_graphs
+from rnncodec.zoo import MODEL_PATH_ENV, load_image_model
 
 
 @pytest.mark.parametrize("name", sorted(available()))
@@ -84,6 +84,13 @@ def dataset(tmp_path) -> Path:
     return d
 
 
+def _compressed(image: Path, model: Path, tmp_path: Path, *rate: str) -> bytes:
+    """The file `rnncodec compress` writes of `image` with `model` at `rate`, its defaults otherwise."""
+    out = tmp_path / "compressed.rnc"
+    assert main(["compress", str(image), "-o", str(out), "--model", str(model), "-f", "-q", *rate]) == 0
+    return out.read_bytes()
+
+
 def _eval(dataset: Path, out: Path, model: Path, *extra: str) -> None:
     args = ["eval", str(dataset), "--out", str(out), "--model", str(model), "--codecs", "rnncodec,jpeg", *extra]
     assert main(args) == 0
@@ -102,14 +109,16 @@ def test_eval_end_to_end(dataset, tmp_path, model_dir, tiny_model):
         rows = list(csv.DictReader(f))
     jpeg_points = len(available()["jpeg"].qualities)
     assert len(rows) == 2 * (tiny_model.cfg.iterations + jpeg_points)
-    # every rnncodec rate is the size of the file `compress --iterations K` writes, header included
-    pixels = np.asarray(Image.open(dataset / "img1.png"))
+    # what is measured is what `compress` writes: every rnncodec rate is the size of the file of
+    # `compress --iterations K`, header included, and the file eval cut them from is compress's
+    model = model_dir / "tiny.safetensors"
     for k in (1, 3):
         row = next(r for r in rows if r["codec"] == "rnncodec" and r["image"] == "img1" and r["quality"] == str(k))
-        size = len(encode(pixels, iterations=k, model=tiny_model).data)
+        size = len(_compressed(dataset / "img1.png", model, tmp_path, "--iterations", str(k)))
         assert int(row["bytes"]) == size
         assert float(row["bpp"]) == pytest.approx(size * 8 / (176 * 192))
-    assert (out / "streams" / "img0.rnc").exists()
+    most = str(tiny_model.cfg.iterations)
+    assert (out / "streams" / "img1.rnc").read_bytes() == _compressed(dataset / "img1.png", model, tmp_path, "-i", most)
 
 
 def test_eval_resumes_from_cache(dataset, tmp_path, model_dir, monkeypatch):
@@ -161,15 +170,17 @@ def test_equal_rate_table_interpolates_the_others():
     assert rows[4].endswith("| – | 35.00 | – |")  # outside JPEG's measured rates: no number
 
 
-def test_description_names_a_wider_last_layer(tmp_path, model_dir):
+def test_description_names_a_wider_last_layer(tmp_path, model_dir, monkeypatch):
     """Results of two models of one width (the default and `--tail-width 0.5`) must not read alike."""
     save_tiny_image_model(tmp_path / "wide.safetensors", tail_width=0.5)
+    export_graphs(load_image_model(tmp_path / "wide.safetensors"), tmp_path)  # eval runs compress's engine
+    monkeypatch.setenv(MODEL_PATH_ENV, os.pathsep.join([str(tmp_path), str(model_dir)]))
     assert "last decoder layer 0.5" in runner.describe(runner.RNNCODEC, str(tmp_path / "wide.safetensors"))
     assert "last decoder layer" not in runner.describe(runner.RNNCODEC, str(model_dir / "tiny.safetensors"))
 
 
 @pytest.mark.parametrize("mode", sorted(runner.RNNCODEC_MODES))
-def test_eval_of_rate_options(dataset, tmp_path, model_dir, tiny_model, mode):
+def test_eval_of_rate_options(dataset, tmp_path, model_dir, mode):
     """rnncodec-ms-ssim and rnncodec-quality: one real file per setting, as `compress` writes it."""
     out = tmp_path / "results"
     args = ["eval", str(dataset), "--out", str(out), "--model", str(model_dir / "tiny.safetensors"),
@@ -180,11 +191,9 @@ def test_eval_of_rate_options(dataset, tmp_path, model_dir, tiny_model, mode):
     assert doc["results"]["quality"] == list(sweep) and meaning in doc["description"]
     with (out / "per_image.csv").open() as f:
         rows = {float(r["quality"]): r for r in csv.DictReader(f)}
-    pixels = np.asarray(Image.open(dataset / "img0.png"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Note)  # the tiny model may not reach a target
-        size = len(encode(pixels, model=tiny_model, **{keyword: sweep[0]}).data)
-    assert int(rows[sweep[0]]["bytes"]) == size
+    option = "--" + keyword.replace("_", "-")
+    data = _compressed(dataset / "img0.png", model_dir / "tiny.safetensors", tmp_path, option, f"{sweep[0]:g}")
+    assert int(rows[sweep[0]]["bytes"]) == len(data)
 
 
 def test_comparison_page_refuses_rate_options(dataset, tmp_path, capsys):

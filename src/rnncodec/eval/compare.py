@@ -21,12 +21,11 @@ from ..codec import encode
 from ..errors import OptionError, OutputError
 from ..fileio import atomic_write
 from ..image import read_image
-from ..zoo import load_image_model
 from .codecs import Codec, available
 from .curves import Curve
 from .metrics import all_metrics, bpp
 from .plot import plot_metric
-from .runner import RNNCODEC, Job, pool_map, prefixes, run_jobs, summarize
+from .runner import RNNCODEC, Job, pool_map, prefixes, rnncodec_model, run_jobs, summarize
 
 TEMPLATE = Path(__file__).parent / "compare.html"
 PAGE_METRICS = ("ms-ssim-rgb-db", "psnr-rgb")  # one RD plot each
@@ -79,7 +78,7 @@ def picture_set(image: Path, out: Path, iterations: list[int], codecs: list[str]
     folder = out / image.stem
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(folder / "original.png")
-    net = load_image_model(model)
+    net = rnncodec_model(model)
     classical = available()
     rates = []
     for k, prefix, decoded in prefixes(encode(pixels, iterations=max(iterations), model=net).data, net):
@@ -125,7 +124,7 @@ def write_page(path: Path, data: dict, force: bool = False) -> None:
 
 def check_iterations(iterations: list[int], model: str | None) -> list[int]:
     """The page's rates, sorted, once they are known to be iteration counts the model can code."""
-    most = load_image_model(model).cfg.iterations
+    most = rnncodec_model(model).cfg.iterations
     if not iterations or not all(1 <= k <= most for k in iterations):
         raise OptionError(f"iterations must be between 1 and {most} for this model")
     return sorted(set(iterations))

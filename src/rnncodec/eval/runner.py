@@ -1,12 +1,12 @@
 """`rnncodec eval`: rnncodec and the classical codecs over a folder of images, resumably.
 
 One job is one image under one codec: every rate point of it, cached as one JSON file under
-OUT/cache/<codec>/, so that an interrupted run picks up where it stopped. rnncodec is encoded once
-at its most iterations into a real .rnc file (OUT/streams/); each prefix of that file, cut at a
-chunk boundary, is exactly the file `rnncodec compress --iterations K` writes, and is decoded and
-measured as such. `rnncodec-ms-ssim` and `rnncodec-quality` are the same model coded the way
-`compress --target-ms-ssim T` and `compress --quality Q` code it: one file per setting, its bit
-rate spatially adaptive (RNNCODEC_MODES).
+OUT/cache/<codec>/, so that an interrupted run picks up where it stopped. rnncodec runs in the
+engine `compress` runs by default. It is encoded once at its most iterations into a real .rnc file
+(OUT/streams/); each prefix of that file, cut at a chunk boundary, is exactly the file `rnncodec
+compress --iterations K` writes, and is decoded and measured as such. `rnncodec-ms-ssim` and
+`rnncodec-quality` are the same model coded the way `compress --target-ms-ssim T` and `compress
+--quality Q` code it: one file per setting, its bit rate spatially adaptive (RNNCODEC_MODES).
 """
 from __future__ import annotations
 
@@ -25,12 +25,14 @@ import torch
 from tqdm import tqdm
 
 from .. import container
+from ..backend import DEFAULT_ENGINE, Backend, load_backend
 from ..codec import decode, encode
 from ..errors import Note
 from ..fileio import atomic_write
 from ..image import list_images, read_image
+from ..onnx_codec import OnnxImageModel
 from ..rate import Rate
-from ..zoo import ImageModel, default_coder, load_image_model
+from ..zoo import default_coder
 from .codecs import Codec, available
 from .curves import METRICS
 from .metrics import all_metrics, bpp, to_db
@@ -56,7 +58,13 @@ class Job:
     model: str | None  # rnncodec weights; None: the packaged model
 
 
-def prefixes(data: bytes, model: ImageModel) -> Iterator[tuple[int, bytes, np.ndarray]]:
+def rnncodec_model(model: str | None) -> Backend:
+    """The image model `model` names (None: the packaged one) in the engine `rnncodec compress` runs by
+    default: what eval and the comparison page measure is what users get."""
+    return load_backend(DEFAULT_ENGINE, model, "auto")
+
+
+def prefixes(data: bytes, model: Backend) -> Iterator[tuple[int, bytes, np.ndarray]]:
     """(K, the file cut after chunk K, its decoded pixels) for every K: each cut is exactly the file
     `rnncodec compress --iterations K` writes, so its size is rnncodec's real rate at K."""
     header, chunks = container.read(data)
@@ -67,7 +75,7 @@ def prefixes(data: bytes, model: ImageModel) -> Iterator[tuple[int, bytes, np.nd
 
 def _rnncodec_rows(job: Job, pixels: np.ndarray) -> list[dict]:
     """Encode once into OUT/streams/, then decode and measure every chunk prefix of that file."""
-    model = load_image_model(job.model)
+    model = rnncodec_model(job.model)
     stream = job.out / "streams" / f"{job.image.stem}.rnc"
     stream.parent.mkdir(parents=True, exist_ok=True)
     enc = encode(pixels, iterations=model.cfg.iterations, model=model)
@@ -80,7 +88,7 @@ def _mode_rows(job: Job, pixels: np.ndarray) -> list[dict]:
     """One file per setting of an RNNCODEC_MODES option, as `compress` writes it. A target beyond
     the image's reach stops at the model's most iterations (encode's Note, silenced here): its row
     scores what that file reaches, so the curve flattens instead of claiming the target."""
-    model = load_image_model(job.model)
+    model = rnncodec_model(job.model)
     keyword, sweep, _ = RNNCODEC_MODES[job.codec]
     rows = []
     for t in sweep:
@@ -103,9 +111,9 @@ def _classical_rows(codec: Codec, pixels: np.ndarray) -> list[dict]:
 def _cache_key(job: Job, digest: str) -> dict:
     """What the cached rows depend on: a changed model, library or sweep recomputes them."""
     if job.codec == RNNCODEC or job.codec in RNNCODEC_MODES:
-        model = load_image_model(job.model)
-        coder = default_coder(model)
-        setup = {"model": model.model_id.hex(), "coder": coder.coder_id,
+        model = rnncodec_model(job.model)
+        coder = default_coder(model.model_id)
+        setup = {"model": model.model_id.hex(), "precision": model.precision, "coder": coder.coder_id,
                  "entropy_model": coder.model_id.hex()}
         if job.codec in RNNCODEC_MODES:
             setup["qualities"] = list(RNNCODEC_MODES[job.codec][1])
@@ -138,12 +146,13 @@ def run_job(job: Job) -> list[dict]:
     return rows
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # one process per core; more threads would only contend
+def _init_worker() -> None:  # one process per core, one thread each (the model's and the metrics'): more would only contend
+    torch.set_num_threads(1)
+    OnnxImageModel.threads = 1
 
 
 def pool_map(work: Callable[[T], R], items: list[T], workers: int, desc: str) -> list[R]:
-    """`work` over the items in order, on `workers` processes (one torch thread each), with a
+    """`work` over the items in order, on `workers` processes (one thread each), with a
     progress bar on a terminal."""
     bar = tqdm(total=len(items), desc=desc, unit="job", disable=None)  # None: only on a terminal
     results: list[R] = []
@@ -190,12 +199,12 @@ def describe(codec: str, model: str | None) -> str:
     """The results file's description: the codec's setup and library versions."""
     if codec != RNNCODEC and codec not in RNNCODEC_MODES:
         return available()[codec].description
-    m = load_image_model(model)
+    m = rnncodec_model(model)
     c = m.cfg
     tail = f", last decoder layer {c.tail_width}" if c.tail_width else ""
     quality = "quality = " + ("iterations" if codec == RNNCODEC else RNNCODEC_MODES[codec][2])
     return (f"rnncodec {c.encoder_cell}/{c.framework}, width {c.width}{tail}, model {m.model_id.hex()}, "
-            f"coder {default_coder(m).coder_id}; {quality}")
+            f"coder {default_coder(m.model_id).coder_id}, {m.precision}; {quality}")
 
 
 def dataset_images(dataset: str | Path, limit: int | None = None) -> list[Path]:
