@@ -28,14 +28,13 @@ CLI = ("import json, sys; from rnncodec.cli import main; rc = main(sys.argv[1:])
        "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, 'tqdm': 'tqdm' in sys.modules}), file=sys.stderr)")
 
 
-def _steps(backend, x: np.ndarray, masks: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A backend's bits and x̂ of each iteration, each with its block mask (None: all), the last
-    without the decoder."""
+def _steps(backend, x: np.ndarray, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A backend's bits and x̂ of each of n iterations, the last without the decoder."""
     bits, recons, state = [], [], backend.begin(x)
-    for t, mask in enumerate(masks):
-        b, state = backend.step(state, mask, t + 1 < len(masks))
+    for t in range(n):
+        b, state = backend.step(state, t + 1 < n)
         bits.append(b)
-        recons.append(backend.reconstruction(state) if t + 1 < len(masks) else None)
+        recons.append(backend.reconstruction(state) if t + 1 < n else None)
     return bits, recons
 
 
@@ -66,16 +65,17 @@ def test_graphs_compute_the_torch_steps(tmp_path, overrides):
     export_graphs(model, tmp_path)
     x = np.ascontiguousarray(model_input(smooth_image(48, 80), TileBox(0, 48, 0, 80)))
     mask = np.arange(15).reshape(3, 5) % 3 > 0  # some blocks stopped
-    masks = [None, mask, mask]  # first, next (masked), next-bits
-    torch_bits, torch_recons = _steps(as_backend(model, "fp32"), x, masks)
-    bits, recons = _steps(onnx_codec.OnnxImageModel(load_weights(path), tmp_path), x, masks)
+    masks = [None, mask, mask]  # decoding: first, next (masked), next again
+    torch_bits, torch_recons = _steps(as_backend(model, "fp32"), x, 3)  # first, next, next-bits
+    bits, recons = _steps(onnx_codec.OnnxImageModel(load_weights(path), tmp_path), x, 3)
     assert [b.tolist() for b in bits] == [b.tolist() for b in torch_bits]
     for recon, expected in zip(recons[:2], torch_recons[:2]):
         np.testing.assert_allclose(recon, expected, atol=1e-5)
     decoded = _decoded(onnx_codec.OnnxImageModel(load_weights(path), tmp_path), torch_bits, masks)
     torch_decoded = _decoded(as_backend(model, "fp32"), torch_bits, masks)
-    for recon, expected, encoded in zip(decoded, torch_decoded, torch_recons[:2]):
+    for recon, expected in zip(decoded, torch_decoded):
         np.testing.assert_allclose(recon, expected, atol=1e-5)
+    for expected, encoded in zip(_decoded(as_backend(model, "fp32"), torch_bits, [None] * 3), torch_recons[:2]):
         np.testing.assert_array_equal(expected, encoded)  # torch's decoder replays its encoder exactly
 
 
@@ -91,8 +91,8 @@ def test_packaged_graphs_are_the_packaged_models():
     mask = np.arange(24).reshape(4, 6) % 4 > 0
     for name in zoo.NAMED_MODELS:
         model, reference = onnx_codec.load(name), as_backend(load_image_model(name), "fp32")
-        bits, expected = _steps(reference, x, [None, mask, mask])
-        got_bits, got = _steps(model, x, [None, mask, mask])
+        bits, expected = _steps(reference, x, 3)
+        got_bits, got = _steps(model, x, 3)
         assert [b.tolist() for b in got_bits] == [b.tolist() for b in bits], name  # equal bits on a test image
         for recon, want in zip(got[:2], expected[:2]):
             np.testing.assert_allclose(recon, want, atol=1e-4, err_msg=name)  # max abs difference

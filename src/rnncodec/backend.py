@@ -1,14 +1,13 @@
 """The image model behind one small interface, so that one tile loop (codec.py) drives any runtime.
 
     state = backend.begin(x)                          x: 1×3×H×W float32 in [−0.5, 0.5], sides of 16k
-    bits, state = backend.step(state, mask, decode)   bits: C×H/16×W/16 uint8 0/1; mask: H/16×W/16 bool
+    bits, state = backend.step(state, decode)         bits: C×H/16×W/16 uint8 0/1, every block's
     x̂ = backend.reconstruction(state)                 1×3×H×W float32, after the last step that decoded
     state = backend.decode_step(state, bits, mask)     decoding: state None at first; bits float32 ±1, 0 if stopped
 
-`mask` (None for all) gives the blocks that get bits this iteration: a stopped block's bits are 0
-and its reconstruction stays. Without `decode`, the step skips the decoder: the bits only, for a
-last iteration whose x̂ nobody looks at. A state is a value: `step` returns a new one and leaves
-the one it was given as it was, so an encoder may go on again from a state it kept.
+Without `decode`, the step skips the decoder: the bits only, for a last iteration whose x̂ nobody
+looks at. In decoding, `mask` (None for all) gives the blocks that have bits this iteration: a
+stopped block's bits are 0 and its reconstruction stays.
 
 A backend rounds floats its own way, so two backends may write other bits for one image, and
 decode one file to pixels that differ by rounding; the bits a file holds decode exactly with
@@ -19,7 +18,6 @@ installed: torch loads only where the torch engine is named.
 """
 from __future__ import annotations
 
-from copy import copy
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -43,7 +41,7 @@ class Backend(Protocol):
 
     def begin(self, x: np.ndarray) -> object: ...
 
-    def step(self, state: object, mask: np.ndarray | None, decode: bool) -> tuple[np.ndarray, object]: ...
+    def step(self, state: object, decode: bool) -> tuple[np.ndarray, object]: ...
 
     def reconstruction(self, state: object) -> np.ndarray: ...
 
@@ -52,26 +50,21 @@ class Backend(Protocol):
 
 class TileEncoder:
     """One tile's encoding, an iteration at a time: the model's state, the payload coder's session,
-    and the segments and bits coded so far (decoder.py's tile decoder, forward). A `fork` goes on
-    from here apart from it, so that an encoder may code a tile again from a point it kept."""
+    and the segments and bits coded so far (decoder.py's tile decoder, forward). Without a coder,
+    the bits only, each segment empty: for an encoder that codes them later, masked."""
 
-    def __init__(self, backend: Backend, coder: BitCoder, x: np.ndarray) -> None:
+    def __init__(self, backend: Backend, coder: BitCoder | None, x: np.ndarray) -> None:
         self.backend, self.state, self.coded = backend, backend.begin(x), []
-        self.session = coder.session((backend.cfg.bits, x.shape[2] // STRIDE, x.shape[3] // STRIDE))
+        self.session = coder and coder.session((backend.cfg.bits, x.shape[2] // STRIDE, x.shape[3] // STRIDE))
 
-    def step(self, mask: np.ndarray | None, decode: bool) -> tuple[bytes, np.ndarray]:
-        """The next iteration's segment and bits; `mask` and `decode` as `Backend.step`'s."""
-        bits, self.state = self.backend.step(self.state, mask, decode)
-        self.coded.append((self.session.encode(bits, None if mask is None or mask.all() else mask), bits))
+    def step(self, decode: bool) -> tuple[bytes, np.ndarray]:
+        """The next iteration's segment and bits; `decode` as `Backend.step`'s."""
+        bits, self.state = self.backend.step(self.state, decode)
+        self.coded.append((self.session.encode(bits) if self.session else b"", bits))
         return self.coded[-1]
 
     def pixels(self, box: TileBox) -> np.ndarray:  # the tile's reconstruction, H×W×3 float32 in [−0.5, 0.5]
         return self.backend.reconstruction(self.state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]]
-
-    def fork(self) -> TileEncoder:
-        twin = copy(self)  # the model's state is a value (Backend)
-        twin.session, twin.coded = copy(self.session), self.coded[:]
-        return twin
 
 
 def import_torch(what: str = "the torch engine"):

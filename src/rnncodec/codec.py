@@ -1,7 +1,8 @@
 """The pipeline: image → tiles → model backend → bits → payload coder → container (decoder.py: back).
 
 One tile loop drives a model backend (backend.py). A rate that chooses block counts (rate.py) runs
-it for a first pass of whole iterations, then for coding passes of the counts chosen, checked."""
+it for a first pass of whole iterations, then codes the counts chosen from that pass's bits, and
+checks a target on what the file decodes to."""
 from __future__ import annotations
 
 import hashlib
@@ -27,14 +28,13 @@ from .zoo import ImageModel, default_coder
 TRY_SMALLER_UP_TO = 3  # a target that this many iterations of a size reach is tried at the next smaller too (docs/RESULTS.md)
 REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (docs/RESULTS.md)
 PAST = 3  # first-pass iterations of a tile after the one that meets the goal on its own: adaptive counts' headroom
-RESUME_PIXELS = DEFAULT_TILE**2  # an image up to this size keeps two model states a tile for its coding passes
 
 
 @dataclass
 class Encoded:
     data: bytes
     iterations: int
-    reconstruction: np.ndarray | None  # H×W×3 uint8 a decoder of `data` must produce (if asked for)
+    reconstruction: np.ndarray | None  # H×W×3 uint8 that `data` decodes to (if asked for)
 
 
 def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate | None = None, *,
@@ -43,7 +43,7 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
            precision: str = "auto", engine: str = DEFAULT_ENGINE, **options) -> Encoded:
     """Encode an image at the rate `rate`, or the rate options as keywords (`rate.Rate`). `model`: a
     torch image model run in `precision`, or a backend; default: the packaged one in `engine`'s
-    runtime. With `reconstruct`, also what the file decodes to (exactly so from torch)."""
+    runtime. With `reconstruct`, also what the file decodes to with that backend."""
     if rate is not None and options:
         raise OptionError("give the rate as a Rate or as keywords, not both")
     rate, rgb = rate or Rate(**options), as_rgb(image)
@@ -74,13 +74,12 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
 
 @dataclass
 class _Pass:
-    """One run of the tile loop: the chunks, and what the rate control reads from them."""
+    """The chunks of a file, their counts, and what a first pass keeps for the rate control."""
 
     chunks: container.Chunks
     counts: list[np.ndarray] | None  # each tile's blocks' iteration counts; None: all blocks every iteration
-    recons: list[np.ndarray]  # a first pass's: each tile's (T+1)×H×W×3 8-bit reconstructions after 0…T
-    canvases: list[Canvas]  # with `reconstruct`: the image after each iteration
-    final: Canvas  # the image after the last
+    bits: list[list[np.ndarray]] = field(default_factory=list)  # a first pass's: each tile's bits of each iteration
+    recons: list[np.ndarray] = field(default_factory=list)  # a first pass's: each tile's (T+1)×H×W×3 8-bit images after 0…T
     tables: list[np.ndarray] = field(default_factory=list)  # a `quality` first pass's: each tile's d_b(c), c = 0…T
 
 
@@ -94,7 +93,6 @@ class _Image:
         self.original, self.pixels = rgb.pixels, rgb.pixels if scale == 1 else resized(rgb.pixels, w, h)
         self.rate, self.backend, self.coder, self.reconstruct, self.progress = rate, backend, coder, reconstruct, progress
         self.bound = bound or np.inf  # a target's smallest file so far, which a smaller size must beat
-        self.resume: list[list[TileEncoder]] = []  # each tile's first-pass points that coding passes go on from
         self.boxes = plan_tiles(h, w, tile, overlap)
         self.header = container.Header(
             coder.coder_id, backend.model_id, coder.model_id, w, h, tile, overlap,
@@ -102,75 +100,77 @@ class _Image:
             None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision=backend.precision,
             display=container.pack_display(big_w, big_h) if scale > 1 else None)
         self.budget = None if rate.bpp is None else rate.bpp * big_h * big_w / 8
-        self.measured, self.score = {}, rate.scorer(rgb.pixels) if rate.target else None
+        self.measured, self.score, self.decodes = {}, rate.scorer(rgb.pixels) if rate.target else None, {}
 
     def shown(self, image: np.ndarray) -> np.ndarray:
         """An 8-bit image at the coded size as a decoder shows it."""
         return image if image.shape == self.original.shape else resized(image, *self.original.shape[1::-1])
 
     def measure(self, image: np.ndarray) -> float:
-        """The goal's quality of an 8-bit image at the coded size, each image measured once."""
+        """The goal's quality of an 8-bit image at the coded size or as shown, each image measured once."""
         key = hashlib.blake2b(np.ascontiguousarray(image), digest_size=16).digest()
         if key not in self.measured:
             self.measured[key] = self.score(self.shown(image))
         return self.measured[key]
 
-    def run(self, counts: list[np.ndarray] | None = None, first: bool = False) -> _Pass:
-        """The tile loop: each block for its count of iterations (all without counts). A first pass keeps each iteration's
-        reconstruction, and stops a tile as many iterations after it meets the goal alone as the counts may go beyond (PAST,
-        or one); `quality`'s goal is the largest count chosen on the iterations so far, which later ones then left as it was
-        (docs/RESULTS.md). It keeps the tile's encoding after a few iterations (below): a coding pass goes on from the last
-        one before the tile's fewest count, as until then it codes every block as the first pass did."""
-        h, w, n = self.header.height, self.header.width, self.header.iterations
-        p = _Pass(container.Chunks(n), counts, [], [Canvas(h, w, self.header.overlap) for _ in range(n)]
-                  if self.reconstruct else [], Canvas(h, w, self.header.overlap))
+    def decoded(self, data: bytes) -> np.ndarray:
+        """What a decoder shows of `data` with this backend and coder, each file decoded once."""
+        if data not in self.decodes:
+            self.decodes[data] = decode(data, model_lookup=lambda _: self.backend, coder_lookup=lambda *_: self.coder,
+                                        max_pixels=None).pixels
+        return self.decodes[data]
+
+    def run(self, first: bool = False) -> _Pass:
+        """The tile loop, every block each iteration. A first pass keeps each iteration's bits and image, and stops a
+        tile as many iterations after it meets the goal alone as the counts may go beyond (PAST, or one); `quality`'s
+        goal is the largest count chosen on the iterations so far, which later ones then left as it was (docs/RESULTS.md)."""
+        p = _Pass(container.Chunks(self.header.iterations), None)
         for i, box in enumerate(tiles.progress(self.boxes, show=self.progress, desc="encoding", unit="tile")):
-            self._tile(p, i, box, None if counts is None else counts[i], first)
+            self._tile(p, box, first)
             if i + 1 < len(self.boxes):  # not after the last: a caller's next image would fault its pages in again
                 release_memory()
         return p
 
-    def _tile(self, p: _Pass, i: int, box: TileBox, counts: np.ndarray | None, first: bool) -> None:
+    def _tile(self, p: _Pass, box: TileBox, first: bool) -> None:
         n, original = self.header.iterations, self.pixels[box.y0 : box.y1, box.x0 : box.x1]
-        last = n if counts is None else int(counts.max())
-        look = first or self.rate.target is not None  # the tile's pixels: for the rate control
         past = PAST if self.rate.adaptive and self.rate.target_ms_ssim is None else 1  # _target's windows' top
-        at = [] if counts is None else [e for e in self.resume[i] if len(e.coded) <= min(counts.min(), last - 1)]
-        enc = max(at, key=lambda e: len(e.coded)).fork() if at else \
-            TileEncoder(self.backend, self.coder, np.ascontiguousarray(model_input(self.pixels, box)))
-        for t, (segment, bits) in enumerate(enc.coded):
+        enc = TileEncoder(self.backend, None if first and self.rate.slope is not None else self.coder,  # `quality`: no sizes
+                          np.ascontiguousarray(model_input(self.pixels, box)))  # before its counts are chosen
+        recons, rows, size, met = [np.full(original.shape, 128, np.uint8)], [], 0, None
+        for t in range(n):
+            segment, bits = enc.step(first or t + 1 < n)  # the last iteration's image: only for the rate control
             p.chunks.add(t, segment, bits)
-        recons, rows, size, pixels, met, kept = [np.full(original.shape, 128, np.uint8)], [], 0, None, None, []
-        for t in range(len(enc.coded), last):
-            mask = None if counts is None else counts > t
-            segment, bits = enc.step(mask, look or self.reconstruct or t + 1 < last)
-            p.chunks.add(t, segment, bits)
+            if not first:
+                continue
             size += len(segment)
-            if look or self.reconstruct:
-                pixels = enc.pixels(box)
-            for canvas in p.canvases[t : t + 1] if t + 1 < last else p.canvases[t:]:  # stopped: no more bits
-                canvas.add(box, pixels)
-            if first:
-                recons.append(to_uint8(pixels.copy()))
-                if self.rate.slope is not None:  # `quality`'s goal: the counts chosen on the iterations so far
-                    rows.append(masked_error(np.stack(recons[-1:] if rows else recons), original))
-                    met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
-                else:
-                    met = t if met is None and self._met(original, recons[-1], size) else met
-                # the windows' lows, k − 2 and k − 1, and the first iteration, which every count includes
-                if (met is None or t == 0) and not self.reconstruct and self.pixels[..., 0].size <= RESUME_PIXELS:
-                    kept = [*kept[-1:], enc.fork()]
-                # a target that one iteration of the image meets is met by the first pass's file alone
-                if met is not None and (t >= met + past or met == 0 and self.rate.target and len(self.boxes) == 1):
-                    break
+            recons.append(to_uint8(enc.pixels(box).copy()))
+            if self.rate.slope is not None:  # `quality`'s goal: the counts chosen on the iterations so far
+                rows.append(masked_error(np.stack(recons[-1:] if rows else recons), original))
+                met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
+            else:
+                met = t if met is None and self._met(original, recons[-1], size) else met
+            # a target that one iteration of the image meets is met by the first pass's file alone
+            if met is not None and (t >= met + past or met == 0 and self.rate.target and len(self.boxes) == 1):
+                break
         for rest in range(t + 1, n):
             p.chunks.add(rest, b"", np.zeros_like(bits))
-        if look:
-            p.final.add(box, pixels)
         if first:
-            self.resume.append(kept)
+            p.bits.append([b for _, b in enc.coded])
             p.recons.append(np.stack(recons))
             p.tables += [np.concatenate(rows)] if rows else []
+
+    def coded(self, first: _Pass, counts: list[np.ndarray]) -> _Pass:
+        """The chunks of `counts`: each block's first c of the first pass's bits, coded again without the stopped
+        blocks'. No model step: a block's later bits beside a stopped one were computed as if it went on, which
+        costs no measurable quality (docs/RESULTS.md)."""
+        p = _Pass(container.Chunks(self.header.iterations), counts)
+        for bits, c in zip(first.bits, counts):
+            session = self.coder.session(bits[0].shape)
+            for t in range(self.header.iterations):
+                mask = c > t
+                kept = bits[t] * mask if mask.any() else np.zeros_like(bits[0])  # a stopped block's bits are 0
+                p.chunks.add(t, session.encode(kept, None if mask.all() else mask) if mask.any() else b"", kept)
+        return p
 
     def _met(self, original: np.ndarray, recon: np.ndarray, size: int) -> bool:
         """Whether a tile meets its target (a tile that is the image measures as the image, once) or its budget share."""
@@ -201,8 +201,8 @@ class _Image:
 
     def file(self, p: _Pass, k: int = 0) -> Encoded:  # p's first k iterations (default: all its counts give)
         k = k or max(int(c.max()) for c in p.counts)
-        recon = self.shown(p.canvases[k - 1].result()) if p.canvases else None
-        return Encoded(p.chunks.file(self.framed(p.counts), k), k, recon)
+        data = p.chunks.file(self.framed(p.counts), k)
+        return Encoded(data, k, self.decoded(data) if self.reconstruct else None)
 
     def code(self) -> tuple[Encoded, bool, bool]:
         """The file at this size, whether it meets the goal, and whether a smaller size might meet it
@@ -212,7 +212,7 @@ class _Image:
             return self.file(self.run(), n), True, False
         first = self.run(first=True)
         if self.rate.slope is not None:  # the first pass stopped on `quality`'s tables
-            return self.file(self.run(choose([window(d, 1, n) for d in first.tables], self.rate.slope))), True, False
+            return self.file(self.coded(first, choose([window(d, 1, n) for d in first.tables], self.rate.slope))), True, False
         done = min(len(r) - 1 for r in first.recons)
         whole = self._whole(first, done)
         tables = self._tables(first, whole or done)
@@ -223,7 +223,7 @@ class _Image:
         low, high = (1, n) if self.rate.adaptive else (whole, whole + 1)
         counts = search([window(d, low, high) for d in tables], lambda c: self.estimate(first, c) <= 0.98 * self.budget,
                         False)  # its entropy: near
-        coded, top = (None, 0) if counts is None else (self.run(counts), int(max(c.max() for c in counts)))
+        coded, top = (None, 0) if counts is None else (self.coded(first, counts), int(max(c.max() for c in counts)))
         fit = max((k for k, size in enumerate(self.sizes(coded, top) if top else [], 1) if size <= self.budget), default=0)
         encoded = self.file(coded, fit) if fit > whole else self.file(first, whole)
         return encoded, True, REDUCE_BELOW * container.prefix_sizes(*container.read(encoded.data))[0] > self.budget
@@ -265,8 +265,8 @@ class _Image:
         for i, again in [(i, again) for i in tries for again in (True, False)]:
             if chosen[i] is None or self.estimate(first, chosen[i]) >= min(len(best[0].data), self.bound):
                 continue
-            coded = self.run(chosen[i])
-            quality, candidate = self.measure(coded.final.result()), self.file(coded)
+            candidate = self.file(self.coded(first, chosen[i]))
+            quality = self.measure(self.decoded(candidate.data))
             if quality >= rate.target:
                 best, chosen[i] = min(best, (candidate, quality), key=lambda b: len(b[0].data)), None
             elif again:

@@ -145,12 +145,9 @@ class OnnxImageModel:
     def begin(self, x: np.ndarray) -> tuple[int, dict[str, np.ndarray]]:
         return 0, {"x": np.ascontiguousarray(x)}
 
-    def step(self, state: tuple[int, dict[str, np.ndarray]], mask: np.ndarray | None,
+    def step(self, state: tuple[int, dict[str, np.ndarray]],
              decode: bool) -> tuple[np.ndarray, tuple[int, dict[str, np.ndarray]]]:
         t, values = state
-        values = {k: v for k, v in values.items() if k != "mask"}
-        if mask is not None and t > 0 and not mask.all():  # the first iteration codes every block
-            values["mask"] = mask[None, None].astype(np.float32)
         outputs = self.run(graph_name(self.model_id, t == 0, decode), values, t)
         values.update((name.removeprefix(NEXT), v) for name, v in outputs.items() if name.startswith(NEXT))
         return (outputs["bits"][0] > 0).astype(np.uint8), (t + 1, values if decode else {"x": values["x"]})

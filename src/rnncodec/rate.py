@@ -96,7 +96,7 @@ class Rate:
 
     @property
     def margin(self) -> tuple[float, float]:
-        """How far above the target the counts aim (a coding pass lands near, not on, the composition
+        """How far above the target the counts aim (their file decodes near, not on, the composition
         they are chosen on), and how far above that a composition may land (MS-SSIM's cost to measure)."""
         return (0.03, 0.03) if self.target_psnr is not None else (0.0002, 0.0006)
 

@@ -294,12 +294,10 @@ class TorchBackend:
         xt = torch.from_numpy(x)
         return xt, self.net.begin(xt)
 
-    def step(self, state: tuple[Tensor, Step], mask: np.ndarray | None,
-             decode: bool) -> tuple[np.ndarray, tuple[Tensor, Step]]:
+    def step(self, state: tuple[Tensor, Step], decode: bool) -> tuple[np.ndarray, tuple[Tensor, Step]]:
         x, at = state
-        active = None if mask is None else torch.from_numpy(mask)[None, None].float()
         with torch.inference_mode():
-            bits, at = self.net.step(x, at, self.precision == "bf16", active, decode)
+            bits, at = self.net.step(x, at, self.precision == "bf16", decode=decode)
         return (bits[0] > 0).to(torch.uint8).numpy(), (x, at)
 
     def decode_step(self, state: tuple[None, Step] | None, bits: np.ndarray,
