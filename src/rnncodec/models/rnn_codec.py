@@ -227,7 +227,7 @@ class RNNCodec(nn.Module):
         (N×1×h×w of 0/1, None for all) gives the blocks that get bits: a stopped block's bits are
         0, neither +1 nor −1, and its reconstruction stays. Without `decode`, the decoder is
         skipped: the bits only, for a last iteration, whose x̂ nobody needs. `at` is
-        left as it was, so an encoder can redo an iteration with another mask."""
+        left as it was: a step returns a new state."""
         if at.recon is None:
             raise ValueError("no step after one that skipped the decoder")
         with _autocast(bf16):
