@@ -178,13 +178,14 @@ def test_rate_options_exclude_each_other(tiny_model):
 
 
 class CountingBackend:
-    """The torch backend, counting its steps and whether each ran the decoder: a backend is a public
-    interface (backend.py), so a test can stand one in."""
+    """The torch backend, counting its steps, whether each ran the decoder, and its decoding steps: a
+    backend is a public interface (backend.py), so a test can stand one in."""
 
     def __init__(self, model, precision: str = "fp32") -> None:
         self.inner = as_backend(model, precision)
         self.model_id, self.cfg, self.precision = self.inner.model_id, self.inner.cfg, self.inner.precision
         self.decoded: list[bool] = []
+        self.decoding_steps = 0
 
     def begin(self, x):
         return self.inner.begin(x)
@@ -197,6 +198,7 @@ class CountingBackend:
         return self.inner.reconstruction(state)
 
     def decode_step(self, state, bits, mask):
+        self.decoding_steps += 1
         return self.inner.decode_step(state, bits, mask)
 
 
@@ -245,7 +247,8 @@ def test_a_first_pass_stops_where_the_goal_is_met():
 @pytest.mark.parametrize("model", ["onnx", "torch"])
 def test_a_target_is_checked_on_what_the_file_decodes_to(model):
     """A target met at k whole iterations, coded as k − 1 and a partial k-th: the file reaches it as
-    decoded, and `reconstruct` gives what it decodes to; the model ran only the first pass."""
+    decoded, and `reconstruct` gives what it decodes to; the model ran only the first pass, and
+    checking the candidate decoded only its last iteration, from the first pass's state before it."""
     from rnncodec.quality import ms_ssim_rgb
     packaged = load_backend("onnx", None, "auto") if model == "onnx" else load_image_model()
     img = _half_flat(96, 128)
@@ -259,6 +262,9 @@ def test_a_target_is_checked_on_what_the_file_decodes_to(model):
     assert np.array_equal(codec.decode(enc.data, engine=model, precision="fp32").pixels, enc.reconstruction)
     assert ms_ssim_rgb(img, enc.reconstruction) >= target
     assert all(counted.decoded) and len(counted.decoded) <= 5
+    checked = CountingBackend(packaged)
+    assert encode(img, model=checked, target_ms_ssim=target, adaptive=False, downscale=1, precision="fp32").data == enc.data
+    assert 1 <= checked.decoding_steps <= 2  # one candidate, or one and its second aim
 
 @pytest.mark.parametrize("coder_name", ["entropy_coder", "integer_coder"])
 @pytest.mark.parametrize("enc_precision,dec_precision", [("fp32", "bf16"), ("bf16", "fp32"), ("bf16", "bf16")])

@@ -7,7 +7,9 @@
 
 Without `decode`, the step skips the decoder: the bits only, for a last iteration whose x̂ nobody
 looks at. In decoding, `mask` (None for all) gives the blocks that have bits this iteration: a
-stopped block's bits are 0 and its reconstruction stays.
+stopped block's bits are 0 and its reconstruction stays. A step leaves the state it was given as
+it was, so a state can be kept and gone on from; an encoder's, after a step that decoded, is one
+that `decode_step` goes on from, as from a decoder's after the same bits.
 
 A backend rounds floats its own way, so two backends may write other bits for one image, and
 decode one file to pixels that differ by rounding; the bits a file holds decode exactly with

@@ -28,6 +28,10 @@ from .zoo import ImageModel, default_coder
 TRY_SMALLER_UP_TO = 3  # a target that this many iterations of a size reach is tried at the next smaller too (docs/RESULTS.md)
 REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (docs/RESULTS.md)
 PAST = 3  # first-pass iterations of a tile after the one that meets the goal on its own: adaptive counts' headroom
+# A target's first pass keeps each tile's model states after the counts its windows start from (whole iterations
+# that meet it, less one to three), for checking a candidate from there, in images of at most this many pixels:
+# a state takes several times a tile's pixels in activations, so a larger image's candidates decode from the start.
+KEEP_STATES_PIXELS = DEFAULT_TILE**2
 
 
 @dataclass
@@ -48,6 +52,7 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
         raise OptionError("give the rate as a Rate or as keywords, not both")
     rate, rgb = rate or Rate(**options), as_rgb(image)
     backend = load_backend(engine, None, precision) if model is None else as_backend(model, precision)
+    coder = coder or default_coder(backend.model_id)
     check_tiling(tile, overlap)
     best = None
     for scale in DOWNSCALES if rate.downscale is None else (rate.downscale,):
@@ -55,8 +60,8 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
             if best is not None:  # a smaller size that misses the target is not kept, nor reported
                 warnings.simplefilter("ignore", Note)
             try:
-                encoded, met, smaller = _Image(rgb, scale, rate, backend, coder or default_coder(backend.model_id), tile, overlap,
-                                               reconstruct, progress, best and rate.target and len(best.data)).code()
+                encoded, met, smaller = _Image(rgb, scale, rate, backend, coder, tile, overlap, progress,
+                                               best and rate.target and len(best.data)).code()
             except BudgetError as exc:
                 if rate.downscale is not None:
                     raise
@@ -69,6 +74,9 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
         best = encoded
         if not smaller:
             break
+    if reconstruct:
+        best.reconstruction = decode(best.data, model_lookup=lambda _: backend, coder_lookup=lambda *_: coder,
+                                     max_pixels=None).pixels
     return best
 
 
@@ -81,17 +89,18 @@ class _Pass:
     bits: list[list[np.ndarray]] = field(default_factory=list)  # a first pass's: each tile's bits of each iteration
     recons: list[np.ndarray] = field(default_factory=list)  # a first pass's: each tile's (T+1)×H×W×3 8-bit images after 0…T
     tables: list[np.ndarray] = field(default_factory=list)  # a `quality` first pass's: each tile's d_b(c), c = 0…T
+    states: list[dict[int, object]] = field(default_factory=list)  # a target's: each tile's model state after j iterations
 
 
 class _Image:
     """One image coded at 1/scale size: its tiles and header, the tile loop, and the rate control."""
 
     def __init__(self, rgb: RGBImage, scale: int, rate: Rate, backend: Backend, coder: BitCoder, tile: int,
-                 overlap: int, reconstruct: bool, progress: bool, bound: int | None = None) -> None:
+                 overlap: int, progress: bool, bound: int | None = None) -> None:
         big_h, big_w = rgb.pixels.shape[:2]
         h, w = -(-big_h // scale), -(-big_w // scale)
         self.original, self.pixels = rgb.pixels, rgb.pixels if scale == 1 else resized(rgb.pixels, w, h)
-        self.rate, self.backend, self.coder, self.reconstruct, self.progress = rate, backend, coder, reconstruct, progress
+        self.rate, self.backend, self.coder, self.progress = rate, backend, coder, progress
         self.bound = bound or np.inf  # a target's smallest file so far, which a smaller size must beat
         self.boxes = plan_tiles(h, w, tile, overlap)
         self.header = container.Header(
@@ -100,7 +109,7 @@ class _Image:
             None if rgb.alpha is None else container.pack_alpha(rgb.alpha), precision=backend.precision,
             display=container.pack_display(big_w, big_h) if scale > 1 else None)
         self.budget = None if rate.bpp is None else rate.bpp * big_h * big_w / 8
-        self.measured, self.score, self.decodes = {}, rate.scorer(rgb.pixels) if rate.target else None, {}
+        self.measured, self.score = {}, rate.scorer(rgb.pixels) if rate.target else None
 
     def shown(self, image: np.ndarray) -> np.ndarray:
         """An 8-bit image at the coded size as a decoder shows it."""
@@ -112,13 +121,6 @@ class _Image:
         if key not in self.measured:
             self.measured[key] = self.score(self.shown(image))
         return self.measured[key]
-
-    def decoded(self, data: bytes) -> np.ndarray:
-        """What a decoder shows of `data` with this backend and coder, each file decoded once."""
-        if data not in self.decodes:
-            self.decodes[data] = decode(data, model_lookup=lambda _: self.backend, coder_lookup=lambda *_: self.coder,
-                                        max_pixels=None).pixels
-        return self.decodes[data]
 
     def run(self, first: bool = False) -> _Pass:
         """The tile loop, every block each iteration. A first pass keeps each iteration's bits and image, and stops a
@@ -136,7 +138,8 @@ class _Image:
         past = PAST if self.rate.adaptive and self.rate.target_ms_ssim is None else 1  # _target's windows' top
         enc = TileEncoder(self.backend, None if first and self.rate.slope is not None else self.coder,  # `quality`: no sizes
                           np.ascontiguousarray(model_input(self.pixels, box)))  # before its counts are chosen
-        recons, rows, size, met = [np.full(original.shape, 128, np.uint8)], [], 0, None
+        recons, rows, size, met, states = [np.full(original.shape, 128, np.uint8)], [], 0, None, {}
+        keep = self.rate.target is not None and self.pixels[..., 0].size <= KEEP_STATES_PIXELS
         for t in range(n):
             segment, bits = enc.step(first or t + 1 < n)  # the last iteration's image: only for the rate control
             p.chunks.add(t, segment, bits)
@@ -144,6 +147,8 @@ class _Image:
                 continue
             size += len(segment)
             recons.append(to_uint8(enc.pixels(box).copy()))
+            if keep and met is None:  # the last three until the tile meets the target: a window's lows
+                states = {j: s for j, s in states.items() if j > t - 3} | {t + 1: enc.state}
             if self.rate.slope is not None:  # `quality`'s goal: the counts chosen on the iterations so far
                 rows.append(masked_error(np.stack(recons[-1:] if rows else recons), original))
                 met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
@@ -158,6 +163,7 @@ class _Image:
             p.bits.append([b for _, b in enc.coded])
             p.recons.append(np.stack(recons))
             p.tables += [np.concatenate(rows)] if rows else []
+            p.states.append({j: s for j, s in states.items() if j <= (met if met is not None else t)})
 
     def coded(self, first: _Pass, counts: list[np.ndarray]) -> _Pass:
         """The chunks of `counts`: each block's first c of the first pass's bits, coded again without the stopped
@@ -186,8 +192,22 @@ class _Image:
         """The image the first pass shows with each block after its count of iterations."""
         canvas = Canvas(self.header.height, self.header.width, self.header.overlap)
         for box, recons, c in zip(self.boxes, first.recons, counts):
-            index = np.kron(c, np.ones((STRIDE, STRIDE), np.intp))[: box.shape[0], : box.shape[1], None]
-            canvas.add(box, np.take_along_axis(recons, index[None], 0)[0] / np.float32(255) - np.float32(0.5))
+            h, w = box.shape
+            index = np.repeat(np.repeat(c, STRIDE, 0), STRIDE, 1)[:h, :w]
+            canvas.add(box, recons[index, np.arange(h)[:, None], np.arange(w)] / np.float32(255) - np.float32(0.5))
+        return canvas.result()
+
+    def shows(self, first: _Pass, counts: list[np.ndarray]) -> np.ndarray:
+        """What a decoder shows of the file of `counts` (at the coded size): each tile's decoder steps, as decode takes
+        them, from the first pass's state after the most iterations every block still had bits of."""
+        canvas = Canvas(self.header.height, self.header.width, self.header.overlap)
+        for box, bits, states, c in zip(self.boxes, first.bits, first.states, counts):
+            start = max((j for j in states if j <= c.min()), default=0)
+            state = states.get(start)
+            for t in range(start, int(c.max())):
+                mask = c > t
+                state = self.backend.decode_step(state, (bits[t].astype(np.float32) * 2 - 1) * mask, mask)
+            canvas.add(box, self.backend.reconstruction(state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]])
         return canvas.result()
 
     def framed(self, counts: list[np.ndarray] | None) -> container.Header:
@@ -202,7 +222,7 @@ class _Image:
     def file(self, p: _Pass, k: int = 0) -> Encoded:  # p's first k iterations (default: all its counts give)
         k = k or max(int(c.max()) for c in p.counts)
         data = p.chunks.file(self.framed(p.counts), k)
-        return Encoded(data, k, self.decoded(data) if self.reconstruct else None)
+        return Encoded(data, k, None)
 
     def code(self) -> tuple[Encoded, bool, bool]:
         """The file at this size, whether it meets the goal, and whether a smaller size might meet it
@@ -249,8 +269,9 @@ class _Image:
         """The smallest file found that meets the target: the first pass's k whole iterations, or the counts `meet`
         finds in a window of counts: k − 1 or k (a partial last iteration) and, with `adaptive`, more (for MS-SSIM only
         near k, where its gradient holds, and two at least: a flat block coded once shows its square). Cheapest estimate
-        first, each is coded while its estimate beats the best file so far (at any size), and checked: one that misses
-        aims again, once, higher by what the composition overstated."""
+        first, each is checked while its estimate beats the best file so far (at any size), on what its file decodes to
+        (`shows`), and coded if it reaches the target: one that misses aims again, once, higher by what the composition
+        overstated."""
         rate, k = self.rate, whole or done
         best = self.file(first, k), self.measure(self.whole(first, k))
         own = (1, self.header.iterations) if rate.target_ms_ssim is None else (max(2 if k > 2 else 1, k - 2), k + 1)
@@ -265,9 +286,9 @@ class _Image:
         for i, again in [(i, again) for i in tries for again in (True, False)]:
             if chosen[i] is None or self.estimate(first, chosen[i]) >= min(len(best[0].data), self.bound):
                 continue
-            candidate = self.file(self.coded(first, chosen[i]))
-            quality = self.measure(self.decoded(candidate.data))
+            quality = self.measure(self.shows(first, chosen[i]))
             if quality >= rate.target:
+                candidate = self.file(self.coded(first, chosen[i]))
                 best, chosen[i] = min(best, (candidate, quality), key=lambda b: len(b[0].data)), None
             elif again:
                 aim = self.measure(self.compose(first, chosen[i]))

@@ -149,8 +149,10 @@ class OnnxImageModel:
              decode: bool) -> tuple[np.ndarray, tuple[int, dict[str, np.ndarray]]]:
         t, values = state
         outputs = self.run(graph_name(self.model_id, t == 0, decode), values, t)
-        values.update((name.removeprefix(NEXT), v) for name, v in outputs.items() if name.startswith(NEXT))
-        return (outputs["bits"][0] > 0).astype(np.uint8), (t + 1, values if decode else {"x": values["x"]})
+        if not decode:
+            return (outputs["bits"][0] > 0).astype(np.uint8), (t + 1, {"x": values["x"]})
+        values = {**values, **{name.removeprefix(NEXT): v for name, v in outputs.items() if name.startswith(NEXT)}}
+        return (outputs["bits"][0] > 0).astype(np.uint8), (t + 1, values)
 
     def decode_step(self, state: tuple[int, dict[str, np.ndarray]] | None, bits: np.ndarray,
                     mask: np.ndarray | None) -> tuple[int, dict[str, np.ndarray]]:
