@@ -65,8 +65,20 @@ class TileEncoder:
         self.coded.append((self.session.encode(bits) if self.session else b"", bits))
         return self.coded[-1]
 
-    def pixels(self, box: TileBox) -> np.ndarray:  # the tile's reconstruction, H×W×3 float32 in [−0.5, 0.5]
-        return self.backend.reconstruction(self.state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]]
+    def pixels(self, box: TileBox) -> np.ndarray:
+        return tile_pixels(self.backend, self.state, box)
+
+
+def tile_pixels(backend: Backend, state: object, box: TileBox) -> np.ndarray:
+    """A tile's reconstruction in `state`, H×W×3 float32 in [−0.5, 0.5], without its padding."""
+    return backend.reconstruction(state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]]
+
+
+def decode_bits(backend: Backend, state: object | None, bits: np.ndarray, mask: np.ndarray | None) -> object:
+    """`decode_step` on a tile's uint8 0/1 bits, a stopped block's (outside `mask`) as 0: as a decoder
+    takes a file's bits, and an encoder checking what its file decodes to."""
+    signs = bits.astype(np.float32) * 2 - 1
+    return backend.decode_step(state, signs if mask is None else signs * mask, mask)
 
 
 def import_torch(what: str = "the torch engine"):

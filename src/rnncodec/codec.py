@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from . import container, tiles
-from .backend import DEFAULT_ENGINE, Backend, TileEncoder, as_backend, load_backend
+from .backend import DEFAULT_ENGINE, Backend, TileEncoder, as_backend, decode_bits, load_backend, tile_pixels
 from .config import STRIDE
 from .decoder import Decoded, decode, decode_progressive, decompress, decompress_progressive  # noqa: F401  (the API: decoding is codec.decode too)
 from .entropy import BitCoder
@@ -28,9 +28,9 @@ from .zoo import ImageModel, default_coder
 TRY_SMALLER_UP_TO = 3  # a target that this many iterations of a size reach is tried at the next smaller too (docs/RESULTS.md)
 REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (docs/RESULTS.md)
 PAST = 3  # first-pass iterations of a tile after the one that meets the goal on its own: adaptive counts' headroom
-# A target's first pass keeps each tile's model states after the counts its windows start from (whole iterations
-# that meet it, less one to three), for checking a candidate from there, in images of at most this many pixels:
-# a state takes several times a tile's pixels in activations, so a larger image's candidates decode from the start.
+# A target's first pass keeps each tile's model states after the counts its windows mostly start from (the whole
+# iterations that meet it, less one or two), for checking a candidate from there, in images of at most this many
+# pixels: a state takes many times a tile's pixels in activations, so a larger image's candidates decode from the start.
 KEEP_STATES_PIXELS = DEFAULT_TILE**2
 
 
@@ -147,8 +147,8 @@ class _Image:
                 continue
             size += len(segment)
             recons.append(to_uint8(enc.pixels(box).copy()))
-            if keep and met is None:  # the last three until the tile meets the target: a window's lows
-                states = {j: s for j, s in states.items() if j > t - 3} | {t + 1: enc.state}
+            if keep and met is None:  # the last two before the one that meets the target: a window's lows
+                states = {j: s for j, s in states.items() if j > t - 2} | {t + 1: enc.state}
             if self.rate.slope is not None:  # `quality`'s goal: the counts chosen on the iterations so far
                 rows.append(masked_error(np.stack(recons[-1:] if rows else recons), original))
                 met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
@@ -205,9 +205,8 @@ class _Image:
             start = max((j for j in states if j <= c.min()), default=0)
             state = states.get(start)
             for t in range(start, int(c.max())):
-                mask = c > t
-                state = self.backend.decode_step(state, (bits[t].astype(np.float32) * 2 - 1) * mask, mask)
-            canvas.add(box, self.backend.reconstruction(state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]])
+                state = decode_bits(self.backend, state, bits[t], c > t)
+            canvas.add(box, tile_pixels(self.backend, state, box))
         return canvas.result()
 
     def framed(self, counts: list[np.ndarray] | None) -> container.Header:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from . import container
-from .backend import DEFAULT_ENGINE, Backend, as_backend, backend_by_id
+from .backend import DEFAULT_ENGINE, Backend, as_backend, backend_by_id, decode_bits, tile_pixels
 from .config import STRIDE
 from .entropy import BitCoder, explain_failure
 from .errors import FormatError, Note, OptionError, Truncated
@@ -168,12 +168,11 @@ class _TileDecoder:
         """Decode iteration t's segment; its bits (uint8 0/1, a stopped block's 0) for the CRC."""
         mask = None if self.counts is None else self.counts > t
         b = self.session.decode(segment, mask)
-        bits = b.astype(np.float32) * 2 - 1  # a stopped block's bits are 0
-        self.state = self.backend.decode_step(self.state, bits if mask is None else bits * mask, mask)
+        self.state = decode_bits(self.backend, self.state, b, mask)
         return b
 
     def pixels(self, box: TileBox) -> np.ndarray:
-        return self.backend.reconstruction(self.state)[0].transpose(1, 2, 0)[: box.shape[0], : box.shape[1]]
+        return tile_pixels(self.backend, self.state, box)
 
 
 def _tiles(header: container.Header, model_lookup: Callable[[bytes], ImageModel | Backend] | None,
