@@ -125,7 +125,8 @@ class _Image:
     def run(self, first: bool = False) -> _Pass:
         """The tile loop, every block each iteration. A first pass keeps each iteration's bits and image, and stops a
         tile as many iterations after it meets the goal alone as the counts may go beyond (PAST, or one); `quality`'s
-        goal is the largest count chosen on the iterations so far, which later ones then left as it was (docs/RESULTS.md)."""
+        goal is the largest count chosen on the iterations so far, so it stops at the first iteration that no block
+        chooses: the counts every iteration would give, on the photos measured (docs/RESULTS.md)."""
         p = _Pass(container.Chunks(self.header.iterations), None)
         for i, box in enumerate(tiles.progress(self.boxes, show=self.progress, desc="encoding", unit="tile")):
             self._tile(p, box, first)
@@ -135,7 +136,8 @@ class _Image:
 
     def _tile(self, p: _Pass, box: TileBox, first: bool) -> None:
         n, original = self.header.iterations, self.pixels[box.y0 : box.y1, box.x0 : box.x1]
-        past = PAST if self.rate.adaptive and self.rate.target_ms_ssim is None else 1  # _target's windows' top
+        # past the goal: an adaptive PSNR target's or budget's windows' top, else one (`quality`: the first unchosen)
+        past = PAST if self.rate.adaptive and self.rate.target_ms_ssim is None and self.rate.slope is None else 1
         enc = TileEncoder(self.backend, None if first and self.rate.slope is not None else self.coder,  # `quality`: no sizes
                           np.ascontiguousarray(model_input(self.pixels, box)))  # before its counts are chosen
         recons, rows, size, met, states = [np.full(original.shape, 128, np.uint8)], [], 0, None, {}
