@@ -76,9 +76,19 @@ def tile_pixels(backend: Backend, state: object, box: TileBox) -> np.ndarray:
 
 def decode_bits(backend: Backend, state: object | None, bits: np.ndarray, mask: np.ndarray | None) -> object:
     """`decode_step` on a tile's uint8 0/1 bits, a stopped block's (outside `mask`) as 0: as a decoder
-    takes a file's bits, and an encoder checking what its file decodes to."""
+    takes a file's bits, and an encoder checking what its file decodes to (`decode_counts`)."""
     signs = bits.astype(np.float32) * 2 - 1
     return backend.decode_step(state, signs if mask is None else signs * mask, mask)
+
+
+def decode_counts(backend: Backend, states: dict[int, object], bits: list[np.ndarray], counts: np.ndarray) -> object:
+    """The state a decoder reaches on a tile's bits of each iteration where each block gets `counts` of them, from
+    the latest of `states` (after j iterations of every block) that the counts pass through, else from the start."""
+    start = max((j for j in states if j <= counts.min()), default=0)
+    state = states.get(start)
+    for t in range(start, int(counts.max())):
+        state = decode_bits(backend, state, bits[t], counts > t)
+    return state
 
 
 def import_torch(what: str = "the torch engine"):

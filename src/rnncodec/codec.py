@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from . import container, tiles
-from .backend import DEFAULT_ENGINE, Backend, TileEncoder, as_backend, decode_bits, load_backend, tile_pixels
+from .backend import DEFAULT_ENGINE, Backend, TileEncoder, as_backend, decode_counts, load_backend, tile_pixels
 from .config import STRIDE
 from .decoder import Decoded, decode, decode_progressive, decompress, decompress_progressive  # noqa: F401  (the API: decoding is codec.decode too)
 from .entropy import BitCoder
@@ -28,10 +28,7 @@ from .zoo import ImageModel, default_coder
 TRY_SMALLER_UP_TO = 3  # a target that this many iterations of a size reach is tried at the next smaller too (docs/RESULTS.md)
 REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (docs/RESULTS.md)
 PAST = 3  # first-pass iterations of a tile after the one that meets the goal on its own: adaptive counts' headroom
-# A target's first pass keeps each tile's model states after the counts its windows mostly start from (the whole
-# iterations that meet it, less one or two), for checking a candidate from there, in images of at most this many
-# pixels: a state takes many times a tile's pixels in activations, so a larger image's candidates decode from the start.
-KEEP_STATES_PIXELS = DEFAULT_TILE**2
+KEEP_STATES_PIXELS = DEFAULT_TILE**2  # a target keeps model states (each many times a tile) in images up to this size
 
 
 @dataclass
@@ -75,8 +72,7 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
         if not smaller:
             break
     if reconstruct:
-        best.reconstruction = decode(best.data, model_lookup=lambda _: backend, coder_lookup=lambda *_: coder,
-                                     max_pixels=None).pixels
+        best.reconstruction = decode(best.data, None, lambda _: backend, lambda *_: coder, max_pixels=None).pixels
     return best
 
 
@@ -111,8 +107,7 @@ class _Image:
         self.budget = None if rate.bpp is None else rate.bpp * big_h * big_w / 8
         self.measured, self.score = {}, rate.scorer(rgb.pixels) if rate.target else None
 
-    def shown(self, image: np.ndarray) -> np.ndarray:
-        """An 8-bit image at the coded size as a decoder shows it."""
+    def shown(self, image: np.ndarray) -> np.ndarray:  # an 8-bit image at the coded size as a decoder shows it
         return image if image.shape == self.original.shape else resized(image, *self.original.shape[1::-1])
 
     def measure(self, image: np.ndarray) -> float:
@@ -123,10 +118,9 @@ class _Image:
         return self.measured[key]
 
     def run(self, first: bool = False) -> _Pass:
-        """The tile loop, every block each iteration. A first pass keeps each iteration's bits and image, and stops a
-        tile as many iterations after it meets the goal alone as the counts may go beyond (PAST, or one); `quality`'s
-        goal is the largest count chosen on the iterations so far, so it stops at the first iteration that no block
-        chooses: the counts every iteration would give, on the photos measured (docs/RESULTS.md)."""
+        """The tile loop, every block each iteration. A first pass keeps each iteration's bits and image, and stops a tile
+        as many iterations after it meets the goal alone as the counts may go beyond (PAST, or one); `quality`'s goal is
+        the largest count chosen on the iterations so far: it stops at the first iteration no block chooses (RESULTS)."""
         p = _Pass(container.Chunks(self.header.iterations), None)
         for i, box in enumerate(tiles.progress(self.boxes, show=self.progress, desc="encoding", unit="tile")):
             self._tile(p, box, first)
@@ -141,7 +135,6 @@ class _Image:
         enc = TileEncoder(self.backend, None if first and self.rate.slope is not None else self.coder,  # `quality`: no sizes
                           np.ascontiguousarray(model_input(self.pixels, box)))  # before its counts are chosen
         recons, rows, size, met, states = [np.full(original.shape, 128, np.uint8)], [], 0, None, {}
-        keep = self.rate.target is not None and self.pixels[..., 0].size <= KEEP_STATES_PIXELS
         for t in range(n):
             segment, bits = enc.step(first or t + 1 < n)  # the last iteration's image: only for the rate control
             p.chunks.add(t, segment, bits)
@@ -149,7 +142,7 @@ class _Image:
                 continue
             size += len(segment)
             recons.append(to_uint8(enc.pixels(box).copy()))
-            if keep and met is None:  # the last two before the one that meets the target: a window's lows
+            if met is None and self.rate.target and self.pixels[..., 0].size <= KEEP_STATES_PIXELS:  # the windows' lows: two
                 states = {j: s for j, s in states.items() if j > t - 2} | {t + 1: enc.state}
             if self.rate.slope is not None:  # `quality`'s goal: the counts chosen on the iterations so far
                 rows.append(masked_error(np.stack(recons[-1:] if rows else recons), original))
@@ -168,9 +161,8 @@ class _Image:
             p.states.append({j: s for j, s in states.items() if j <= (met if met is not None else t)})
 
     def coded(self, first: _Pass, counts: list[np.ndarray]) -> _Pass:
-        """The chunks of `counts`: each block's first c of the first pass's bits, coded again without the stopped
-        blocks'. No model step: a block's later bits beside a stopped one were computed as if it went on, which
-        costs no measurable quality (docs/RESULTS.md)."""
+        """The chunks of `counts`: each block's first c of the first pass's bits, coded again without the stopped blocks'.
+        No model step: a block's later bits beside a stopped one, computed as if it went on, cost no measurable quality."""
         p = _Pass(container.Chunks(self.header.iterations), counts)
         for bits, c in zip(first.bits, counts):
             session = self.coder.session(bits[0].shape)
@@ -190,25 +182,14 @@ class _Image:
     def whole(self, first: _Pass, k: int) -> np.ndarray:  # the image after the first pass's first k iterations
         return self.compose(first, [np.full(-(-np.array(b.shape) // STRIDE), k, np.uint8) for b in self.boxes])
 
-    def compose(self, first: _Pass, counts: list[np.ndarray]) -> np.ndarray:
-        """The image the first pass shows with each block after its count of iterations."""
+    def compose(self, first: _Pass, counts: list[np.ndarray], decoded: bool = False) -> np.ndarray:
+        """The image the first pass shows with each block after its count of iterations, or (`decoded`) the one the
+        file of those counts decodes to, from the first pass's kept states, at the coded size."""
         canvas = Canvas(self.header.height, self.header.width, self.header.overlap)
-        for box, recons, c in zip(self.boxes, first.recons, counts):
-            h, w = box.shape
-            index = np.repeat(np.repeat(c, STRIDE, 0), STRIDE, 1)[:h, :w]
-            canvas.add(box, recons[index, np.arange(h)[:, None], np.arange(w)] / np.float32(255) - np.float32(0.5))
-        return canvas.result()
-
-    def shows(self, first: _Pass, counts: list[np.ndarray]) -> np.ndarray:
-        """What a decoder shows of the file of `counts` (at the coded size): each tile's decoder steps, as decode takes
-        them, from the first pass's state after the most iterations every block still had bits of."""
-        canvas = Canvas(self.header.height, self.header.width, self.header.overlap)
-        for box, bits, states, c in zip(self.boxes, first.bits, first.states, counts):
-            start = max((j for j in states if j <= c.min()), default=0)
-            state = states.get(start)
-            for t in range(start, int(c.max())):
-                state = decode_bits(self.backend, state, bits[t], c > t)
-            canvas.add(box, tile_pixels(self.backend, state, box))
+        for box, recons, bits, states, c in zip(self.boxes, first.recons, first.bits, first.states, counts):
+            index = np.repeat(np.repeat(c, STRIDE, 0), STRIDE, 1)[: box.shape[0], : box.shape[1]]
+            canvas.add(box, tile_pixels(self.backend, decode_counts(self.backend, states, bits, c), box) if decoded else
+                       recons[(index, *np.indices(index.shape))] / np.float32(255) - np.float32(0.5))
         return canvas.result()
 
     def framed(self, counts: list[np.ndarray] | None) -> container.Header:
@@ -226,8 +207,8 @@ class _Image:
         return Encoded(data, k, None)
 
     def code(self) -> tuple[Encoded, bool, bool]:
-        """The file at this size, whether it meets the goal, and whether a smaller size might meet it
-        in fewer bytes: a first pass of whole iterations, the counts chosen on it, coded and checked."""
+        """The file at this size (a first pass, the counts chosen on it, coded and checked), whether it meets the goal,
+        and whether a smaller size might meet it in fewer bytes."""
         n = self.header.iterations
         if not self.rate.chooses:
             return self.file(self.run(), n), True, False
@@ -258,8 +239,7 @@ class _Image:
         return max(k for k, size in enumerate(sizes, 1) if size <= self.budget)
 
     def _tables(self, first: _Pass, k: int) -> list[np.ndarray]:
-        """Each tile's d_b(c): MS-SSIM's for an MS-SSIM target, by its gradient one whole iteration
-        before the k that meet it; else squared error."""
+        """Each tile's d_b(c): an MS-SSIM target's by its gradient an iteration before the k that meet it; else squared error."""
         if self.rate.target_ms_ssim is None:
             return [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
         ref = max(k - 1, 1)
@@ -270,9 +250,8 @@ class _Image:
         """The smallest file found that meets the target: the first pass's k whole iterations, or the counts `meet`
         finds in a window of counts: k − 1 or k (a partial last iteration) and, with `adaptive`, more (for MS-SSIM only
         near k, where its gradient holds, and two at least: a flat block coded once shows its square). Cheapest estimate
-        first, each is checked while its estimate beats the best file so far (at any size), on what its file decodes to
-        (`shows`), and coded if it reaches the target: one that misses aims again, once, higher by what the composition
-        overstated."""
+        first, each is checked while its estimate beats the best file so far (at any size) on what its file decodes to,
+        and coded if it passes; one that misses aims again, once, higher by what the composition overstated."""
         rate, k = self.rate, whole or done
         best = self.file(first, k), self.measure(self.whole(first, k))
         own = (1, self.header.iterations) if rate.target_ms_ssim is None else (max(2 if k > 2 else 1, k - 2), k + 1)
@@ -287,7 +266,7 @@ class _Image:
         for i, again in [(i, again) for i in tries for again in (True, False)]:
             if chosen[i] is None or self.estimate(first, chosen[i]) >= min(len(best[0].data), self.bound):
                 continue
-            quality = self.measure(self.shows(first, chosen[i]))
+            quality = self.measure(self.compose(first, chosen[i], decoded=True))
             if quality >= rate.target:
                 candidate = self.file(self.coded(first, chosen[i]))
                 best, chosen[i] = min(best, (candidate, quality), key=lambda b: len(b[0].data)), None

@@ -1,10 +1,9 @@
 """How many bits an image gets: the rate options (`Rate`), and the one way they are met (`choose`).
 
-Every rate control chooses the grid of iteration counts, one per 16×16 block of each tile, that
-the header stores (after Johnston et al. 2018). A first pass records each block's distortion d_b(c)
-after c iterations (quality.py's block measures); each block's count minimises d_b(c) + λ·c, one λ over every tile: `quality`'s,
-a budget's smallest whose estimated file fits (`search`), or a target's, found in a few
-measurements (`meet`). Fixed iterations choose nothing.
+Every rate control chooses the grid of iteration counts, one per 16×16 block of each tile, that the header stores
+(after Johnston et al. 2018). A first pass records each block's distortion d_b(c) after c iterations (quality.py's
+block measures); each block's count minimises d_b(c) + λ·c, one λ over every tile: `quality`'s, a budget's smallest
+whose estimated file fits (`search`), or a target's, found in a few measurements (`meet`). Fixed iterations choose nothing.
 """
 from __future__ import annotations
 
