@@ -170,6 +170,20 @@ def test_a_quality_target_over_several_tiles_is_judged_from_the_tiles(tiny_model
     assert psnr_rgb(img, decode(enc.data).pixels) >= target
 
 
+def test_a_target_over_tiles_that_meet_it_at_different_iterations_is_reached():
+    """Whole iterations, the last in part, over tiles of which one meets the target long before the
+    others (a flat half): that tile stops at its own count, and the image still reaches the target."""
+    packaged = load_backend("onnx", None, "auto")
+    img, tiling = _half_flat(64, 128), dict(tile=64, overlap=16)
+    header, chunks, psnrs = _prefix_psnrs(img, encode(img, model=packaged, iterations=8, **tiling).data)
+    target = (psnrs[3] + psnrs[4]) / 2  # five whole iterations, four of the busy half alone would not do
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Note)
+        enc = encode(img, model=packaged, target_psnr=target, adaptive=False, downscale=1, **tiling)
+    assert psnr_rgb(img, decode(enc.data).pixels) >= target
+    assert len(enc.data) < len(container.truncate(header, chunks, 5))
+
+
 def test_rate_options_exclude_each_other(tiny_model):
     with pytest.raises(ValueError, match="give one of"):
         encode(smooth_image(32, 32), model=tiny_model, bpp=0.5, target_psnr=30)

@@ -179,12 +179,11 @@ class _Image:
         return (self.measure(recon) if recon.shape == self.pixels.shape else self.rate.scorer(original)(recon)) >= \
             self.rate.target + self.rate.margin[0]
 
-    def whole(self, first: _Pass, k: int) -> np.ndarray:  # the image after the first pass's first k iterations
-        return self.compose(first, [np.full(-(-np.array(b.shape) // STRIDE), k, np.uint8) for b in self.boxes])
+    def whole(self, first: _Pass, k: int) -> list[np.ndarray]:  # k iterations of every block (a tile's last, if fewer)
+        return [np.full(-(-np.array(b.shape) // STRIDE), min(k, len(r) - 1), np.uint8) for b, r in zip(self.boxes, first.recons)]
 
     def compose(self, first: _Pass, counts: list[np.ndarray], decoded: bool = False) -> np.ndarray:
-        """The image the first pass shows with each block after its count of iterations, or (`decoded`) the one the
-        file of those counts decodes to, from the first pass's kept states, at the coded size."""
+        """The image the first pass shows with each block after its count, or (`decoded`) its file decodes to (coded size)."""
         canvas = Canvas(self.header.height, self.header.width, self.header.overlap)
         for box, recons, bits, states, c in zip(self.boxes, first.recons, first.bits, first.states, counts):
             index = np.repeat(np.repeat(c, STRIDE, 0), STRIDE, 1)[: box.shape[0], : box.shape[1]]
@@ -215,7 +214,7 @@ class _Image:
         first = self.run(first=True)
         if self.rate.slope is not None:  # the first pass stopped on `quality`'s tables
             return self.file(self.coded(first, choose([window(d, 1, n) for d in first.tables], self.rate.slope))), True, False
-        done = min(len(r) - 1 for r in first.recons)
+        done = (max if self.rate.target else min)(len(r) - 1 for r in first.recons)  # a target's tiles: each its own
         whole = self._whole(first, done)
         tables = self._tables(first, whole or done)
         if self.rate.target is not None:
@@ -233,7 +232,8 @@ class _Image:
     def _whole(self, first: _Pass, done: int) -> int | None:
         """The first pass's whole iterations that meet the goal (a target's fewest, a budget's most), or None."""
         if self.rate.target is not None:
-            return next((k for k in range(1, done + 1) if self.measure(self.whole(first, k)) >= self.rate.target), None)
+            return next((k for k in range(1, done + 1)
+                         if self.measure(self.compose(first, self.whole(first, k))) >= self.rate.target), None)
         sizes = self.sizes(first, done)
         self.rate.check_budget(sizes[0], self.original[..., 0].size)
         return max(k for k, size in enumerate(sizes, 1) if size <= self.budget)
@@ -243,17 +243,17 @@ class _Image:
         if self.rate.target_ms_ssim is None:
             return [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
         ref = max(k - 1, 1)
-        gradient = ms_ssim_gradient(self.pixels, self.whole(first, ref))
+        gradient = ms_ssim_gradient(self.pixels, self.compose(first, self.whole(first, ref)))
         return [ms_ssim_change(r, ref, gradient[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
 
     def _target(self, first: _Pass, whole: int | None, done: int, tables: list[np.ndarray]) -> tuple[Encoded, float]:
-        """The smallest file found that meets the target: the first pass's k whole iterations, or the counts `meet`
-        finds in a window of counts: k − 1 or k (a partial last iteration) and, with `adaptive`, more (for MS-SSIM only
-        near k, where its gradient holds, and two at least: a flat block coded once shows its square). Cheapest estimate
-        first, each is checked while its estimate beats the best file so far (at any size) on what its file decodes to,
-        and coded if it passes; one that misses aims again, once, higher by what the composition overstated."""
+        """The smallest file found that meets the target: the first pass's k whole iterations, or the counts `meet` finds
+        in a window: k − 1 or k (a partial last iteration) and, with `adaptive`, more (for MS-SSIM only near k, where its
+        gradient holds, and two at least: a flat block coded once shows its square). Cheapest estimate first, each checked
+        on its decoding while its estimate beats the best file yet (any size), coded if it passes, else aimed once more."""
         rate, k = self.rate, whole or done
-        best = self.file(first, k), self.measure(self.whole(first, k))
+        full = self.file(first, k) if k < min(map(len, first.recons)) else self.file(self.coded(first, self.whole(first, k)))
+        best = full, self.measure(self.compose(first, self.whole(first, k)))
         own = (1, self.header.iterations) if rate.target_ms_ssim is None else (max(2 if k > 2 else 1, k - 2), k + 1)
         windows = [own, (k - 1, k)] if rate.adaptive else [(k - 1, k)]
         plans = [[window(d, lo, hi) for d in tables] for lo, hi in windows] if k == whole > 1 else []

@@ -158,8 +158,8 @@ def meet(tables: list[np.ndarray], quality: Callable[[list[np.ndarray]], float],
 
 
 def window(table: np.ndarray, low: int, high: int) -> np.ndarray:
-    """The table with counts outside [low, high] (and 0: every block gets an iteration) not allowed."""
-    out = np.full_like(table, np.inf)
-    low, high = max(low, 1), max(min(high, len(table) - 1), 1)
+    """The table with counts outside [low, high] (and 0) not allowed; a tile that stopped below `low` keeps its last."""
+    high = max(min(high, len(table) - 1), 1)
+    out, low = np.full_like(table, np.inf), min(max(low, 1), high)
     out[low : high + 1] = table[low : high + 1]
     return out
