@@ -119,7 +119,7 @@ class _Image:
 
     def run(self, first: bool = False) -> _Pass:
         """The tile loop, every block each iteration. A first pass keeps each iteration's bits and image, and stops a tile
-        as many iterations after it meets the goal alone as the counts may go beyond (PAST, or one); `quality`'s goal is
+        as many iterations after it meets the goal alone as the counts may go beyond (PAST, one or none); `quality`'s goal is
         the largest count chosen on the iterations so far: it stops at the first iteration no block chooses (RESULTS)."""
         p = _Pass(container.Chunks(self.header.iterations), None)
         for i, box in enumerate(tiles.progress(self.boxes, show=self.progress, desc="encoding", unit="tile")):
@@ -130,8 +130,8 @@ class _Image:
 
     def _tile(self, p: _Pass, box: TileBox, first: bool) -> None:
         n, original = self.header.iterations, self.pixels[box.y0 : box.y1, box.x0 : box.x1]
-        # past the goal: an adaptive PSNR target's or budget's windows' top, else one (`quality`: the first unchosen)
-        past = PAST if self.rate.adaptive and self.rate.target_ms_ssim is None and self.rate.slope is None else 1
+        # past the goal: adaptive windows' top (MS-SSIM's one; `quality`: the first unchosen); whole iterations need none
+        past = (PAST if self.rate.target_ms_ssim is None and self.rate.slope is None else 1) if self.rate.adaptive else 0
         enc = TileEncoder(self.backend, None if first and self.rate.slope is not None else self.coder,  # `quality`: no sizes
                           np.ascontiguousarray(model_input(self.pixels, box)))  # before its counts are chosen
         recons, rows, size, met, states = [np.full(original.shape, 128, np.uint8)], [], 0, None, {}

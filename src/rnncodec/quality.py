@@ -14,7 +14,6 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .config import STRIDE
 
@@ -140,14 +139,25 @@ class _Reference:
 
 
 def _blur(x: np.ndarray) -> np.ndarray:
-    """The Gaussian window over H×W, separably, where it fits whole ('valid'): each pass the
-    product of every window position's values with the taps, a band of rows at a time, whose
-    intermediate stays in the CPU's cache, as a whole photo's does not."""
+    """The Gaussian window over H×W, separably, where it fits whole ('valid'), a band of rows at a
+    time, whose intermediate stays in the CPU's cache, as a whole photo's does not."""
     n, rows = len(_WINDOW), max(1, _BAND // x.shape[1])
     out = np.empty((x.shape[0] - n + 1, x.shape[1] - n + 1))
     for r in range(0, len(out), rows):
-        columns = sliding_window_view(x[r : r + rows + n - 1], n, axis=0) @ _WINDOW
-        out[r : r + rows] = sliding_window_view(columns, n, axis=1) @ _WINDOW
+        columns = _taps(x[r : r + rows + n - 1], 0)
+        out[r : r + len(columns)] = _taps(columns, 1)
+    return out
+
+
+def _taps(a: np.ndarray, axis: int) -> np.ndarray:
+    """The window along one axis (0 or 1) of a 2-D array, where it fits whole: a sum of shifted
+    copies, each pair of taps the window's symmetry makes equal taken with one product."""
+    n, half = len(_WINDOW), len(_WINDOW) // 2
+    m = a.shape[axis] - n + 1
+    part = (lambda i: a[i : i + m]) if axis == 0 else (lambda i: a[:, i : i + m])
+    out = _WINDOW[half] * part(half)
+    for i in range(half):
+        out += _WINDOW[i] * (part(i) + part(n - 1 - i))
     return out
 
 
