@@ -13,7 +13,7 @@ from rnncodec.backend import as_backend, load_backend
 from rnncodec.codec import encode
 from rnncodec.entropy import RawCoder
 from rnncodec.errors import FormatError, ModelError, Note, OptionError
-from rnncodec.quality import psnr_rgb
+from rnncodec.quality import ms_ssim_rgb, psnr_rgb
 from rnncodec.stored import save_weights
 from rnncodec.zoo import load_image_model
 
@@ -182,6 +182,21 @@ def test_a_target_over_tiles_that_meet_it_at_different_iterations_is_reached():
         enc = encode(img, model=packaged, target_psnr=target, adaptive=False, downscale=1, **tiling)
     assert psnr_rgb(img, decode(enc.data).pixels) >= target
     assert len(enc.data) < len(container.truncate(header, chunks, 5))
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_an_ms_ssim_target_over_tiles_that_meet_it_at_different_iterations_is_reached(adaptive):
+    """The same with MS-SSIM, whose block distortions are linearised an iteration before the
+    image's whole iterations: the flat tile stopped long before, and is taken at its last."""
+    packaged = load_backend("onnx", None, "auto")
+    img, tiling = _half_flat(64, 128), dict(tile=64, overlap=16)
+    header, chunks = container.read(encode(img, model=packaged, iterations=8, **tiling).data)
+    scores = [ms_ssim_rgb(img, decode(container.truncate(header, chunks, k)).pixels) for k in (4, 5)]
+    target = sum(scores) / 2  # five whole iterations, as above
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Note)
+        enc = encode(img, model=packaged, target_ms_ssim=target, adaptive=adaptive, downscale=1, **tiling)
+    assert ms_ssim_rgb(img, decode(enc.data).pixels) >= target
 
 
 def test_rate_options_exclude_each_other(tiny_model):

@@ -113,9 +113,7 @@ class _Image:
     def measure(self, image: np.ndarray) -> float:
         """The goal's quality of an 8-bit image at the coded size or as shown, each image measured once."""
         key = hashlib.blake2b(np.ascontiguousarray(image), digest_size=16).digest()
-        if key not in self.measured:
-            self.measured[key] = self.score(self.shown(image))
-        return self.measured[key]
+        return self.measured[key] if key in self.measured else self.measured.setdefault(key, self.score(self.shown(image)))
 
     def run(self, first: bool = False) -> _Pass:
         """The tile loop, every block each iteration. A first pass keeps each iteration's bits and image, and stops a tile
@@ -130,8 +128,10 @@ class _Image:
 
     def _tile(self, p: _Pass, box: TileBox, first: bool) -> None:
         n, original = self.header.iterations, self.pixels[box.y0 : box.y1, box.x0 : box.x1]
-        # past the goal: adaptive windows' top (MS-SSIM's one; `quality`: the first unchosen); whole iterations need none
-        past = (PAST if self.rate.target_ms_ssim is None and self.rate.slope is None else 1) if self.rate.adaptive else 0
+        # past the goal: the adaptive windows' top (MS-SSIM's one; `quality`: the first unchosen); whole iterations: one,
+        # for a budget's partial next and a target's other tiles, whose counts may go beyond it; a target's only tile: none
+        past = PAST if self.rate.target_ms_ssim is None and self.rate.slope is None else 1
+        past = past if self.rate.adaptive else int(self.rate.target is None or len(self.boxes) > 1)
         enc = TileEncoder(self.backend, None if first and self.rate.slope is not None else self.coder,  # `quality`: no sizes
                           np.ascontiguousarray(model_input(self.pixels, box)))  # before its counts are chosen
         recons, rows, size, met, states = [np.full(original.shape, 128, np.uint8)], [], 0, None, {}
@@ -202,8 +202,7 @@ class _Image:
 
     def file(self, p: _Pass, k: int = 0) -> Encoded:  # p's first k iterations (default: all its counts give)
         k = k or max(int(c.max()) for c in p.counts)
-        data = p.chunks.file(self.framed(p.counts), k)
-        return Encoded(data, k, None)
+        return Encoded(p.chunks.file(self.framed(p.counts), k), k, None)
 
     def code(self) -> tuple[Encoded, bool, bool]:
         """The file at this size (a first pass, the counts chosen on it, coded and checked), whether it meets the goal,
@@ -242,9 +241,9 @@ class _Image:
         """Each tile's d_b(c): an MS-SSIM target's by its gradient an iteration before the k that meet it; else squared error."""
         if self.rate.target_ms_ssim is None:
             return [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
-        ref = max(k - 1, 1)
-        gradient = ms_ssim_gradient(self.pixels, self.compose(first, self.whole(first, ref)))
-        return [ms_ssim_change(r, ref, gradient[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
+        ref = max(k - 1, 1)  # a tile that stopped before it: from its last
+        grad = ms_ssim_gradient(self.pixels, self.compose(first, self.whole(first, ref)))
+        return [ms_ssim_change(r, min(ref, len(r) - 1), grad[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
 
     def _target(self, first: _Pass, whole: int | None, done: int, tables: list[np.ndarray]) -> tuple[Encoded, float]:
         """The smallest file found that meets the target: the first pass's k whole iterations, or the counts `meet` finds
