@@ -96,8 +96,7 @@ class _Image:
         big_h, big_w = rgb.pixels.shape[:2]
         h, w = -(-big_h // scale), -(-big_w // scale)
         self.original, self.pixels = rgb.pixels, rgb.pixels if scale == 1 else resized(rgb.pixels, w, h)
-        self.rate, self.backend, self.coder, self.progress = rate, backend, coder, progress
-        self.bound = bound or np.inf  # a target's smallest file so far, which a smaller size must beat
+        self.rate, self.backend, self.coder, self.progress, self.bound = rate, backend, coder, progress, bound or np.inf
         self.boxes = plan_tiles(h, w, tile, overlap)
         self.header = container.Header(
             coder.coder_id, backend.model_id, coder.model_id, w, h, tile, overlap,
@@ -149,8 +148,10 @@ class _Image:
                 met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
             else:
                 met = t if met is None and self._met(original, recons[-1], size) else met
-            # a target that one iteration of the image meets is met by the first pass's file alone
-            if met is not None and (t >= met + past or met == 0 and self.rate.target and len(self.boxes) == 1):
+            # a target that one iteration of the image meets is met by the first pass's file alone; a target alone's candidates
+            # all hold these iterations, which fall short: none beats a larger size's smallest file (`bound`) they outweigh
+            if met is not None and (t >= met + past or met == 0 and self.rate.target and len(self.boxes) == 1) or \
+                    past == 0 and size > self.bound and all(self.measure(r) < self.rate.target for r in recons[1:]):
                 break
         for rest in range(t + 1, n):
             p.chunks.add(rest, b"", np.zeros_like(bits))
