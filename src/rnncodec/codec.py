@@ -129,8 +129,8 @@ class _Image:
         n, original = self.header.iterations, self.pixels[box.y0 : box.y1, box.x0 : box.x1]
         # past the goal: the adaptive windows' top (MS-SSIM's one; `quality`: the first unchosen); whole iterations: one,
         # for a budget's partial next and a target's other tiles, whose counts may go beyond it; a target's only tile: none
-        past = PAST if self.rate.target_ms_ssim is None and self.rate.slope is None else 1
-        past = past if self.rate.adaptive else int(self.rate.target is None or len(self.boxes) > 1)
+        alone = self.rate.target is not None and not self.rate.adaptive and len(self.boxes) == 1  # a target alone, one tile
+        past = (PAST if self.rate.target_ms_ssim is None and self.rate.slope is None else 1) if self.rate.adaptive else 1 - alone
         enc = TileEncoder(self.backend, None if first and self.rate.slope is not None else self.coder,  # `quality`: no sizes
                           np.ascontiguousarray(model_input(self.pixels, box)))  # before its counts are chosen
         recons, rows, size, met, states = [np.full(original.shape, 128, np.uint8)], [], 0, None, {}
@@ -151,7 +151,7 @@ class _Image:
             # a target that one iteration of the image meets is met by the first pass's file alone; a target alone's candidates
             # all hold these iterations, which fall short: none beats a larger size's smallest file (`bound`) they outweigh
             if met is not None and (t >= met + past or met == 0 and self.rate.target and len(self.boxes) == 1) or \
-                    past == 0 and size > self.bound and all(self.measure(r) < self.rate.target for r in recons[1:]):
+                    alone and size > self.bound and all(self.measure(r) < self.rate.target for r in recons[1:]):
                 break
         for rest in range(t + 1, n):
             p.chunks.add(rest, b"", np.zeros_like(bits))
