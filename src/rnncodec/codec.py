@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -49,9 +50,8 @@ def encode(image: RGBImage | Image.Image | np.ndarray | str | Path, rate: Rate |
         raise OptionError("give the rate as a Rate or as keywords, not both")
     rate, rgb = rate or Rate(**options), as_rgb(image)
     backend = load_backend(engine, None, precision) if model is None else as_backend(model, precision)
-    coder = coder or default_coder(backend.model_id)
+    coder, best = coder or default_coder(backend.model_id), None
     check_tiling(tile, overlap)
-    best = None
     for scale in DOWNSCALES if rate.downscale is None else (rate.downscale,):
         with warnings.catch_warnings():
             if best is not None:  # a smaller size that misses the target is not kept, nor reported
@@ -134,6 +134,7 @@ class _Image:
         enc = TileEncoder(self.backend, None if first and self.rate.slope is not None else self.coder,  # `quality`: no sizes
                           np.ascontiguousarray(model_input(self.pixels, box)))  # before its counts are chosen
         recons, rows, size, met, states = [np.full(original.shape, 128, np.uint8)], [], 0, None, {}
+        score = self.rate.target and (self.measure if len(self.boxes) == 1 else self.rate.scorer(original))  # one per tile
         for t in range(n):
             segment, bits = enc.step(first or t + 1 < n)  # the last iteration's image: only for the rate control
             p.chunks.add(t, segment, bits)
@@ -147,7 +148,7 @@ class _Image:
                 rows.append(masked_error(np.stack(recons[-1:] if rows else recons), original))
                 met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
             else:
-                met = t if met is None and self._met(original, recons[-1], size) else met
+                met = t if met is None and self._met(score, recons[-1], size) else met
             # a target that one iteration of the image meets is met by the first pass's file alone; a target alone's candidates
             # all hold these iterations, which fall short: none beats a larger size's smallest file (`bound`) they outweigh
             if met is not None and (t >= met + past or met == 0 and self.rate.target and len(self.boxes) == 1) or \
@@ -173,12 +174,11 @@ class _Image:
                 p.chunks.add(t, session.encode(kept, None if mask.all() else mask) if mask.any() else b"", kept)
         return p
 
-    def _met(self, original: np.ndarray, recon: np.ndarray, size: int) -> bool:
-        """Whether a tile meets its target (a tile that is the image measures as the image, once) or its budget share."""
+    def _met(self, score: Callable[[np.ndarray], float], recon: np.ndarray, size: int) -> bool:
+        """Whether a tile meets its target by `score` (a tile that is the image: as the image, once) or its budget share."""
         if self.rate.target is None:
             return self.budget is not None and size * self.header.width * self.header.height >= self.budget * recon[..., 0].size
-        return (self.measure(recon) if recon.shape == self.pixels.shape else self.rate.scorer(original)(recon)) >= \
-            self.rate.target + self.rate.margin[0]
+        return score(recon) >= self.rate.target + self.rate.margin[0]
 
     def whole(self, first: _Pass, k: int) -> list[np.ndarray]:  # k iterations of every block (a tile's last, if fewer)
         return [np.full(-(-np.array(b.shape) // STRIDE), min(k, len(r) - 1), np.uint8) for b, r in zip(self.boxes, first.recons)]
