@@ -174,7 +174,7 @@ class _Image:
                 p.chunks.add(t, session.encode(kept, None if mask.all() else mask) if mask.any() else b"", kept)
         return p
 
-    def _met(self, score: Callable[[np.ndarray], float], recon: np.ndarray, size: int) -> bool:
+    def _met(self, score: Callable[[np.ndarray], float] | None, recon: np.ndarray, size: int) -> bool:
         """Whether a tile meets its target by `score` (a tile that is the image: as the image, once) or its budget share."""
         if self.rate.target is None:
             return self.budget is not None and size * self.header.width * self.header.height >= self.budget * recon[..., 0].size
