@@ -123,7 +123,7 @@ def mixed_ms_ssim(weight: float):
         k = reference(mse, lam)
         if k not in fp.gradients:
             fp.gradients[k] = ms_ssim_gradient(fp.pixels, fp.recons[k])
-        change = quality.ms_ssim_change(fp.recons, k, fp.gradients[k])
+        change = quality.ms_ssim_change(fp.recons, k, {k: fp.gradients[k]})
         scale = mse[k].sum() / (1 - ms_ssim_rgb(fp.pixels, fp.recons[k]))
         return mse + weight * scale * change
     return table

@@ -172,3 +172,22 @@ def test_ms_ssim_gradient_predicts_the_change_of_the_score(side):
     predicted = float((slope * (moved - recon)).sum())
     actual = score(a, moved) - score(a, recon)
     assert actual > 0 and predicted == pytest.approx(actual, rel=0.5)
+
+
+@pytest.mark.parametrize("side", [8, 64, 200])
+def test_ms_ssim_change_with_both_ends_gradients_is_near_exact(side):
+    """The blocks' distortions an MS-SSIM target chooses counts by: with the gradients at both
+    reconstructions (the trapezoid rule), the change of the score to within a few percent, where
+    the first order, from one end, overrates it."""
+    from rnncodec.quality import ms_ssim_change, ms_ssim_gradient
+    from rnncodec.quality import ms_ssim_rgb as score
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(30, 226, (side, side, 3), dtype=np.uint8)
+    recon = np.clip(a + rng.normal(0, 20, a.shape), 0, 255).astype(np.uint8)
+    moved = np.round((a.astype(np.float64) + recon) / 2).astype(np.uint8)
+    recons, slopes = np.stack([recon, moved]), {0: ms_ssim_gradient(a, recon), 1: ms_ssim_gradient(a, moved)}
+    actual = score(a, moved) - score(a, recon)
+    both, first = (-ms_ssim_change(recons, 0, g)[1].sum() for g in (slopes, {0: slopes[0]}))
+    assert ms_ssim_change(recons, 0, slopes)[0].max() == 0  # the reference's own blocks do not change
+    assert both == pytest.approx(actual, rel=0.03) and first > 1.2 * actual

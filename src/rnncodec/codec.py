@@ -21,7 +21,7 @@ from .decoder import Decoded, decode, decode_progressive, decompress, decompress
 from .entropy import BitCoder
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES, RGBImage, as_rgb, resized
-from .quality import masked_error, ms_ssim_change, ms_ssim_gradient, squared_error
+from .quality import MsSsim, masked_error, ms_ssim_change, squared_error
 from .rate import Rate, choose, meet, search, window
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, release_memory, to_uint8
 from .zoo import ImageModel, default_coder
@@ -29,6 +29,7 @@ from .zoo import ImageModel, default_coder
 TRY_SMALLER_UP_TO = 3  # a target that this many iterations of a size reach is tried at the next smaller too (docs/RESULTS.md)
 REDUCE_BELOW = 1.25  # a budget under this many first iterations' cost is coded at a smaller size (docs/RESULTS.md)
 PAST = 3  # first-pass iterations of a tile after the one that meets the goal on its own: adaptive counts' headroom
+FLOOR = 2  # an MS-SSIM target's adaptive counts, where k > FLOOR meet it: at least this many (see `_target`)
 KEEP_STATES_PIXELS = DEFAULT_TILE**2  # a target keeps model states (each many times a tile) in images up to this size
 
 
@@ -115,9 +116,8 @@ class _Image:
         return self.measured[key] if key in self.measured else self.measured.setdefault(key, self.score(self.shown(image)))
 
     def run(self, first: bool = False) -> _Pass:
-        """The tile loop, every block each iteration. A first pass keeps each iteration's bits and image, and stops a tile
-        as many iterations after it meets the goal alone as the counts may go beyond (PAST, one or none); `quality`'s goal is
-        the largest count chosen on the iterations so far: it stops at the first iteration no block chooses (RESULTS)."""
+        """The tile loop, every block each iteration. A first pass keeps each iteration's bits and image, and stops a tile as many
+        iterations past its goal as counts may go (PAST, one or none); `quality`'s: the largest count chosen so far (RESULTS)."""
         p = _Pass(container.Chunks(self.header.iterations), None)
         for i, box in enumerate(tiles.progress(self.boxes, show=self.progress, desc="encoding", unit="tile")):
             self._tile(p, box, first)
@@ -126,7 +126,7 @@ class _Image:
         return p
 
     def _tile(self, p: _Pass, box: TileBox, first: bool) -> None:
-        n, original = self.header.iterations, self.pixels[box.y0 : box.y1, box.x0 : box.x1]
+        n, original = self.header.iterations, box.crop(self.pixels)
         # past the goal: the adaptive windows' top (MS-SSIM's one; `quality`: the first unchosen); whole iterations: one,
         # for a budget's partial next and a target's other tiles, whose counts may go beyond it; a target's only tile: none
         alone = self.rate.target is not None and not self.rate.adaptive and len(self.boxes) == 1  # a target alone, one tile
@@ -142,8 +142,8 @@ class _Image:
                 continue
             size += len(segment)
             recons.append(to_uint8(enc.pixels(box).copy()))
-            if met is None and self.rate.target and self.pixels[..., 0].size <= KEEP_STATES_PIXELS:  # the windows' lows: two
-                states = {j: s for j, s in states.items() if j > t - 2} | {t + 1: enc.state}
+            if met is None and self.rate.target and self.pixels[..., 0].size <= KEEP_STATES_PIXELS:  # the windows' lows
+                states = {j: s for j, s in states.items() if j > t - 2 or j == FLOOR} | {t + 1: enc.state}
             if self.rate.slope is not None:  # `quality`'s goal: the counts chosen on the iterations so far
                 rows.append(masked_error(np.stack(recons[-1:] if rows else recons), original))
                 met = int(choose([window(np.concatenate(rows), 1, t + 1)], self.rate.slope)[0].max()) - 1
@@ -176,9 +176,8 @@ class _Image:
 
     def _met(self, score: Callable[[np.ndarray], float] | None, recon: np.ndarray, size: int) -> bool:
         """Whether a tile meets its target by `score` (a tile that is the image: as the image, once) or its budget share."""
-        if self.rate.target is None:
-            return self.budget is not None and size * self.header.width * self.header.height >= self.budget * recon[..., 0].size
-        return score(recon) >= self.rate.target + self.rate.margin[0]
+        return (score(recon) >= self.rate.target + self.rate.margin[0] if self.rate.target is not None else
+                self.budget is not None and size * self.header.width * self.header.height >= self.budget * recon[..., 0].size)
 
     def whole(self, first: _Pass, k: int) -> list[np.ndarray]:  # k iterations of every block (a tile's last, if fewer)
         return [np.full(-(-np.array(b.shape) // STRIDE), min(k, len(r) - 1), np.uint8) for b, r in zip(self.boxes, first.recons)]
@@ -216,13 +215,12 @@ class _Image:
             return self.file(self.coded(first, choose([window(d, 1, n) for d in first.tables], self.rate.slope))), True, False
         done = (max if self.rate.target else min)(len(r) - 1 for r in first.recons)  # a target's tiles: each its own
         whole = self._whole(first, done)
-        tables = self._tables(first, whole or done)
         if self.rate.target is not None:
-            encoded, quality = self._target(first, whole, done, tables)
+            encoded, quality = self._target(first, whole, done)
             met = quality >= self.rate.target  # then smaller, where this size needs few iterations: a smaller needs more
             return encoded, met, met and (whole or done) <= TRY_SMALLER_UP_TO
         low, high = (1, n) if self.rate.adaptive else (whole, whole + 1)
-        counts = search([window(d, low, high) for d in tables], lambda c: self.estimate(first, c) <= 0.98 * self.budget,
+        counts = search(self._plans(first, whole, [(low, high)])[0], lambda c: self.estimate(first, c) <= 0.98 * self.budget,
                         False)  # its entropy: near
         coded, top = (None, 0) if counts is None else (self.coded(first, counts), int(max(c.max() for c in counts)))
         fit = max((k for k, size in enumerate(self.sizes(coded, top) if top else [], 1) if size <= self.budget), default=0)
@@ -238,25 +236,28 @@ class _Image:
         self.rate.check_budget(sizes[0], self.original[..., 0].size)
         return max(k for k, size in enumerate(sizes, 1) if size <= self.budget)
 
-    def _tables(self, first: _Pass, k: int) -> list[np.ndarray]:
-        """Each tile's d_b(c): an MS-SSIM target's by its gradient an iteration before the k that meet it; else squared error."""
+    def _plans(self, first: _Pass, k: int, windows: list[tuple[int, int]]) -> list[list[np.ndarray]]:
+        """Each window's tables, each tile's d_b(c): squared error, or an MS-SSIM target's change from k − 1 (ms_ssim_change)."""
         if self.rate.target_ms_ssim is None:
-            return [squared_error(r, self.pixels[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
-        ref = max(k - 1, 1)  # a tile that stopped before it: from its last
-        grad = ms_ssim_gradient(self.pixels, self.compose(first, self.whole(first, ref)))
-        return [ms_ssim_change(r, min(ref, len(r) - 1), grad[b.y0 : b.y1, b.x0 : b.x1]) for r, b in zip(first.recons, self.boxes)]
+            tables = [squared_error(r, b.crop(self.pixels)) for r, b in zip(first.recons, self.boxes)]
+        else:  # by the gradients at the whole iterations the windows span
+            score, span = self.score if self.pixels is self.original else MsSsim(self.pixels), np.array(windows)
+            grads = {c: score.gradient(self.compose(first, self.whole(first, c))) for c in range(span.min(), span.max() + 1)}
+            tables = [ms_ssim_change(r, min(max(k - 1, 1), len(r) - 1), {min(c, len(r) - 1): b.crop(g) for c, g in grads.items()})
+                      for r, b in zip(first.recons, self.boxes)]  # a tile that stopped before k − 1: from its last
+        return [[window(d, lo, hi) for d in tables] for lo, hi in windows]
 
-    def _target(self, first: _Pass, whole: int | None, done: int, tables: list[np.ndarray]) -> tuple[Encoded, float]:
+    def _target(self, first: _Pass, whole: int | None, done: int) -> tuple[Encoded, float]:
         """The smallest file found that meets the target: the first pass's k whole iterations, or the counts `meet` finds
-        in a window: k − 1 or k (a partial last iteration) and, with `adaptive`, more (for MS-SSIM only near k, where its
-        gradient holds, and two at least: a flat block coded once shows its square). Cheapest estimate first, each checked
+        in a window: k − 1 or k (a partial last iteration) and, with `adaptive`, more (for MS-SSIM up to the first pass's k + 1,
+        and FLOOR at least: a flat block coded once shows its square). Cheapest estimate first, each checked
         on its decoding while its estimate beats the best file yet (any size), coded if it passes, else aimed once more."""
         rate, k = self.rate, whole or done
         full = self.file(first, k) if k < min(map(len, first.recons)) else self.file(self.coded(first, self.whole(first, k)))
         best = full, self.measure(self.compose(first, self.whole(first, k)))
-        own = (1, self.header.iterations) if rate.target_ms_ssim is None else (max(2 if k > 2 else 1, k - 2), k + 1)
+        own = (1, self.header.iterations) if rate.target_ms_ssim is None else (FLOOR if k > FLOOR else 1, k + 1)
         windows = [own, (k - 1, k)] if rate.adaptive else [(k - 1, k)]
-        plans = [[window(d, lo, hi) for d in tables] for lo, hi in windows] if k == whole > 1 else []
+        plans = self._plans(first, k, windows) if k == whole > 1 else []
 
         def aimed(i: int, aim: float) -> list[np.ndarray] | None:
             return meet(plans[i], lambda c: self.measure(self.compose(first, c)), aim, rate.margin[1])
@@ -266,13 +267,12 @@ class _Image:
         for i, again in [(i, again) for i in tries for again in (True, False)]:
             if chosen[i] is None or self.estimate(first, chosen[i]) >= min(len(best[0].data), self.bound):
                 continue
-            quality = self.measure(self.compose(first, chosen[i], decoded=True))
-            if quality >= rate.target:
-                candidate = self.file(self.coded(first, chosen[i]))
-                best, chosen[i] = min(best, (candidate, quality), key=lambda b: len(b[0].data)), None
+            got = self.measure(self.compose(first, chosen[i], decoded=True))  # what its file decodes to
+            if got >= rate.target:
+                best, chosen[i] = min(best, (self.file(self.coded(first, chosen[i])), got), key=lambda b: len(b[0].data)), None
             elif again:
                 aim = self.measure(self.compose(first, chosen[i]))
-                chosen[i] = aimed(i, aim + 1.5 * (aim - quality))
+                chosen[i] = aimed(i, aim + 1.5 * (aim - got))
         rate.check_reached(best[0].iterations, best[1])
         return best
 

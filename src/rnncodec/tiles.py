@@ -34,6 +34,9 @@ class TileBox:
     def shape(self) -> tuple[int, int]:
         return self.y1 - self.y0, self.x1 - self.x0
 
+    def crop(self, image: np.ndarray) -> np.ndarray:  # the tile's part of an H×W(×…) image (a view)
+        return image[self.y0 : self.y1, self.x0 : self.x1]
+
 
 def progress(items: Iterable | None = None, *, show: bool, **bar) -> Any:
     """tqdm's progress bar over `items` (or, without, one a caller updates) where `show`; else the
@@ -75,7 +78,7 @@ def model_input(pixels: np.ndarray, box: TileBox) -> np.ndarray:
     """One tile, edge-padded to the model's stride, as the 1×3×H×W float32 array in [−0.5, 0.5]
     the image model takes. Its memory stays in the pixels' order (channels-last), which is how
     the torch model's convolutions want it."""
-    crop = pad_to_multiple(pixels[box.y0 : box.y1, box.x0 : box.x1], STRIDE)
+    crop = pad_to_multiple(box.crop(pixels), STRIDE)
     return crop.transpose(2, 0, 1)[None].astype(np.float32) / 255.0 - 0.5
 
 
