@@ -83,6 +83,23 @@ def test_one_original_scores_many_reconstructions_as_each_alone(shape):
     assert alone[1] != alone[3] and alone[1] > alone[2] > alone[0]
 
 
+@pytest.mark.parametrize("shape", [(200, 333), (64, 48), (8, 9)])
+def test_a_float32_score_is_the_definitions_within_1e_5(shape):
+    """A quality target scores in float32 (its scorer): each score within 1e-5 of the float64
+    definition, and each gradient within 1e-3 of its largest value."""
+    from rnncodec.quality import MsSsim
+    from rnncodec.rate import Rate
+
+    a = smooth_image(*shape, seed=4)
+    rng = np.random.default_rng(4)
+    exact, target = MsSsim(a), Rate(target_ms_ssim=0.95).scorer(a)
+    for noise in (2, 8, 30):
+        b = np.clip(a + rng.normal(0, noise, a.shape), 0, 255).astype(np.uint8)
+        assert target(b) == pytest.approx(exact(b), abs=1e-5) and target(b) != exact(b)
+        g = exact.gradient(b)
+        np.testing.assert_allclose(target.gradient(b), g, atol=1e-3 * np.abs(g).max())
+
+
 @pytest.mark.parametrize("shape", [(170, 181), (64, 48), (9, 12)])
 def test_ms_ssim_gradient_is_the_scores_slope(shape):
     """The gradient the adaptive encoder prices blocks by (five scales, one, or none), written out

@@ -21,7 +21,7 @@ from .decoder import Decoded, decode, decode_progressive, decompress, decompress
 from .entropy import BitCoder
 from .errors import BudgetError, Note, OptionError
 from .image import DOWNSCALES, RGBImage, as_rgb, resized
-from .quality import MsSsim, masked_error, ms_ssim_change, squared_error
+from .quality import masked_error, ms_ssim_change, squared_error
 from .rate import Rate, choose, meet, search, window
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, Canvas, TileBox, check_tiling, model_input, plan_tiles, release_memory, to_uint8
 from .zoo import ImageModel, default_coder
@@ -241,7 +241,7 @@ class _Image:
         if self.rate.target_ms_ssim is None:
             tables = [squared_error(r, b.crop(self.pixels)) for r, b in zip(first.recons, self.boxes)]
         else:  # by the gradients at the whole iterations the windows span
-            score, span = self.score if self.pixels is self.original else MsSsim(self.pixels), np.array(windows)
+            score, span = self.score if self.pixels is self.original else self.rate.scorer(self.pixels), np.array(windows)
             grads = {c: score.gradient(self.compose(first, self.whole(first, c))) for c in range(span.min(), span.max() + 1)}
             tables = [ms_ssim_change(r, min(max(k - 1, 1), len(r) - 1), {min(c, len(r) - 1): b.crop(g) for c, g in grads.items()})
                       for r, b in zip(first.recons, self.boxes)]  # a tile that stopped before k − 1: from its last

@@ -100,7 +100,7 @@ class Rate:
         return (0.03, 0.03) if self.target_psnr is not None else (0.0002, 0.0006)
 
     def scorer(self, original: np.ndarray) -> Callable[[np.ndarray], float]:  # the target's metric against `original`
-        return (lambda decoded: psnr_rgb(original, decoded)) if self.target_psnr else MsSsim(original)
+        return (lambda decoded: psnr_rgb(original, decoded)) if self.target_psnr else MsSsim(original, np.float32)
 
     def check_reached(self, iterations: int, quality: float) -> None:  # no error: the file has all it can give
         if quality < self.target:
